@@ -1,0 +1,47 @@
+"""Writes for accounts: users with a role, and the role groups with their model permissions."""
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser, Group, Permission
+from django.db import transaction
+
+from accounts.roles import Role
+
+PROJECT_APPS = ("accounts", "annotation", "training", "inference", "releases")
+# Django model permissions per role, for the Django admin and for anyone inspecting groups;
+# the pages and API check roles directly (accounts.permissions).
+ROLE_PERMISSIONS: dict[Role, tuple[str, ...]] = {
+    Role.ANNOTATOR: (),
+    Role.ADJUDICATOR: ("annotation.view_cellimage",),
+    Role.RESEARCHER: ("annotation.view_cellimage", "annotation.view_case", "annotation.view_importbatch"),
+    Role.ADMIN: (),  # all permissions of the project's apps and of auth users, see below
+}
+
+
+def roles_sync_groups() -> None:
+    """Create the four role groups and (re)assign their permissions. Idempotent."""
+    for role in Role:
+        group, _ = Group.objects.get_or_create(name=role.value)
+        if role is Role.ADMIN:
+            perms = Permission.objects.filter(content_type__app_label__in=(*PROJECT_APPS, "auth", "authtoken"))
+        else:
+            wanted = [p.split(".", 1) for p in ROLE_PERMISSIONS[role]]
+            perms = Permission.objects.none()
+            for app_label, codename in wanted:
+                perms = perms | Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+        group.permissions.set(perms)
+
+
+@transaction.atomic
+def user_create(*, username: str, role: Role, password: str | None = None, email: str = "") -> tuple[AbstractUser, str]:
+    """Create a user holding `role`; returns the user and the password (generated when not given)."""
+    password = password or secrets.token_urlsafe(12)
+    user = get_user_model().objects.create_user(username=username, email=email, password=password)
+    roles_sync_groups()
+    user.groups.add(Group.objects.get(name=role.value))
+    if role is Role.ADMIN:
+        user.is_staff = True  # the Django admin is where admins edit the taxonomy and users
+        user.save(update_fields=["is_staff"])
+    return user, password

@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.http import HttpResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts.views import home
+
+
+def healthz(request):
+    return HttpResponse("ok", content_type="text/plain")
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("healthz", healthz),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),
+    path("annotation/", include("annotation.urls")),
+    path("api/accounts/", include("accounts.api_urls")),
+    path("api/annotation/", include("annotation.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]

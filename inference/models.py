@@ -1,0 +1,1 @@
+"""Predictions and active-learning scores (filled by the active-learning issue)."""

@@ -1,0 +1,1 @@
+"""Versioned datasets (filled by the dataset-versions issue)."""

@@ -1,0 +1,1 @@
+"""Pure PyTorch/timm code; never imports Django."""
