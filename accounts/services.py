@@ -1,7 +1,9 @@
 """Writes for accounts: users with a role, and the role groups with their model permissions."""
 from __future__ import annotations
 
+import json
 import secrets
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group, Permission
@@ -45,3 +47,38 @@ def user_create(*, username: str, role: Role, password: str | None = None, email
         user.is_staff = True  # the Django admin is where admins edit the taxonomy and users
         user.save(update_fields=["is_staff"])
     return user, password
+
+
+DEMO_USERS: tuple[tuple[str, Role], ...] = (
+    ("admin", Role.ADMIN),
+    ("annotator1", Role.ANNOTATOR),
+    ("annotator2", Role.ANNOTATOR),
+    ("adjudicator", Role.ADJUDICATOR),
+    ("researcher", Role.RESEARCHER),
+)
+
+
+def demo_users_ensure(*, credentials_file: Path) -> list[dict[str, str]]:
+    """Create the demo users once, with random passwords kept in credentials_file (mode 0600).
+
+    A second run reuses the file. A demo user missing from the database (deleted by hand) is
+    recreated with a new password, and the file updated.
+    """
+    saved = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
+    User = get_user_model()
+    result = []
+    for username, role in DEMO_USERS:
+        password = saved.get(username)
+        if not User.objects.filter(username=username).exists():
+            _, password = user_create(username=username, role=role)
+        elif password is None:
+            # The user exists but its password is unknown here: never print a guess.
+            password = "(unchanged; reset with manage.py changepassword)"
+        saved[username] = password
+        result.append({"username": username, "role": role.value, "password": password})
+    credentials_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = credentials_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(credentials_file)
+    return result

