@@ -49,6 +49,7 @@ def user_create(*, username: str, role: Role, password: str | None = None, email
     return user, password
 
 
+UNKNOWN_PASSWORD = "(unchanged; reset with manage.py changepassword)"  # noqa: S105 - a notice, not a secret
 DEMO_USERS: tuple[tuple[str, Role], ...] = (
     ("admin", Role.ADMIN),
     ("annotator1", Role.ANNOTATOR),
@@ -73,7 +74,7 @@ def demo_users_ensure(*, credentials_file: Path) -> list[dict[str, str]]:
             _, password = user_create(username=username, role=role)
         elif password is None:
             # The user exists but its password is unknown here: never print a guess.
-            password = "(unchanged; reset with manage.py changepassword)"
+            password = UNKNOWN_PASSWORD
         saved[username] = password
         result.append({"username": username, "role": role.value, "password": password})
     credentials_file.parent.mkdir(parents=True, exist_ok=True)

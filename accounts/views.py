@@ -1,7 +1,9 @@
+"""Login and the home page with one tile per thing the user's roles allow."""
 from django.contrib.auth import views as auth_views
 from django.shortcuts import render
 
-from annotation.selectors import image_count
+from accounts.roles import Role, user_has_role
+from annotation.selectors import batch_active_count, image_stats
 
 
 class LoginView(auth_views.LoginView):
@@ -10,4 +12,7 @@ class LoginView(auth_views.LoginView):
 
 
 def home(request):
-    return render(request, "accounts/home.html", {"image_count": image_count()})
+    context = {"stats": image_stats()}
+    if user_has_role(request.user, Role.ADMIN):
+        context["active_imports"] = batch_active_count()
+    return render(request, "accounts/home.html", context)

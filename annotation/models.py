@@ -62,6 +62,9 @@ class ImportBatch(models.Model):
     source_name = models.CharField(max_length=255)
     # The uploaded archive (or folder path for the management command) until the task has read it.
     source_path = models.CharField(max_length=1024)
+    csv_path = models.CharField(max_length=1024, blank=True, help_text="Metadata CSV on local disk, if any.")
+    # Uploads live under MEDIA_ROOT/uploads and are deleted after a successful run; folders are never touched.
+    source_is_upload = models.BooleanField(default=False)
     trusted = models.BooleanField(default=False, help_text="Reference labels become final labels.")
     case_from_folder = models.BooleanField(default=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -70,6 +73,8 @@ class ImportBatch(models.Model):
     imported = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
+    # Companion files (README, NOTICE, CSV, hidden files) that are not images and are not reported per file.
+    skipped = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -1,8 +1,139 @@
-"""Reads for annotation: taxonomy, images, batches."""
+"""Reads for annotation: taxonomy, cases, cell images, import batches and their per-file reports."""
 from __future__ import annotations
 
-from annotation.models import CellImage
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem
+
+
+class ImageStatus(StrEnum):
+    """Where an image stands in the labeling loop, as the image list filters it."""
+
+    UNLABELED = "unlabeled"  # no final label yet: still needs expert labels
+    FINAL = "final"
+
+
+IMAGE_STATUS_LABELS = {ImageStatus.UNLABELED: "Needs labels", ImageStatus.FINAL: "Final label"}
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    total: int
+    unlabeled: int
+    final: int
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    batch_id: int
+    status: str
+    total: int
+    processed: int
+    imported: int
+    duplicates: int
+    rejected: int
+    percent: int
+    finished: bool
+    error: str
 
 
 def image_count() -> int:
     return CellImage.objects.count()
+
+
+def image_stats() -> ImageStats:
+    counts = CellImage.objects.aggregate(
+        total=Count("id"), final=Count("id", filter=Q(final_label__isnull=False))
+    )
+    return ImageStats(total=counts["total"], unlabeled=counts["total"] - counts["final"], final=counts["final"])
+
+
+def taxonomy_list(*, active_only: bool = False) -> QuerySet[CellClass]:
+    classes = CellClass.objects.all()
+    return classes.filter(is_active=True) if active_only else classes
+
+
+def case_list() -> QuerySet[Case]:
+    return Case.objects.all()
+
+
+def image_list(
+    *,
+    case: Case | None = None,
+    batch: ImportBatch | None = None,
+    reference_label: CellClass | None = None,
+    status: ImageStatus | None = None,
+) -> QuerySet[CellImage]:
+    """Images in import order, with everything the list pages and the API print joined in."""
+    images = CellImage.objects.select_related(
+        "case", "batch", "reference_label", "analyzer_class", "final_label"
+    ).order_by("id")
+    if case is not None:
+        images = images.filter(case=case)
+    if batch is not None:
+        images = images.filter(batch=batch)
+    if reference_label is not None:
+        images = images.filter(reference_label=reference_label)
+    if status is ImageStatus.UNLABELED:
+        images = images.filter(final_label__isnull=True)
+    elif status is ImageStatus.FINAL:
+        images = images.filter(final_label__isnull=False)
+    return images
+
+
+def image_get(*, image_id: int) -> CellImage:
+    """The image with its relations; Http404 (which pages and DRF both answer with 404) if absent."""
+    return get_object_or_404(image_list(), pk=image_id)
+
+
+def image_file_path(*, image: CellImage, thumbnail: bool) -> str:
+    """Storage path to stream: the thumbnail falls back to the full image when none was made."""
+    if thumbnail and image.thumbnail:
+        return image.thumbnail
+    return image.file
+
+
+def batch_list() -> QuerySet[ImportBatch]:
+    return ImportBatch.objects.select_related("created_by").order_by("-created_at", "-id")
+
+
+def batch_get(*, batch_id: int) -> ImportBatch:
+    return get_object_or_404(batch_list(), pk=batch_id)
+
+
+def batch_items(*, batch: ImportBatch, outcome: str | None = None) -> QuerySet[ImportItem]:
+    """The per-file report of a batch, in processing order, optionally one outcome only."""
+    items = ImportItem.objects.filter(batch=batch).select_related("image").order_by("id")
+    if outcome:
+        items = items.filter(outcome=outcome)
+    return items
+
+
+def batch_progress(*, batch: ImportBatch) -> BatchProgress:
+    finished = batch.status in (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)
+    if batch.total:
+        percent = min(100, batch.processed * 100 // batch.total)
+    else:
+        # An empty or failed batch has nothing to count; a finished one is complete by definition.
+        percent = 100 if finished else 0
+    return BatchProgress(
+        batch_id=batch.pk,
+        status=batch.status,
+        total=batch.total,
+        processed=batch.processed,
+        imported=batch.imported,
+        duplicates=batch.duplicates,
+        rejected=batch.rejected,
+        percent=percent,
+        finished=finished,
+        error=batch.error,
+    )
+
+
+def batch_active_count() -> int:
+    """Imports still pending or running, for the admin's home tile."""
+    return ImportBatch.objects.filter(status__in=(ImportBatch.Status.PENDING, ImportBatch.Status.RUNNING)).count()

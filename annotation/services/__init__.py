@@ -1,0 +1,1 @@
+"""Writes for annotation, one module per concern (imports, ...)."""

@@ -1,0 +1,51 @@
+// Live progress for the import batch page: poll the progress endpoint every second until the
+// batch is done or failed, then reload once so the server renders the per-file report.
+(function () {
+  "use strict";
+  const section = document.getElementById("batch-progress");
+  if (!section || section.dataset.finished === "true") return;
+
+  const url = section.dataset.progressUrl;
+  const bar = section.querySelector("[data-progress-bar]");
+  const fill = bar.querySelector(".progress-bar");
+  const badge = document.querySelector("[data-batch-status]");
+  const field = (name) => section.querySelector(`[data-field="${name}"]`);
+  const STATUS_NAMES = { pending: "Pending", running: "Running", done: "Done", failed: "Failed" };
+  let failures = 0;
+
+  function render(p) {
+    for (const name of ["processed", "total", "imported", "duplicates", "rejected"]) {
+      field(name).textContent = p[name];
+    }
+    field("percent").textContent = `${p.percent}%`;
+    fill.style.width = `${p.percent}%`;
+    bar.setAttribute("aria-valuenow", p.percent);
+    bar.className = `progress large ${p.status}`;
+    badge.className = `badge large ${p.status}`;
+    badge.textContent = STATUS_NAMES[p.status] || p.status;
+    const error = field("error");
+    error.textContent = p.error;
+    error.hidden = !p.error;
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const progress = await response.json();
+      failures = 0;
+      render(progress);
+      if (progress.finished) {
+        window.location.reload();
+        return;
+      }
+    } catch (err) {
+      // A dropped request (server restart, network blip) should not stop the page; back off a little.
+      failures += 1;
+      console.warn("Progress poll failed:", err);
+    }
+    window.setTimeout(poll, Math.min(1000 * (1 + failures), 10000));
+  }
+
+  window.setTimeout(poll, 1000);
+})();

@@ -1,0 +1,146 @@
+"""Who may call what: one table of (url, method) x role -> status, expanded into one test per cell
+(the way CVAT generates its permission tests), and a walk over every URL pattern so that an endpoint
+added without a row here fails the suite."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
+from rest_framework.test import APIClient
+
+from accounts.roles import Role
+from tests.annotation.imagedata import batch_make, image_make
+
+ROLES = ("anonymous", "annotator", "adjudicator", "researcher", "admin", "norole")
+
+# "login": redirected to the login page (pages refuse anonymous users that way; the API answers 403).
+# {image} and {batch} are filled with the ids of real rows. POST rows send an empty body, so the only
+# thing a permitted caller can get back is a validation answer: nothing is created.
+TABLE = """
+url                                         method  anonymous annotator adjudicator researcher admin norole
+/                                           GET     login     200       200         200        200   200
+/accounts/logout/                           POST    login     302       302         302        302   302
+/annotation/images/                         GET     login     403       403         200        200   403
+/annotation/images/{image}/                 GET     login     403       403         200        200   403
+/annotation/images/{image}/file             GET     login     200       200         200        200   403
+/annotation/images/{image}/thumb            GET     login     200       200         200        200   403
+/annotation/imports/                        GET     login     403       403         403        200   403
+/annotation/imports/new/                    GET     login     403       403         403        200   403
+/annotation/imports/new/                    POST    login     403       403         403        200   403
+/annotation/imports/{batch}/                GET     login     403       403         403        200   403
+/admin/                                     GET     login     302       302         302        200   302
+/admin/annotation/cellclass/                GET     login     302       302         302        200   302
+/admin/annotation/cellimage/                GET     login     302       302         302        200   302
+/admin/annotation/importbatch/              GET     login     302       302         302        200   302
+/admin/auth/user/                           GET     login     302       302         302        200   302
+/api/accounts/me/                           GET     403       200       200         200        200   200
+/api/accounts/token/                        POST    400       400       400         400        400   400
+/api/annotation/taxonomy/                   GET     403       200       200         200        200   403
+/api/annotation/images/                     GET     403       403       403         200        200   403
+/api/annotation/images/{image}/             GET     403       403       403         200        200   403
+/api/annotation/batches/                    GET     403       403       403         403        200   403
+/api/annotation/batches/                    POST    403       403       403         403        400   403
+/api/annotation/batches/{batch}/            GET     403       403       403         403        200   403
+/api/annotation/batches/{batch}/items/      GET     403       403       403         403        200   403
+/api/annotation/batches/{batch}/progress/   GET     403       403       403         403        200   403
+/api/schema/                                GET     403       200       200         200        200   200
+/api/docs/                                  GET     403       200       200         200        200   200
+"""
+
+# Reachable without logging in, by design. Static files are served by WhiteNoise, outside the URLconf.
+PUBLIC_ROUTES = {"accounts/login/", "healthz"}
+# The Django admin checks is_staff itself on every one of its views; the table samples it above.
+DELEGATED_NAMESPACES = {"admin"}
+
+
+@dataclass(frozen=True)
+class Row:
+    url: str
+    method: str
+    expected: dict[str, str]
+
+    def concrete_url(self, *, image_id: int, batch_id: int) -> str:
+        return self.url.format(image=image_id, batch=batch_id)
+
+
+def _parse(table: str) -> list[Row]:
+    header, *lines = [line.split() for line in table.strip().splitlines() if line.strip()]
+    assert header[2:] == list(ROLES), header
+    return [Row(url=cells[0], method=cells[1], expected=dict(zip(ROLES, cells[2:], strict=True))) for cells in lines]
+
+
+ROWS = _parse(TABLE)
+
+
+@pytest.fixture
+def objects(admin_user):
+    batch = batch_make(created_by=admin_user)
+    return {"image_id": image_make(batch=batch, reference_label="myeloblast").id, "batch_id": batch.id}
+
+
+def _client(role: str, *, api: bool, make_user, api_client_for, client_for) -> Client | APIClient:
+    if role == "anonymous":
+        return APIClient() if api else Client()
+    user = make_user(None if role == "norole" else Role(role))
+    return api_client_for(user) if api else client_for(user)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: f"{row.method} {row.url}")
+def test_permission(row, role, objects, make_user, api_client_for, client_for):
+    api = row.url.startswith("/api/")
+    client = _client(role, api=api, make_user=make_user, api_client_for=api_client_for, client_for=client_for)
+    url = row.concrete_url(**objects)
+    response = client.generic(row.method, url)
+    expected = row.expected[role]
+    if expected == "login":
+        assert response.status_code == 302, f"{row.method} {url} as {role}"
+        assert response["Location"].startswith(reverse(settings.LOGIN_URL) + "?next="), response["Location"]
+    else:
+        assert response.status_code == int(expected), f"{row.method} {url} as {role}: {response.status_code}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", [r for r in ROLES if r != "anonymous"])
+def test_api_answers_the_same_with_a_browser_session(role, objects, make_user, client_for):
+    """The pages' JavaScript calls the API with the session cookie, not a token: same rules."""
+    user = make_user(None if role == "norole" else Role(role))
+    client = client_for(user)
+    for row in ROWS:
+        if row.url.startswith("/api/") and row.url != "/api/accounts/token/":
+            response = client.generic(row.method, row.concrete_url(**objects))
+            assert response.status_code == int(row.expected[role]), f"{row.method} {row.url} as {role}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/accounts/login/", "/healthz"])
+def test_public_urls_need_no_login(url):
+    assert Client().get(url).status_code == 200
+
+
+def _walk(patterns, prefix: str = ""):
+    """(route, namespace) of every endpoint in the URLconf, routes joined the way ResolverMatch.route joins them."""
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern).lstrip("^")
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace in DELEGATED_NAMESPACES:
+                continue
+            yield from _walk(pattern.url_patterns, route)
+        elif isinstance(pattern, URLPattern):
+            yield route
+
+
+def test_every_url_pattern_has_a_permission_row_or_is_public():
+    covered = {resolve(row.concrete_url(image_id=1, batch_id=1)).route for row in ROWS}
+    missing = sorted(route for route in _walk(get_resolver().url_patterns) if route not in covered | PUBLIC_ROUTES)
+    assert missing == [], f"Add a row to TABLE in {__name__} for: {missing}"
+
+
+def test_every_protected_row_refuses_anonymous_users():
+    for row in ROWS:
+        if row.url != "/api/accounts/token/":  # the credentials in the request are the check
+            assert row.expected["anonymous"] in ("login", "401", "403"), row
