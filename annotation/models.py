@@ -5,6 +5,14 @@ from django.conf import settings
 from django.db import models
 
 
+class LabelStatus(models.TextChoices):
+    """Where an image stands in the labeling loop; kept on CellImage so the queue query is one index scan."""
+
+    NEEDS_LABELS = "needs_labels", "Needs labels"
+    CONSENSUS = "consensus", "In consensus"
+    FINAL = "final", "Final"
+
+
 class CellClass(models.Model):
     """One class of the taxonomy. `code` is stable forever (it is in every dataset manifest)."""
 
@@ -106,11 +114,24 @@ class CellImage(models.Model):
     # Set by consensus, or by a trusted import (final_method = "trusted_import").
     final_label = models.ForeignKey(CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     final_method = models.CharField(max_length=20, blank=True)
-    priority = models.FloatField(default=0.0, db_index=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    label_status = models.CharField(max_length=14, choices=LabelStatus.choices, default=LabelStatus.NEEDS_LABELS)
+    # Live (not undone) expert labels; changed only under the image's row lock (annotation.services.labeling).
+    label_count = models.PositiveSmallIntegerField(default=0)
+    # Set by active learning; higher comes first in the labeling queue.
+    priority = models.FloatField(default=0.0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # The labeling queue's order, over the images that still need labels only.
+            models.Index(
+                "label_status", models.F("priority").desc(), models.F("label_count").desc(), "id",
+                name="labeling_queue_order",
+            ),
+            models.Index(fields=["label_status", "final_label"], name="image_status_final"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sha256[:12]} ({self.original_name})"
@@ -135,3 +156,89 @@ class ImportItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.outcome}"
+
+
+# --- Labeling: double-blind labels, leases, skips, consensus history ---------------------------
+
+
+class Annotation(models.Model):
+    """One expert's blind label of one image. Never updated except to mark it undone (append-only)."""
+
+    image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="annotations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
+    # NULL cell_class means "unclassifiable" (artefact, smudge, damaged cell): a real outcome.
+    cell_class = models.ForeignKey(CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time the annotator spent on it.")
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # The last line of defence against a double submit: one live label per image and annotator.
+            models.UniqueConstraint(
+                fields=["image", "annotator"], condition=models.Q(undone_at__isnull=True),
+                name="one_live_label_per_image_and_annotator",
+            ),
+        ]
+        indexes = [models.Index(fields=["annotator", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} → {self.cell_class.code if self.cell_class else 'unclassifiable'}"
+
+
+class Lease(models.Model):
+    """An image handed to an annotator by the queue; others skip it until it expires."""
+
+    image = models.ForeignKey(CellImage, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "annotator"], name="one_lease_per_image_and_annotator")]
+
+    def __str__(self) -> str:
+        return f"{self.image_id} held by {self.annotator_id} until {self.expires_at:%H:%M:%S}"
+
+
+class Skip(models.Model):
+    """An annotator passed on an image; the queue does not offer it to them again for a while."""
+
+    image = models.ForeignKey(CellImage, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["annotator", "image", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} skipped {self.image_id}"
+
+
+class LabelEvent(models.Model):
+    """Append-only history of an image's labels: who decided what, when and why."""
+
+    class Kind(models.TextChoices):
+        LABEL = "label", "Labeled"
+        UNDO = "undo", "Undid label"
+        AGREEMENT = "agreement", "Final by agreement"
+        DISAGREEMENT = "disagreement", "Sent to consensus"
+        ADJUDICATED = "adjudicated", "Resolved by adjudicator"
+        REOPENED = "reopened", "Re-opened"
+        TRUSTED_IMPORT = "trusted_import", "Final from trusted import"
+
+    image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    cell_class = models.ForeignKey(CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.image_id} {self.kind} by {self.actor_id}"

@@ -46,6 +46,19 @@ url                                         method  anonymous annotator adjudica
 /api/annotation/batches/{batch}/            GET     403       403       403         403        200   403
 /api/annotation/batches/{batch}/items/      GET     403       403       403         403        200   403
 /api/annotation/batches/{batch}/progress/   GET     403       403       403         403        200   403
+/api/annotation/images/{image}/file/        GET     403       200       200         200        200   403
+/api/annotation/images/{image}/history/     GET     403       403       200         200        200   403
+/api/annotation/images/{image}/reopen/      POST    403       403       400         403        400   403
+/api/annotation/queue/next/                 POST    403       200       403         403        403   403
+/api/annotation/queue/skip/                 POST    403       400       403         403        403   403
+/api/annotation/queue/progress/             GET     403       200       403         403        403   403
+/api/annotation/labels/                     GET     403       200       403         403        403   403
+/api/annotation/labels/                     POST    403       400       403         403        403   403
+/api/annotation/labels/undo/                POST    403       404       403         403        403   403
+/api/annotation/consensus/                  GET     403       403       200         403        200   403
+/api/annotation/consensus/{image}/resolve/  POST    403       403       400         403        400   403
+/api/annotation/agreement/                  GET     403       403       200         200        200   403
+/api/annotation/agreement/heatmap.png       GET     403       403       200         200        200   403
 /api/schema/                                GET     403       200       200         200        200   200
 /api/docs/                                  GET     403       200       200         200        200   200
 """

@@ -23,7 +23,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.roles import Role, user_has_role
-from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem
+from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem, LabelEvent, LabelStatus
 from annotation.services.metadata import FileMeta, ImportPlan, csv_rows_read, import_plan_build
 from annotation.services.sources import Source, SourceEntry, SourceInvalid, source_open
 from annotation.services.validation import FileRejected, ImportLimits, ValidatedImage, image_validate, megabytes
@@ -418,7 +418,18 @@ class _BatchRun:
                     reference_label=meta.reference_label,
                     final_label=final_label,
                     final_method=TRUSTED_IMPORT if final_label is not None else "",
+                    # A trusted label is final: the image never enters the labeling queue.
+                    label_status=LabelStatus.FINAL if final_label is not None else LabelStatus.NEEDS_LABELS,
+                    finalized_at=timezone.now() if final_label is not None else None,
                 )
+                if final_label is not None:
+                    LabelEvent.objects.create(
+                        image=cell_image,
+                        actor=self.batch.created_by,
+                        kind=LabelEvent.Kind.TRUSTED_IMPORT,
+                        cell_class=final_label,
+                        note=f"Import #{self.batch.pk} ({self.batch.source_name[:200]})",
+                    )
                 try:
                     for staged in prepared.staged:
                         blob_publish(staged=staged)

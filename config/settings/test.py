@@ -17,6 +17,8 @@ _tmp = Path(tempfile.mkdtemp(prefix="hemaloop-test-"))
 atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
 MEDIA_ROOT = _tmp / "media"
 VAR_DIR = _tmp / "var"
+STATIC_ROOT = _tmp / "static"  # exists, so whitenoise does not warn on every request
+STATIC_ROOT.mkdir()
 
 if not os.environ.get("DATABASE_URL"):
     # One cluster per test process, deleted at exit; the same engine as production.

@@ -11,7 +11,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image, ImageDraw
 
-from annotation.models import Case, CellClass, CellImage, ImportBatch
+from annotation.models import Case, CellClass, CellImage, ImportBatch, LabelStatus
 from annotation.services.imports import ImportRejected
 
 _variants = itertools.count(1)
@@ -79,7 +79,8 @@ def image_make(
         reference_label=cls(reference_label),
         analyzer_class=cls(analyzer_class),
         final_label=cls(final_label),
-        final_method="consensus" if final_label else "",
+        final_method="adjudicated" if final_label else "",
+        label_status=LabelStatus.FINAL if final_label else LabelStatus.NEEDS_LABELS,
     )
 
 
@@ -116,6 +117,6 @@ class FakeImportService:
                           trusted=trusted, case_from_folder=case_from_folder)
 
     def install(self, monkeypatch) -> FakeImportService:
-        for module in ("annotation.views", "annotation.api"):
+        for module in ("annotation.views", "annotation.api.images"):
             monkeypatch.setattr(f"{module}.import_batch_create_from_upload", self.import_batch_create_from_upload)
         return self

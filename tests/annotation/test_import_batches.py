@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import DatabaseError
 from PIL import Image
 
-from annotation.models import Case, CellImage, ImportBatch, ImportItem
+from annotation.models import Case, CellImage, ImportBatch, ImportItem, LabelEvent
 from annotation.services import imports
 from annotation.services.imports import ImportRejected, import_batch_create_from_upload, import_batch_process
 from annotation.services.sources import _zip_entry_count
@@ -67,15 +67,28 @@ def test_only_a_trusted_batch_turns_reference_labels_into_final_labels(run_impor
     batch = run_import(source, trusted=trusted)
 
     assert batch.trusted is trusted
-    rows = CellImage.objects.values_list("original_name", "reference_label__code", "final_label__code", "final_method")
+    rows = CellImage.objects.values_list(
+        "original_name", "reference_label__code", "final_label__code", "final_method", "label_status"
+    )
     if trusted:
         expected = {
-            ("a.jpg", "neutrophil", "neutrophil", "trusted_import"),
-            ("b.jpg", "monocyte", "monocyte", "trusted_import"),
-            ("c.jpg", None, None, ""),
+            ("a.jpg", "neutrophil", "neutrophil", "trusted_import", "final"),
+            ("b.jpg", "monocyte", "monocyte", "trusted_import", "final"),
+            ("c.jpg", None, None, "", "needs_labels"),
         }
+        events = LabelEvent.objects.values_list("image__original_name", "kind", "cell_class__code", "actor")
+        assert set(events) == {
+            ("a.jpg", "trusted_import", "neutrophil", batch.created_by_id),
+            ("b.jpg", "trusted_import", "monocyte", batch.created_by_id),
+        }
+        assert CellImage.objects.filter(final_label__isnull=False, finalized_at__isnull=False).count() == 2
     else:
-        expected = {("a.jpg", "neutrophil", None, ""), ("b.jpg", "monocyte", None, ""), ("c.jpg", None, None, "")}
+        expected = {
+            ("a.jpg", "neutrophil", None, "", "needs_labels"),
+            ("b.jpg", "monocyte", None, "", "needs_labels"),
+            ("c.jpg", None, None, "", "needs_labels"),
+        }
+        assert not LabelEvent.objects.exists()
     assert set(rows) == expected
 
 

@@ -1,7 +1,6 @@
 """`manage.py import_cells PATH`: import a folder or zip of cell images in-process (no worker needed)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -55,7 +54,7 @@ def _importer(*, username: str | None):
 
 
 def _progress_printer(stdout: OutputWrapper):
-    interactive = sys.stdout.isatty()
+    interactive = stdout.isatty()
     last_decile = -1
 
     def show(batch: ImportBatch) -> None:

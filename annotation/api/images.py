@@ -1,6 +1,7 @@
 """Annotation API: taxonomy, cell images, import batches with their per-file reports and live progress."""
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
@@ -13,6 +14,7 @@ from rest_framework.views import APIView
 from accounts.permissions import roles_permission
 from accounts.roles import Role
 from annotation import selectors
+from annotation.files import image_file_response
 from annotation.models import CellClass, CellImage, ImportBatch, ImportItem
 from annotation.services.imports import ImportRejected, import_batch_create_from_upload
 
@@ -61,7 +63,7 @@ class ImageOutput(serializers.ModelSerializer):
         model = CellImage
         fields = [
             "id", "url", "sha256", "original_name", "format", "width", "height", "size_bytes",
-            "case", "batch", "analyzer_class", "reference_label", "final_label", "final_method",
+            "case", "batch", "analyzer_class", "reference_label", "label_status", "final_label", "final_method",
             "priority", "created_at", "file_url", "thumbnail_url",
         ]  # fmt: skip
         read_only_fields = fields
@@ -237,3 +239,13 @@ class BatchProgressApi(APIView):
     def get(self, request, batch_id: int):
         progress = selectors.batch_progress(batch=selectors.batch_get(batch_id=batch_id))
         return Response(BatchProgressOutput(progress).data)
+
+
+class ImageFileApi(APIView):
+    """The image bytes, for any role (annotators label from them); labels are never part of it."""
+
+    permission_classes = [roles_permission(*Role)]
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    def get(self, request: Request, image_id: int):
+        return image_file_response(image_id=image_id, thumbnail=False)

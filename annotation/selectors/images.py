@@ -7,23 +7,32 @@ from enum import StrEnum
 from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem
+from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem, LabelStatus
 
 
 class ImageStatus(StrEnum):
     """Where an image stands in the labeling loop, as the image list filters it."""
 
-    UNLABELED = "unlabeled"  # no final label yet: still needs expert labels
+    UNLABELED = "unlabeled"  # still needs expert labels
+    CONSENSUS = "consensus"  # two different labels, waiting for an adjudicator
     FINAL = "final"
 
 
-IMAGE_STATUS_LABELS = {ImageStatus.UNLABELED: "Needs labels", ImageStatus.FINAL: "Final label"}
+IMAGE_STATUS_LABELS = {
+    ImageStatus.UNLABELED: "Needs labels", ImageStatus.CONSENSUS: "In consensus", ImageStatus.FINAL: "Final label",
+}
+_LABEL_STATUS = {
+    ImageStatus.UNLABELED: LabelStatus.NEEDS_LABELS,
+    ImageStatus.CONSENSUS: LabelStatus.CONSENSUS,
+    ImageStatus.FINAL: LabelStatus.FINAL,
+}
 
 
 @dataclass(frozen=True)
 class ImageStats:
     total: int
     unlabeled: int
+    consensus: int
     final: int
 
 
@@ -47,9 +56,12 @@ def image_count() -> int:
 
 def image_stats() -> ImageStats:
     counts = CellImage.objects.aggregate(
-        total=Count("id"), final=Count("id", filter=Q(final_label__isnull=False))
+        total=Count("id"),
+        unlabeled=Count("id", filter=Q(label_status=LabelStatus.NEEDS_LABELS)),
+        consensus=Count("id", filter=Q(label_status=LabelStatus.CONSENSUS)),
+        final=Count("id", filter=Q(label_status=LabelStatus.FINAL)),
     )
-    return ImageStats(total=counts["total"], unlabeled=counts["total"] - counts["final"], final=counts["final"])
+    return ImageStats(**counts)
 
 
 def taxonomy_list(*, active_only: bool = False) -> QuerySet[CellClass]:
@@ -78,10 +90,8 @@ def image_list(
         images = images.filter(batch=batch)
     if reference_label is not None:
         images = images.filter(reference_label=reference_label)
-    if status is ImageStatus.UNLABELED:
-        images = images.filter(final_label__isnull=True)
-    elif status is ImageStatus.FINAL:
-        images = images.filter(final_label__isnull=False)
+    if status is not None:
+        images = images.filter(label_status=_LABEL_STATUS[status])
     return images
 
 

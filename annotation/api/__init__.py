@@ -1,0 +1,1 @@
+"""Annotation REST API: images and imports (images.py); labeling, consensus and agreement (labeling.py)."""

@@ -1,0 +1,305 @@
+"""Labeling, consensus, history and agreement API. Annotators see only their own labels."""
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import roles_permission
+from accounts.roles import Role
+from annotation import selectors
+from annotation.models import CellClass, CellImage
+from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_heatmap_png, agreement_stats
+from annotation.services.consensus import consensus_resolve, label_reopen
+from annotation.services.labeling import (
+    LabelingError,
+    QueueItem,
+    annotation_submit,
+    annotation_undo,
+    queue_next,
+    queue_skip,
+)
+
+IsAnnotator = roles_permission(Role.ANNOTATOR)
+IsAdjudicator = roles_permission(Role.ADJUDICATOR, Role.ADMIN)
+CanSeeLabels = roles_permission(Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN)
+
+
+def _refused(exc: LabelingError) -> Response:
+    return Response({"detail": exc.message}, status=exc.status_code)
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class CellClassField(serializers.Field):
+    """A taxonomy code, or "unclassifiable" (stored as no class)."""
+
+    default_error_messages = {"unknown": "Unknown cell class {value!r}."}
+
+    def to_internal_value(self, data):
+        if data == UNCLASSIFIABLE:
+            return None
+        cls = CellClass.objects.filter(code=data, is_active=True).first()
+        if cls is None:
+            self.fail("unknown", value=data)
+        return cls
+
+    def to_representation(self, value):
+        return value.code if value else UNCLASSIFIABLE
+
+
+class QueueItemOutput(serializers.Serializer):
+    image = serializers.IntegerField(source="image.id")
+    image_url = serializers.SerializerMethodField()
+    width = serializers.IntegerField(source="image.width")
+    height = serializers.IntegerField(source="image.height")
+    lease_expires_at = serializers.DateTimeField()
+
+    def get_image_url(self, item: QueueItem) -> str:
+        return reverse("annotation_api:image_file", kwargs={"image_id": item.image.id})
+
+
+class NextCellApi(APIView):
+    """Hold the next cell for me under a lease. 204 when nothing is left to label."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=None, responses={200: QueueItemOutput, 204: OpenApiResponse(description="Queue empty")})
+    def post(self, request):
+        item = queue_next(annotator=request.user)
+        if item is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(QueueItemOutput(item).data)
+
+
+class LabelInput(serializers.Serializer):
+    image = serializers.IntegerField()
+    cell_class = CellClassField(help_text='A taxonomy code, or "unclassifiable".')
+    duration_ms = serializers.IntegerField(min_value=0, max_value=24 * 3600 * 1000, required=False)
+
+
+class MyLabelOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField(source="image_id")
+    cell_class = CellClassField()
+    created_at = serializers.DateTimeField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    undone = serializers.SerializerMethodField()
+
+    def get_undone(self, annotation) -> bool:
+        return annotation.undone_at is not None
+
+
+class LabelListCreateApi(APIView):
+    """GET: my own labels, newest first. POST: submit a blind label for a cell I hold."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(responses=MyLabelOutput(many=True))
+    def get(self, request):
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.annotation_list_mine(annotator=request.user), request, view=self)
+        return paginator.get_paginated_response(MyLabelOutput(page, many=True).data)
+
+    @extend_schema(request=LabelInput, responses={201: MyLabelOutput, 400: None, 404: None, 409: None})
+    def post(self, request):
+        data = LabelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        get_object_or_404(CellImage, pk=data.validated_data["image"])
+        try:
+            annotation = annotation_submit(
+                image_id=data.validated_data["image"], annotator=request.user,
+                cell_class=data.validated_data["cell_class"], duration_ms=data.validated_data.get("duration_ms"),
+            )
+        except LabelingError as exc:
+            return _refused(exc)
+        return Response(MyLabelOutput(annotation).data, status=status.HTTP_201_CREATED)
+
+
+class ImageRefInput(serializers.Serializer):
+    image = serializers.IntegerField()
+
+
+class SkipApi(APIView):
+    """Pass on a cell: it goes back to the queue for others."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=ImageRefInput, responses={204: None})
+    def post(self, request):
+        data = ImageRefInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        get_object_or_404(CellImage, pk=data.validated_data["image"])
+        queue_skip(image_id=data.validated_data["image"], annotator=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UndoApi(APIView):
+    """Take back my last label (while its cell has no final label); the cell is held for me again."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=None, responses={200: QueueItemOutput, 404: None, 409: None})
+    def post(self, request):
+        try:
+            item = annotation_undo(annotator=request.user)
+        except LabelingError as exc:
+            return _refused(exc)
+        return Response(QueueItemOutput(item).data)
+
+
+class ProgressOutput(serializers.Serializer):
+    today = serializers.IntegerField()
+    total = serializers.IntegerField()
+    waiting = serializers.IntegerField()
+
+
+class ProgressApi(APIView):
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(responses=ProgressOutput)
+    def get(self, request):
+        return Response(ProgressOutput(selectors.labeling_progress(annotator=request.user)).data)
+
+
+class LabelOutput(serializers.Serializer):
+    annotator = serializers.CharField(source="annotator.username")
+    cell_class = CellClassField()
+    created_at = serializers.DateTimeField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+
+
+class ConsensusItemOutput(serializers.Serializer):
+    image = serializers.IntegerField(source="id")
+    image_url = serializers.SerializerMethodField()
+    labels = LabelOutput(many=True, source="live_labels")
+
+    def get_image_url(self, image) -> str:
+        return reverse("annotation_api:image_file", kwargs={"image_id": image.id})
+
+
+class ConsensusListApi(APIView):
+    """Cells whose two labels differ, oldest first, with both labels and who gave them."""
+
+    permission_classes = [IsAdjudicator]
+
+    @extend_schema(responses=ConsensusItemOutput(many=True))
+    def get(self, request):
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.consensus_list(), request, view=self)
+        return paginator.get_paginated_response(ConsensusItemOutput(page, many=True).data)
+
+
+class ResolveInput(serializers.Serializer):
+    cell_class = CellClassField(help_text='The final class (any class), or "unclassifiable".')
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class FinalOutput(serializers.Serializer):
+    image = serializers.IntegerField(source="id")
+    label_status = serializers.CharField()
+    final_label = CellClassField()
+    final_method = serializers.CharField()
+
+
+class ConsensusResolveApi(APIView):
+    """Record the final class of a cell in consensus. 409 when another adjudicator was first."""
+
+    permission_classes = [IsAdjudicator]
+
+    @extend_schema(request=ResolveInput, responses={200: FinalOutput, 409: None})
+    def post(self, request, image_id: int):
+        get_object_or_404(CellImage, pk=image_id)
+        data = ResolveInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            image = consensus_resolve(image_id=image_id, adjudicator=request.user, **data.validated_data)
+        except LabelingError as exc:
+            return _refused(exc)
+        return Response(FinalOutput(image).data)
+
+
+class ReopenInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class ReopenApi(APIView):
+    """Send a final label back to consensus, with a reason kept in the history."""
+
+    permission_classes = [IsAdjudicator]
+
+    @extend_schema(request=ReopenInput, responses={200: FinalOutput, 409: None})
+    def post(self, request, image_id: int):
+        get_object_or_404(CellImage, pk=image_id)
+        data = ReopenInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            image = label_reopen(image_id=image_id, actor=request.user, reason=data.validated_data["reason"])
+        except LabelingError as exc:
+            return _refused(exc)
+        return Response(FinalOutput(image).data)
+
+
+class EventOutput(serializers.Serializer):
+    kind = serializers.CharField()
+    description = serializers.CharField(source="get_kind_display")
+    actor = serializers.CharField(source="actor.username", allow_null=True, default=None)
+    cell_class = CellClassField()
+    note = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ImageHistoryApi(APIView):
+    """Every label, resolution and correction of a cell: who, what, when, why."""
+
+    permission_classes = [CanSeeLabels]
+
+    @extend_schema(responses=EventOutput(many=True))
+    def get(self, request, image_id: int):
+        image = get_object_or_404(CellImage, pk=image_id)
+        return Response(EventOutput(selectors.image_history(image=image), many=True).data)
+
+
+class AgreementFilterInput(serializers.Serializer):
+    batch = serializers.IntegerField(required=False)
+    date_from = serializers.DateField(required=False)
+    date_to = serializers.DateField(required=False)
+
+
+class AgreementApi(APIView):
+    """Cohen's kappa overall and per annotator pair, per-class agreement, confusion matrix."""
+
+    permission_classes = [CanSeeLabels]
+
+    @extend_schema(parameters=[AgreementFilterInput], responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        filters = AgreementFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        stats = agreement_stats(
+            batch_id=filters.validated_data.get("batch"),
+            date_from=filters.validated_data.get("date_from"),
+            date_to=filters.validated_data.get("date_to"),
+        )
+        return Response(stats.__dict__)
+
+
+class AgreementHeatmapApi(APIView):
+    """The annotator-vs-annotator confusion matrix as a PNG heatmap (same filters)."""
+
+    permission_classes = [CanSeeLabels]
+
+    @extend_schema(parameters=[AgreementFilterInput], responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request):
+        filters = AgreementFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        stats = agreement_stats(
+            batch_id=filters.validated_data.get("batch"),
+            date_from=filters.validated_data.get("date_from"),
+            date_to=filters.validated_data.get("date_to"),
+        )
+        return HttpResponse(agreement_heatmap_png(stats), content_type="image/png")

@@ -1,0 +1,27 @@
+"""Reads for annotation, one module per concern; the common ones are re-exported here."""
+from annotation.selectors.images import (  # noqa: F401
+    IMAGE_STATUS_LABELS,
+    BatchProgress,
+    ImageStats,
+    ImageStatus,
+    batch_active_count,
+    batch_get,
+    batch_items,
+    batch_list,
+    batch_progress,
+    case_list,
+    image_count,
+    image_file_path,
+    image_get,
+    image_list,
+    image_stats,
+    taxonomy_list,
+)
+from annotation.selectors.labeling import (  # noqa: F401
+    annotation_list_mine,
+    consensus_count,
+    consensus_list,
+    consensus_next,
+    image_history,
+    labeling_progress,
+)

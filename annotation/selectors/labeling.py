@@ -1,0 +1,50 @@
+"""Reads for labeling: an annotator's own labels and progress, the consensus queue, image history."""
+from __future__ import annotations
+
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.utils import timezone
+
+from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
+
+
+def annotation_list_mine(*, annotator) -> QuerySet[Annotation]:
+    """Only this annotator's labels: nothing about colleagues, the consensus or the final label."""
+    return Annotation.objects.filter(annotator=annotator).select_related("cell_class").order_by("-created_at", "-id")
+
+
+def labeling_progress(*, annotator) -> dict[str, int]:
+    """Labeled today, labeled in total, and cells still waiting that this annotator could label."""
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = Annotation.objects.filter(annotator=annotator, undone_at__isnull=True)
+    waiting = (
+        CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS)
+        .exclude(Exists(Annotation.objects.filter(image=OuterRef("pk"), annotator=annotator, undone_at__isnull=True)))
+        .count()
+    )
+    return {"today": mine.filter(created_at__gte=today).count(), "total": mine.count(), "waiting": waiting}
+
+
+def consensus_list() -> QuerySet[CellImage]:
+    """Images whose labels disagree, oldest disagreement first, with their live labels as `live_labels`."""
+    live = Annotation.objects.filter(undone_at__isnull=True).select_related("annotator", "cell_class")
+    return (
+        CellImage.objects.filter(label_status=LabelStatus.CONSENSUS)
+        .prefetch_related(Prefetch("annotations", queryset=live.order_by("created_at", "id"), to_attr="live_labels"))
+        .order_by("id")
+    )
+
+
+def consensus_next(*, exclude_ids: list[int] | None = None) -> CellImage | None:
+    images = consensus_list()
+    if exclude_ids:
+        images = images.exclude(pk__in=exclude_ids)
+    return images.first()
+
+
+def consensus_count() -> int:
+    return CellImage.objects.filter(label_status=LabelStatus.CONSENSUS).count()
+
+
+def image_history(*, image: CellImage) -> QuerySet[LabelEvent]:
+    """Every label, undo, decision and re-opening of the image, oldest first."""
+    return image.events.select_related("actor", "cell_class").order_by("created_at", "id")

@@ -1,0 +1,59 @@
+"""Consensus: adjudicators resolve disagreements; adjudicators and admins re-open final labels.
+
+Nothing is overwritten: the image's current final label changes, and a LabelEvent records who
+decided what, when and why.
+"""
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import CellClass, CellImage, LabelEvent, LabelStatus
+from annotation.services.labeling import LabelingError
+
+
+class AlreadyResolved(LabelingError):
+    pass
+
+
+class NotFinal(LabelingError):
+    pass
+
+
+@transaction.atomic
+def consensus_resolve(*, image_id: int, adjudicator, cell_class: CellClass | None, note: str = "") -> CellImage:
+    """Record the final class (any class, or None for unclassifiable). The first of two racing
+    adjudicators wins; the second gets AlreadyResolved naming who resolved it."""
+    image = CellImage.objects.select_for_update().get(pk=image_id)
+    if image.label_status != LabelStatus.CONSENSUS:
+        last = image.events.filter(kind=LabelEvent.Kind.ADJUDICATED).select_related("actor").last()
+        who = f" by {last.actor.username} at {timezone.localtime(last.created_at):%H:%M:%S}" if last else ""
+        raise AlreadyResolved(f"This cell is no longer in the consensus queue: it was resolved{who}.")
+    image.label_status = LabelStatus.FINAL
+    image.final_label = cell_class
+    image.final_method = "adjudicated"
+    image.finalized_at = timezone.now()
+    image.save(update_fields=["label_status", "final_label", "final_method", "finalized_at"])
+    LabelEvent.objects.create(
+        image=image, actor=adjudicator, kind=LabelEvent.Kind.ADJUDICATED, cell_class=cell_class, note=note
+    )
+    return image
+
+
+@transaction.atomic
+def label_reopen(*, image_id: int, actor, reason: str) -> CellImage:
+    """Send a final label back to the consensus queue, with a reason kept in the history."""
+    if not reason.strip():
+        raise ValueError("A reason is required to re-open a final label.")
+    image = CellImage.objects.select_for_update().get(pk=image_id)
+    if image.label_status != LabelStatus.FINAL:
+        raise NotFinal("Only a cell with a final label can be re-opened.")
+    LabelEvent.objects.create(
+        image=image, actor=actor, kind=LabelEvent.Kind.REOPENED, cell_class=image.final_label, note=reason.strip()
+    )
+    image.label_status = LabelStatus.CONSENSUS
+    image.final_label = None
+    image.final_method = ""
+    image.finalized_at = None
+    image.save(update_fields=["label_status", "final_label", "final_method", "finalized_at"])
+    return image

@@ -1,0 +1,127 @@
+"""The labeling, consensus and agreement API, as annotators and adjudicators use it; blinding."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from accounts.roles import Role
+from annotation.models import CellImage, LabelStatus
+from tests.annotation.imagedata import batch_make, image_make
+
+SECRET_WORDS = ("myeloblast", "lymphoblast", "reference", "analyzer", "final", "consensus", "prediction")
+
+
+@pytest.fixture
+def image(admin_user):
+    # The reference label and analyzer class must never reach an annotator.
+    return image_make(batch=batch_make(created_by=admin_user), reference_label="myeloblast",
+                      analyzer_class="lymphoblast")
+
+
+def _next(client):
+    response = client.post("/api/annotation/queue/next/")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_annotator_flow_and_clear_errors(image, make_user, api_client_for):
+    client = api_client_for(make_user(Role.ANNOTATOR))
+    item = _next(client)
+    assert set(item) == {"image", "image_url", "width", "height", "lease_expires_at"}
+    assert client.get(item["image_url"]).status_code == 200
+
+    bad = client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "blast"}, format="json")
+    assert bad.status_code == 400
+    assert "Unknown cell class" in json.dumps(bad.json())
+    missing = client.post("/api/annotation/labels/", {"image": 999999, "cell_class": "monocyte"}, format="json")
+    assert missing.status_code == 404
+    ok = client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte",
+                                                 "duration_ms": 2300}, format="json")
+    assert ok.status_code == 201
+    assert ok.json()["cell_class"] == "monocyte"
+    again = client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte"}, format="json")
+    assert again.status_code == 409
+    assert "already labeled" in again.json()["detail"]
+    assert client.post("/api/annotation/queue/next/").status_code == 204  # nothing else for this annotator
+    assert client.get("/api/annotation/queue/progress/").json() == {"today": 1, "total": 1, "waiting": 0}
+
+
+def test_a_third_label_gets_409(image, make_user, api_client_for):
+    clients = [api_client_for(make_user(Role.ANNOTATOR)) for _ in range(3)]
+    for client in clients[:2]:
+        item = _next(client)
+        assert client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte"},
+                           format="json").status_code == 201
+    late = clients[2].post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
+    assert late.status_code == 409
+    assert "no longer needs a label" in late.json()["detail"]
+
+
+def test_annotators_never_learn_a_colleagues_label(image, make_user, api_client_for):
+    first, second = make_user(Role.ANNOTATOR), make_user(Role.ANNOTATOR)
+    a, b = api_client_for(first), api_client_for(second)
+    _next(a)
+    a.post("/api/annotation/labels/", {"image": image.id, "cell_class": "lymphocyte"}, format="json")
+    # b sees the same image: nothing in any response b can reach tells what a said, or anything else.
+    answers = [_next(b), b.get("/api/annotation/labels/").json(), b.get("/api/annotation/queue/progress/").json()]
+    b.post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
+    answers.append(b.get("/api/annotation/labels/").json())
+    text = json.dumps(answers).lower()
+    assert "lymphocyte" not in text
+    assert first.username not in text
+    assert not any(word in text for word in SECRET_WORDS)
+    for url in (f"/api/annotation/images/{image.id}/", f"/api/annotation/images/{image.id}/history/",
+                "/api/annotation/consensus/", "/api/annotation/agreement/", "/api/annotation/agreement/heatmap.png",
+                "/api/annotation/images/?reference_label=myeloblast", "/api/annotation/batches/"):
+        assert b.get(url).status_code == 403, url
+    # b's own label list holds only b's label
+    assert [row["cell_class"] for row in b.get("/api/annotation/labels/").json()["results"]] == ["monocyte"]
+
+
+def test_consensus_resolve_race_and_reopen_through_the_api(image, make_user, api_client_for):
+    for code in ("myeloblast", "lymphoblast"):
+        client = api_client_for(make_user(Role.ANNOTATOR))
+        _next(client)
+        client.post("/api/annotation/labels/", {"image": image.id, "cell_class": code}, format="json")
+    first = api_client_for(make_user(Role.ADJUDICATOR, username="dr_a"))
+    second = api_client_for(make_user(Role.ADJUDICATOR))
+    queue = first.get("/api/annotation/consensus/").json()
+    assert queue["count"] == 1
+    assert sorted(label["cell_class"] for label in queue["results"][0]["labels"]) == ["lymphoblast", "myeloblast"]
+    resolved = first.post(f"/api/annotation/consensus/{image.id}/resolve/", {"cell_class": "myeloblast",
+                                                                            "note": "Auer rod"}, format="json")
+    assert resolved.status_code == 200
+    assert resolved.json()["final_label"] == "myeloblast"
+    late = second.post(f"/api/annotation/consensus/{image.id}/resolve/", {"cell_class": "lymphoblast"}, format="json")
+    assert late.status_code == 409
+    assert "dr_a" in late.json()["detail"]
+    assert second.post(f"/api/annotation/images/{image.id}/reopen/", {}, format="json").status_code == 400
+    reopened = second.post(f"/api/annotation/images/{image.id}/reopen/", {"reason": "MPO negative"}, format="json")
+    assert reopened.status_code == 200
+    assert reopened.json()["label_status"] == LabelStatus.CONSENSUS
+    history = second.get(f"/api/annotation/images/{image.id}/history/").json()
+    assert [e["kind"] for e in history] == ["label", "label", "disagreement", "adjudicated", "reopened"]
+    assert history[3]["note"] == "Auer rod"
+    assert history[3]["actor"] == "dr_a"
+    assert history[4]["note"] == "MPO negative"
+    assert history[4]["cell_class"] == "myeloblast"
+    assert CellImage.objects.get(pk=image.pk).final_label is None
+
+
+def test_agreement_api_and_heatmap(image, make_user, api_client_for):
+    for code in ("monocyte", "monocyte"):
+        client = api_client_for(make_user(Role.ANNOTATOR))
+        _next(client)
+        client.post("/api/annotation/labels/", {"image": image.id, "cell_class": code}, format="json")
+    researcher = api_client_for(make_user(Role.RESEARCHER))
+    stats = researcher.get("/api/annotation/agreement/").json()
+    assert stats["n_images"] == 1
+    assert stats["observed_agreement"] == 1.0
+    assert researcher.get("/api/annotation/agreement/", {"date_from": "2000-01-01", "date_to": "2000-01-02"}
+                          ).json()["n_images"] == 0
+    assert researcher.get("/api/annotation/agreement/", {"date_from": "yesterday"}).status_code == 400
+    png = researcher.get("/api/annotation/agreement/heatmap.png")
+    assert png.status_code == 200
+    assert png["Content-Type"] == "image/png"
+    assert png.content[:4] == b"\x89PNG"

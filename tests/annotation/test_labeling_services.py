@@ -1,0 +1,227 @@
+"""The labeling queue, labels, undo, skip, consensus and re-open, through the service layer."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from sklearn.metrics import cohen_kappa_score
+
+from accounts.roles import Role
+from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus, Lease
+from annotation.selectors import image_history, labeling_progress
+from annotation.selectors.agreement import agreement_stats
+from annotation.services.consensus import AlreadyResolved, NotFinal, consensus_resolve, label_reopen
+from annotation.services.labeling import (
+    AlreadyLabeled,
+    NoLongerNeeded,
+    NothingToUndo,
+    annotation_submit,
+    annotation_undo,
+    queue_next,
+    queue_skip,
+)
+from tests.annotation.imagedata import batch_make, image_make
+
+
+def cls(code: str) -> CellClass:
+    return CellClass.objects.get(code=code)
+
+
+@pytest.fixture
+def pool(admin_user):
+    batch = batch_make(created_by=admin_user)
+    return [image_make(batch=batch) for _ in range(3)]
+
+
+@pytest.fixture
+def annotators(make_user):
+    return [make_user(Role.ANNOTATOR) for _ in range(4)]
+
+
+def label(image, user, code: str | None):
+    queue_item = queue_next(annotator=user)
+    assert queue_item is not None
+    return annotation_submit(image_id=image.id, annotator=user, cell_class=cls(code) if code else None)
+
+
+def test_queue_order_priority_then_half_labeled_then_oldest(pool, annotators):
+    a, b, c, _ = annotators
+    first, second, third = pool
+    assert queue_next(annotator=a).image == first  # all equal: oldest first
+    annotation_submit(image_id=first.id, annotator=a, cell_class=cls("neutrophil"))
+    # b: `first` already has one label, so it comes before the older-but-unlabeled rest.
+    CellImage.objects.filter(pk=second.pk).update(priority=0)
+    assert queue_next(annotator=b).image == first
+    CellImage.objects.filter(pk=third.pk).update(priority=5.0)
+    assert queue_next(annotator=c).image == third  # priority beats everything
+
+
+def test_a_reloaded_page_resumes_the_held_cell(pool, annotators):
+    a = annotators[0]
+    assert queue_next(annotator=a).image == queue_next(annotator=a).image
+    assert Lease.objects.filter(annotator=a).count() == 1
+
+
+def test_no_more_holders_than_labels_needed_until_the_lease_expires(pool, annotators):
+    a, b, c, _ = annotators
+    image = pool[0]
+    CellImage.objects.filter(pk=image.pk).update(priority=10)
+    assert queue_next(annotator=a).image == image
+    assert queue_next(annotator=b).image == image
+    assert queue_next(annotator=c).image != image  # two holders for two labels: c gets another cell
+    Lease.objects.filter(annotator=a).update(expires_at=timezone.now() - timedelta(seconds=1))
+    Lease.objects.filter(annotator=c).delete()
+    assert queue_next(annotator=c).image == image  # a's hold lapsed
+
+
+def test_equal_labels_become_final_by_agreement(pool, annotators):
+    a, b, *_ = annotators
+    image = pool[0]
+    label(image, a, "myeloblast")
+    label(image, b, "myeloblast")
+    image.refresh_from_db()
+    assert (image.label_status, image.final_label.code, image.final_method) == (LabelStatus.FINAL, "myeloblast",
+                                                                                "agreement")
+
+
+def test_two_unclassifiable_labels_are_a_final_outcome(pool, annotators):
+    a, b, *_ = annotators
+    image = pool[0]
+    label(image, a, None)
+    label(image, b, None)
+    image.refresh_from_db()
+    assert image.label_status == LabelStatus.FINAL
+    assert image.final_label is None
+
+
+def test_different_labels_go_to_consensus_and_the_first_adjudicator_wins(pool, annotators, make_user):
+    a, b, *_ = annotators
+    image = pool[0]
+    label(image, a, "myeloblast")
+    label(image, b, "lymphoblast")
+    image.refresh_from_db()
+    assert image.label_status == LabelStatus.CONSENSUS
+    assert image.final_label is None
+    first, second = make_user(Role.ADJUDICATOR, username="dr_first"), make_user(Role.ADJUDICATOR)
+    consensus_resolve(image_id=image.id, adjudicator=first, cell_class=cls("promyelocyte"), note="Granules")
+    with pytest.raises(AlreadyResolved, match="dr_first"):
+        consensus_resolve(image_id=image.id, adjudicator=second, cell_class=cls("myeloblast"))
+    image.refresh_from_db()
+    assert image.final_label.code == "promyelocyte"
+    assert image.final_method == "adjudicated"
+
+
+def test_no_third_label_and_no_second_label_by_the_same_person(pool, annotators):
+    a, b, c, _ = annotators
+    image = pool[0]
+    label(image, a, "monocyte")
+    with pytest.raises(AlreadyLabeled):
+        annotation_submit(image_id=image.id, annotator=a, cell_class=cls("lymphocyte"))
+    label(image, b, "monocyte")
+    with pytest.raises(NoLongerNeeded):
+        annotation_submit(image_id=image.id, annotator=c, cell_class=cls("monocyte"))
+    assert Annotation.objects.filter(image=image).count() == 2
+
+
+def test_a_label_without_hold_is_refused_while_colleagues_hold_the_free_slots(pool, annotators):
+    a, b, c, _ = annotators
+    image = pool[0]
+    CellImage.objects.filter(pk=image.pk).update(priority=10)
+    queue_next(annotator=a)
+    queue_next(annotator=b)
+    with pytest.raises(NoLongerNeeded, match="colleagues"):
+        annotation_submit(image_id=image.id, annotator=c, cell_class=cls("monocyte"))
+
+
+def test_skip_returns_the_cell_to_others_but_not_to_the_skipper(pool, annotators):
+    a, b, *_ = annotators
+    image = pool[0]
+    assert queue_next(annotator=a).image == image
+    queue_skip(image_id=image.id, annotator=a)
+    assert not Lease.objects.filter(annotator=a).exists()
+    assert queue_next(annotator=a).image != image
+    assert queue_next(annotator=b).image == image
+
+
+def test_undo_takes_back_the_last_label_and_keeps_it_in_the_history(pool, annotators):
+    a, b, *_ = annotators
+    image = pool[0]
+    label(image, a, "eosinophil")
+    label(image, b, "basophil")  # disagreement: consensus, not final, so a may still undo
+    item = annotation_undo(annotator=a)
+    assert item.image == image
+    image.refresh_from_db()
+    assert (image.label_status, image.label_count) == (LabelStatus.NEEDS_LABELS, 1)
+    annotation_submit(image_id=image.id, annotator=a, cell_class=cls("basophil"))
+    image.refresh_from_db()
+    assert image.final_label.code == "basophil"
+    kinds = [e.kind for e in image_history(image=image)]
+    assert kinds == ["label", "label", "disagreement", "undo", "label", "agreement"]
+    assert Annotation.objects.filter(image=image).count() == 3  # the undone label is kept
+
+
+def test_undo_is_refused_once_the_label_is_final(pool, annotators):
+    a, b, *_ = annotators
+    with pytest.raises(NothingToUndo):
+        annotation_undo(annotator=a)
+    label(pool[0], a, "eosinophil")
+    label(pool[0], b, "eosinophil")
+    with pytest.raises(NoLongerNeeded, match="final"):
+        annotation_undo(annotator=a)
+
+
+def test_reopen_needs_a_reason_and_appends_to_the_history(pool, annotators, make_user):
+    a, b, *_ = annotators
+    image = pool[0]
+    adjudicator = make_user(Role.ADJUDICATOR)
+    with pytest.raises(NotFinal):
+        label_reopen(image_id=image.id, actor=adjudicator, reason="x")
+    label(image, a, "neutrophil")
+    label(image, b, "neutrophil")
+    with pytest.raises(ValueError, match="reason"):
+        label_reopen(image_id=image.id, actor=adjudicator, reason="  ")
+    label_reopen(image_id=image.id, actor=adjudicator, reason="Looks like a band form")
+    consensus_resolve(image_id=image.id, adjudicator=adjudicator, cell_class=cls("band_neutrophil"))
+    events = list(image_history(image=image))
+    reopened = next(e for e in events if e.kind == LabelEvent.Kind.REOPENED)
+    assert (reopened.note, reopened.cell_class.code, reopened.actor) == ("Looks like a band form", "neutrophil",
+                                                                          adjudicator)
+    assert events[-1].kind == LabelEvent.Kind.ADJUDICATED
+    image.refresh_from_db()
+    assert image.final_label.code == "band_neutrophil"
+
+
+def test_progress_counts_only_my_labels(pool, annotators):
+    a, b, *_ = annotators
+    label(pool[0], a, "monocyte")
+    label(pool[0], b, "monocyte")
+    label(pool[1], a, "monocyte")
+    assert labeling_progress(annotator=a) == {"today": 2, "total": 2, "waiting": 1}
+    assert labeling_progress(annotator=b) == {"today": 1, "total": 1, "waiting": 2}
+
+
+def test_agreement_matches_scikit_learn_on_the_same_pairs(admin_user, annotators):
+    a, b, c, _ = annotators
+    batch = batch_make(created_by=admin_user)
+    given = [("a", "neutrophil", "neutrophil"), ("a", "monocyte", "lymphocyte"), ("a", "myeloblast", "myeloblast"),
+             ("c", "lymphoblast", "myeloblast"), ("c", "monocyte", "monocyte"), ("c", None, None)]
+    users = {"a": a, "c": c}
+    for who, first, second in given:
+        image = image_make(batch=batch)
+        CellImage.objects.filter(pk=image.pk).update(priority=100)
+        label(image, users[who], first)
+        label(image, b, second)
+    stats = agreement_stats()
+    firsts = [g[1] or "unclassifiable" for g in given]
+    seconds = [g[2] or "unclassifiable" for g in given]
+    assert stats.n_images == 6
+    assert stats.kappa == pytest.approx(cohen_kappa_score(firsts, seconds), abs=1e-4)
+    monocyte = next(row for row in stats.per_class if row["code"] == "monocyte")
+    assert (monocyte["n"], monocyte["agreement"]) == (2, 0.5)
+    by_user = {row["annotator"]: row for row in stats.per_annotator}
+    assert by_user[b.username]["disagreements"] == 2
+    assert by_user[b.username]["n"] == 6
+    assert sum(map(sum, stats.confusion)) == 6
+    assert stats.confusion[stats.labels.index("monocyte")][stats.labels.index("lymphocyte")] == 1
+    assert agreement_stats(batch_id=batch.id + 1000).n_images == 0
