@@ -62,7 +62,11 @@ class QueueItem:
 
 def _lease_take(*, image: CellImage, annotator, now: datetime) -> QueueItem:
     expires = now + lease_duration()
-    Lease.objects.update_or_create(image=image, annotator=annotator, defaults={"expires_at": expires})
+    # One INSERT ... ON CONFLICT DO UPDATE: take or renew the hold in a single round trip.
+    Lease.objects.bulk_create(
+        [Lease(image=image, annotator=annotator, created_at=now, expires_at=expires)],
+        update_conflicts=True, unique_fields=["image", "annotator"], update_fields=["expires_at"],
+    )
     return QueueItem(image=image, lease_expires_at=expires)
 
 
@@ -94,7 +98,9 @@ def queue_next(*, annotator) -> QueueItem | None:
             output_field=IntegerField(),
         )
         labeled_by_me = Annotation.objects.filter(image=OuterRef("pk"), annotator=annotator, undone_at__isnull=True)
-        skipped_by_me = Skip.objects.filter(image=OuterRef("pk"), annotator=annotator, created_at__gt=now - skip_cooldown())
+        skipped_by_me = Skip.objects.filter(
+            image=OuterRef("pk"), annotator=annotator, created_at__gt=now - skip_cooldown()
+        )
         image = (
             CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS)
             .exclude(Exists(labeled_by_me))
@@ -127,9 +133,9 @@ def annotation_submit(
     required = labels_per_image()
     if image.label_status != LabelStatus.NEEDS_LABELS or image.label_count >= required:
         raise NoLongerNeeded("This cell no longer needs a label; here is the next one.")
-    my_lease = Lease.objects.filter(image=image, annotator=annotator, expires_at__gt=now).exists()
-    others = Lease.objects.filter(image=image, expires_at__gt=now).exclude(annotator=annotator).count()
-    if not my_lease and image.label_count + others >= required:
+    holders = list(Lease.objects.filter(image=image, expires_at__gt=now).values_list("annotator_id", flat=True))
+    others = sum(holder != annotator.pk for holder in holders)
+    if annotator.pk not in holders and image.label_count + others >= required:
         # The free slots are held by colleagues who are looking at this cell right now.
         raise NoLongerNeeded("Your hold on this cell expired and colleagues are labeling it; here is the next one.")
     try:
