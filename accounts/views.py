@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.shortcuts import render
 
 from accounts.roles import Role, user_has_role
-from annotation.selectors import batch_active_count, image_stats
+from annotation.selectors import batch_active_count, consensus_count, image_stats, labeling_progress
 
 
 class LoginView(auth_views.LoginView):
@@ -15,4 +15,8 @@ def home(request):
     context = {"stats": image_stats()}
     if user_has_role(request.user, Role.ADMIN):
         context["active_imports"] = batch_active_count()
+    if user_has_role(request.user, Role.ANNOTATOR):
+        context["progress"] = labeling_progress(annotator=request.user)
+    if user_has_role(request.user, Role.ADJUDICATOR, Role.ADMIN):
+        context["consensus_waiting"] = consensus_count()
     return render(request, "accounts/home.html", context)

@@ -1,4 +1,4 @@
-"""Page forms for annotation: the image-list filters and the import upload."""
+"""Page forms for annotation: the image-list filters, the import upload, re-opening a label, agreement filters."""
 from __future__ import annotations
 
 from django import forms
@@ -61,3 +61,46 @@ class BatchUploadForm(forms.Form):
 
 class BatchItemFilterForm(forms.Form):
     outcome = forms.ChoiceField(choices=[("", "All"), *ImportItem.Outcome.choices], required=False)
+
+
+class ReopenForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason for re-opening",
+        max_length=2000,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "e.g. Nucleus shape suggests a blast; second opinion"}),
+        help_text="Required. Kept in the image's history; the cell goes back to the consensus queue.",
+    )
+
+
+class AgreementFilterForm(forms.Form):
+    """The same filters as /api/annotation/agreement/ (batch id, dates of the second label)."""
+
+    batch = forms.ModelChoiceField(queryset=None, required=False, empty_label="All import batches")
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["batch"].queryset = batch_list()
+
+    def clean(self):
+        data = super().clean()
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            raise forms.ValidationError("The start date is after the end date.")
+        return data
+
+    def selector_filters(self) -> dict:
+        """The validated filters as keyword arguments of selectors.agreement.agreement_stats."""
+        data = self.cleaned_data
+        return {
+            "batch_id": data["batch"].pk if data.get("batch") else None,
+            "date_from": data.get("date_from"),
+            "date_to": data.get("date_to"),
+        }
+
+    def query_params(self) -> dict[str, str]:
+        """The validated filters as the API's query parameters (for the heatmap picture)."""
+        filters = self.selector_filters()
+        params = {"batch": filters["batch_id"], "date_from": filters["date_from"], "date_to": filters["date_to"]}
+        return {key: str(value) for key, value in params.items() if value is not None}

@@ -1,4 +1,5 @@
-"""Annotation pages: the image list and detail, role-checked image files, and the import pages."""
+"""Annotation pages: image list and detail (with label history and re-opening), role-checked image files,
+import pages, and the labeling, consensus and agreement pages (their JavaScript calls the JSON API)."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -6,15 +7,20 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import patch_cache_control
-from django.views.decorators.http import require_GET, require_http_methods
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import role_required
-from accounts.roles import Role
+from accounts.roles import Role, user_has_role
 from annotation import selectors
-from annotation.forms import BatchItemFilterForm, BatchUploadForm, ImageFilterForm
-from annotation.models import CellImage
+from annotation.forms import AgreementFilterForm, BatchItemFilterForm, BatchUploadForm, ImageFilterForm, ReopenForm
+from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus
+from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_stats
+from annotation.services.consensus import label_reopen
 from annotation.services.imports import ImportRejected, import_batch_create_from_upload
+from annotation.services.labeling import LabelingError
 
 IMAGES_PER_PAGE = 48
 BATCHES_PER_PAGE = 25
@@ -32,11 +38,43 @@ def image_list(request):
     return render(request, "annotation/image_list.html", {"form": form, "page": page})
 
 
+def _image_detail_context(request, image: CellImage, *, reopen_form: ReopenForm | None = None) -> dict:
+    can_reopen = user_has_role(request.user, Role.ADJUDICATOR, Role.ADMIN)
+    return {
+        "image": image,
+        "history": selectors.image_history(image=image),
+        "live_labels": (
+            Annotation.objects.filter(image=image, undone_at__isnull=True)
+            .select_related("annotator", "cell_class").order_by("created_at", "id")
+        ),
+        "can_reopen": can_reopen and image.label_status == LabelStatus.FINAL,
+        "reopen_form": reopen_form or ReopenForm(),
+    }
+
+
 @require_GET
-@role_required(Role.ADMIN, Role.RESEARCHER)
+@role_required(Role.ADMIN, Role.RESEARCHER, Role.ADJUDICATOR)
 def image_detail(request, image_id: int):
     image = selectors.image_get(image_id=image_id)
-    return render(request, "annotation/image_detail.html", {"image": image})
+    return render(request, "annotation/image_detail.html", _image_detail_context(request, image))
+
+
+@require_POST
+@role_required(Role.ADJUDICATOR, Role.ADMIN)
+def image_reopen(request, image_id: int):
+    """Send a final label back to the consensus queue (a reason is required); PRG back to the image."""
+    image = selectors.image_get(image_id=image_id)
+    form = ReopenForm(request.POST)
+    if not form.is_valid():
+        context = _image_detail_context(request, image, reopen_form=form)
+        return render(request, "annotation/image_detail.html", context)
+    try:
+        label_reopen(image_id=image.id, actor=request.user, reason=form.cleaned_data["reason"])
+    except LabelingError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Re-opened: the cell is back in the consensus queue.")
+    return redirect("annotation:image_detail", image_id=image.id)
 
 
 def _image_file_response(*, image_id: int, thumbnail: bool) -> FileResponse:
@@ -100,3 +138,107 @@ def batch_detail(request, batch_id: int):
         "items": items.get_page(request.GET.get("page")),
     }
     return render(request, "annotation/batch_detail.html", context)
+
+
+# --- labeling, consensus, agreement ---------------------------------------------------------------
+
+
+def _taxonomy_context() -> dict:
+    """The active classes grouped Normal / Immature for the buttons, and as data for the hotkeys."""
+    classes = list(selectors.taxonomy_list(active_only=True))
+    groups = [(label, [c for c in classes if c.group == value]) for value, label in CellClass.Group.choices]
+    return {
+        "class_groups": [(label, members) for label, members in groups if members],
+        "taxonomy": [{"code": c.code, "name": c.name, "hotkey": c.hotkey} for c in classes],
+        "unclassifiable": UNCLASSIFIABLE,
+    }
+
+
+@require_GET
+@role_required(Role.ANNOTATOR)
+def label(request):
+    """The blind labeling page. It shows pixels and the annotator's own progress, nothing else:
+    no colleague's label, consensus, reference, analyzer class or model prediction."""
+    context = _taxonomy_context() | {
+        "progress": selectors.labeling_progress(annotator=request.user),
+        "api": {
+            "next": reverse("annotation_api:queue_next"),
+            "labels": reverse("annotation_api:labels"),
+            "skip": reverse("annotation_api:queue_skip"),
+            "undo": reverse("annotation_api:label_undo"),
+            "progress": reverse("annotation_api:queue_progress"),
+        },
+    }
+    return render(request, "annotation/label.html", context)
+
+
+def _reopened_event(image: CellImage) -> LabelEvent | None:
+    """The re-opening that put this image back in the queue, if that (not a disagreement) is why it is here."""
+    last = (
+        selectors.image_history(image=image)
+        .filter(kind__in=[LabelEvent.Kind.DISAGREEMENT, LabelEvent.Kind.REOPENED])
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return last if last is not None and last.kind == LabelEvent.Kind.REOPENED else None
+
+
+def _consensus_item(image: CellImage) -> dict:
+    """One consensus item in the shape of /api/annotation/consensus/, plus why it was re-opened."""
+    reopened = _reopened_event(image)
+    return {
+        "image": image.id,
+        "image_url": reverse("annotation:image_file", kwargs={"image_id": image.id}),
+        "labels": [
+            {
+                "annotator": label.annotator.username,
+                "cell_class": label.cell_class.code if label.cell_class else UNCLASSIFIABLE,
+                "created_at": label.created_at.isoformat(),
+                "duration_ms": label.duration_ms,
+            }
+            for label in image.live_labels
+        ],
+        "reopened": None if reopened is None else {
+            "actor": reopened.actor.username if reopened.actor else None,
+            "cell_class": reopened.cell_class.code if reopened.cell_class else UNCLASSIFIABLE,
+            "note": reopened.note,
+            "created_at": reopened.created_at.isoformat(),
+        },
+    }
+
+
+@require_GET
+@role_required(Role.ADJUDICATOR, Role.ADMIN)
+def consensus(request):
+    """The first cell of the consensus queue with both labels and who gave them; the page's script
+    records the final class through the API and loads the next one."""
+    image = selectors.consensus_next()
+    context = _taxonomy_context() | {
+        "item": image,
+        "reopened": _reopened_event(image) if image else None,
+        "item_data": _consensus_item(image) if image else None,
+        "waiting": selectors.consensus_count(),
+        "api": {
+            "list": reverse("annotation_api:consensus_list"),
+            "resolve": reverse("annotation_api:consensus_resolve", kwargs={"image_id": 0}),
+            "history": reverse("annotation_api:image_history", kwargs={"image_id": 0}),
+            "detail": reverse("annotation:image_detail", kwargs={"image_id": 0}),
+        },
+    }
+    return render(request, "annotation/consensus.html", context)
+
+
+@require_GET
+@role_required(Role.RESEARCHER, Role.ADJUDICATOR, Role.ADMIN)
+def agreement(request):
+    """Inter-annotator agreement for the chosen batch and dates, with the confusion heatmap."""
+    form = AgreementFilterForm(request.GET)
+    stats = agreement_stats(**form.selector_filters()) if form.is_valid() else None
+    heatmap_url = None
+    if stats is not None:
+        query = form.query_params()
+        heatmap_url = reverse("annotation_api:agreement_heatmap") + (f"?{urlencode(query)}" if query else "")
+    filtered = form.is_valid() and bool(form.query_params())
+    return render(request, "annotation/agreement.html", {
+        "form": form, "stats": stats, "heatmap_url": heatmap_url, "filtered": filtered,
+    })

@@ -16,8 +16,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("annotation/", include("annotation.urls")),
+    path("releases/", include("releases.urls")),
     path("api/accounts/", include("accounts.api_urls")),
     path("api/annotation/", include("annotation.api_urls")),
+    path("api/releases/", include("releases.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

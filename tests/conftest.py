@@ -1,6 +1,7 @@
 """Shared fixtures: one user per role, and logged-in clients for pages and the API."""
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import pytest
@@ -11,6 +12,19 @@ from accounts.roles import Role
 from accounts.services import user_create
 
 _names = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _taxonomy_survives_flushes(request):
+    """Transactional tests (live_server, threads) end with a flush that empties every table, and the
+    taxonomy comes from a data migration that does not run again: seed it back for each such test."""
+    if not {"transactional_db", "live_server"} & set(request.fixturenames):
+        return
+    request.getfixturevalue("transactional_db")
+    from django.apps import apps
+
+    seed = importlib.import_module("annotation.migrations.0002_taxonomy").seed
+    seed(apps, None)
 
 
 @pytest.fixture

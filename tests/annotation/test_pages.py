@@ -170,7 +170,8 @@ def test_home_tiles_follow_the_roles(client_for, admin_user, researcher, annotat
     assert reverse("annotation:image_list") in researcher_html
     assert reverse("annotation:batch_list") not in researcher_html
     annotator_html = client_for(annotator).get(reverse("home")).content.decode()
-    assert "1</span> images still need expert labels" in annotator_html
+    assert reverse("annotation:label") in annotator_html  # the "Start labeling" tile
+    assert "1 cell waiting for your label" in annotator_html
     assert reverse("annotation:image_list") not in annotator_html
     assert "no role yet" in client_for(make_user(None)).get(reverse("home")).content.decode()
 

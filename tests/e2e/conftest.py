@@ -32,10 +32,16 @@ def _restore_seed_data(django_db_serialized_rollback):
 
 
 @pytest.fixture(scope="package")
-def browser():
+def browser(django_db_setup):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); browser tests need it")
+    from django.db import connections
     from playwright.sync_api import sync_playwright
+
+    # Between its calls Playwright's sync API marks its event loop as running in this thread, and from then
+    # on Django hands this thread new (async-context) connection objects: they lack the seed-data snapshot
+    # taken when the test database was created, so serialized_rollback would restore nothing. Carry it over.
+    snapshots = {alias: getattr(connections[alias], "_test_serialized_contents", None) for alias in connections}
 
     # Playwright's sync API runs an event loop in this thread, and Django refuses synchronous ORM calls
     # (from the tests and fixtures) while one runs. Set only for this package, not at import: the
@@ -44,6 +50,9 @@ def browser():
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            for alias, snapshot in snapshots.items():
+                if snapshot is not None:
+                    connections[alias]._test_serialized_contents = snapshot
             yield browser
             browser.close()
     finally:

@@ -1,0 +1,295 @@
+"""Reads for dataset versions: lists, manifests, class balance, the leakage check, diffs and archive progress."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.core.files.storage import default_storage
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Collate
+from django.shortcuts import get_object_or_404
+
+from annotation.models import CellImage, LabelStatus
+from releases import conf
+from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, Split
+
+SPLIT_ORDER = (Split.TRAIN, Split.VALIDATION, Split.TEST)
+ARCHIVE_FINISHED = (DatasetArchive.Status.DONE, DatasetArchive.Status.FAILED)
+ARCHIVE_ACTIVE = (DatasetArchive.Status.PENDING, DatasetArchive.Status.RUNNING)
+SHARED_CASES_SHOWN = 20
+
+
+def version_list() -> QuerySet[DatasetVersion]:
+    return DatasetVersion.objects.select_related("created_by", "parent", "archive").order_by("-number")
+
+
+def version_get(*, number: int) -> DatasetVersion:
+    return get_object_or_404(version_list(), number=number)
+
+
+def version_latest() -> DatasetVersion | None:
+    return version_list().first()
+
+
+def manifest_entries(*, version: DatasetVersion, split: str | None = None) -> QuerySet[ManifestEntry]:
+    """A version's rows in archive order: split, label, SHA-256, compared byte by byte.
+
+    The "C" collation keeps the order independent of the database's locale, which can change
+    between operating-system releases; the archive bytes depend on this order.
+    """
+    entries = ManifestEntry.objects.filter(version=version)
+    if split:
+        entries = entries.filter(split=split)
+    return entries.order_by(Collate("split", "C"), Collate("label", "C"), Collate("sha256", "C"))
+
+
+# --- what a version holds ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    code: str
+    name: str
+    counts: dict[str, int]
+    shares: dict[str, float]  # of the split's images, in percent
+    total: int
+    test_share: float  # of the class's images that are in test, in percent
+
+
+@dataclass(frozen=True)
+class Balance:
+    rows: list[BalanceRow]
+    totals: dict[str, int]
+    total: int
+
+
+def version_balance(*, version: DatasetVersion) -> Balance:
+    """Images per class and split, from the counts frozen with the version, in taxonomy order."""
+    counts = version.class_counts
+    totals = {split: sum(counts.get(split, {}).values()) for split in SPLIT_ORDER}
+    names = {entry["code"]: entry["name"] for entry in version.taxonomy}
+    codes = [entry["code"] for entry in version.taxonomy]
+    codes += sorted({code for split in counts.values() for code in split} - set(codes))
+    rows = []
+    for code in codes:
+        per_split = {split: counts.get(split, {}).get(code, 0) for split in SPLIT_ORDER}
+        total = sum(per_split.values())
+        if not total:
+            continue
+        rows.append(BalanceRow(
+            code=code, name=names.get(code, code), counts=per_split, total=total,
+            shares={split: _percent(per_split[split], totals[split]) for split in SPLIT_ORDER},
+            test_share=_percent(per_split[Split.TEST], total),
+        ))  # fmt: skip
+    return Balance(rows=rows, totals=totals, total=sum(totals.values()))
+
+
+@dataclass(frozen=True)
+class Leakage:
+    cases_in_several_splits: int
+    shared_cases: list[str]
+    earlier_test_in_training: int  # images of this version outside test whose case or image was in an earlier test set
+
+    @property
+    def clean(self) -> bool:
+        return not self.cases_in_several_splits and not self.earlier_test_in_training
+
+
+def version_leakage(*, version: DatasetVersion) -> Leakage:
+    """Cases that appear in two splits of this version (must be none), and test material of earlier
+    versions that this version puts in train or validation (must be none)."""
+    entries = ManifestEntry.objects.filter(version=version)
+    shared = (
+        entries.exclude(case_id="").values("case_id").annotate(splits=Count("split", distinct=True))
+        .filter(splits__gt=1).order_by("case_id").values_list("case_id", flat=True)
+    )  # fmt: skip
+    earlier_test = ManifestEntry.objects.filter(version__number__lt=version.number, split=Split.TEST)
+    leaked = entries.exclude(split=Split.TEST).filter(
+        Q(sha256__in=earlier_test.values("sha256"))
+        | Q(case_id__in=earlier_test.exclude(case_id="").values("case_id"))
+    )
+    return Leakage(
+        cases_in_several_splits=shared.count(),
+        shared_cases=list(shared[:SHARED_CASES_SHOWN]),
+        earlier_test_in_training=leaked.count(),
+    )
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    methods: dict[str, int]  # images per way the final label was decided
+    expert_labels: dict[int, int]  # images per number of expert labels
+    without_case: int
+
+
+def version_label_summary(*, version: DatasetVersion) -> LabelSummary:
+    """How the labels of a version were decided, and how many of its images have no case."""
+    entries = ManifestEntry.objects.filter(version=version)
+    return LabelSummary(
+        methods=dict(entries.values_list("method").annotate(n=Count("id")).order_by("method")),
+        expert_labels=dict(entries.values_list("expert_labels").annotate(n=Count("id")).order_by("expert_labels")),
+        without_case=entries.filter(case_id="").count(),
+    )
+
+
+@dataclass(frozen=True)
+class ReleasePreview:
+    """What cutting a version now would freeze."""
+
+    images: int
+    per_class: list[tuple[str, int]]
+    latest: DatasetVersion | None
+    test_fraction: float
+    validation_fraction: float
+
+
+def release_preview() -> ReleasePreview:
+    final = CellImage.objects.filter(label_status=LabelStatus.FINAL, final_label__isnull=False)
+    per_class = list(
+        final.values_list("final_label__name").annotate(n=Count("id")).order_by("final_label__order")
+    )
+    return ReleasePreview(
+        images=sum(n for _, n in per_class), per_class=per_class, latest=version_latest(),
+        test_fraction=conf.test_fraction(), validation_fraction=conf.validation_fraction(),
+    )
+
+
+# --- diffs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffChange:
+    sha256: str
+    change: str  # added, removed or relabeled
+    old_label: str
+    new_label: str
+
+
+@dataclass
+class ClassDiff:
+    code: str
+    added: int = 0
+    removed: int = 0
+    relabeled_away: int = 0  # images of this class in the old version that have another class in the new one
+    relabeled_to: int = 0
+
+
+@dataclass
+class VersionDiff:
+    old: DatasetVersion
+    new: DatasetVersion
+    added: int = 0
+    removed: int = 0
+    relabeled: int = 0
+    unchanged: int = 0
+    per_class: list[ClassDiff] = field(default_factory=list)
+    relabel_pairs: list[tuple[str, str, int]] = field(default_factory=list)
+    changes: list[DiffChange] = field(default_factory=list)
+
+
+def version_diff(*, old: DatasetVersion, new: DatasetVersion) -> VersionDiff:
+    """Images added, removed and relabeled from `old` to `new`, matched by SHA-256.
+
+    Both manifests are read in SHA-256 order and merged, so memory grows with the changes only.
+    """
+    diff = VersionDiff(old=old, new=new)
+    old_rows = _labels_by_sha(version=old)
+    new_rows = _labels_by_sha(version=new)
+    a, b = next(old_rows, None), next(new_rows, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            diff.changes.append(DiffChange(sha256=a[0], change="removed", old_label=a[1], new_label=""))
+            a = next(old_rows, None)
+        elif a is None or b[0] < a[0]:
+            diff.changes.append(DiffChange(sha256=b[0], change="added", old_label="", new_label=b[1]))
+            b = next(new_rows, None)
+        else:
+            if a[1] != b[1]:
+                diff.changes.append(DiffChange(sha256=a[0], change="relabeled", old_label=a[1], new_label=b[1]))
+            else:
+                diff.unchanged += 1
+            a, b = next(old_rows, None), next(new_rows, None)
+    _diff_count(diff)
+    return diff
+
+
+def _labels_by_sha(*, version: DatasetVersion) -> Iterator[tuple[str, str]]:
+    rows = ManifestEntry.objects.filter(version=version).order_by(Collate("sha256", "C"))
+    return rows.values_list("sha256", "label").iterator(chunk_size=5000)
+
+
+def _diff_count(diff: VersionDiff) -> None:
+    per_class: dict[str, ClassDiff] = {}
+    pairs: Counter[tuple[str, str]] = Counter()
+
+    def row(code: str) -> ClassDiff:
+        return per_class.setdefault(code, ClassDiff(code=code))
+
+    for change in diff.changes:
+        if change.change == "added":
+            diff.added += 1
+            row(change.new_label).added += 1
+        elif change.change == "removed":
+            diff.removed += 1
+            row(change.old_label).removed += 1
+        else:
+            diff.relabeled += 1
+            row(change.old_label).relabeled_away += 1
+            row(change.new_label).relabeled_to += 1
+            pairs[(change.old_label, change.new_label)] += 1
+    order = {entry["code"]: index for index, entry in enumerate(diff.new.taxonomy)}
+    diff.per_class = sorted(per_class.values(), key=lambda r: (order.get(r.code, len(order)), r.code))
+    diff.relabel_pairs = [(old, new, n) for (old, new), n in sorted(pairs.items(), key=lambda p: (-p[1], p[0]))]
+
+
+# --- archives ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveProgress:
+    version: int
+    status: str
+    status_display: str
+    members_written: int
+    members_total: int
+    percent: int
+    finished: bool
+    sha256: str
+    size_bytes: int | None
+    error: str
+
+
+def archive_progress(*, archive: DatasetArchive) -> ArchiveProgress:
+    done = archive.status == DatasetArchive.Status.DONE
+    total = archive.members_total
+    percent = 100 if done else min(100, 100 * archive.members_written // total) if total else 0
+    return ArchiveProgress(
+        version=archive.version.number,
+        status=archive.status,
+        status_display=archive.get_status_display(),
+        members_written=archive.members_written,
+        members_total=archive.members_total,
+        percent=percent,
+        finished=archive.status in ARCHIVE_FINISHED,
+        sha256=archive.sha256 if done else "",
+        size_bytes=archive.size_bytes if done else None,
+        error=archive.error,
+    )
+
+
+def archive_file_present(*, archive: DatasetArchive) -> bool:
+    """The built file is in storage with the published size (a truncated copy does not count)."""
+    if not archive.file_name or archive.size_bytes is None or not default_storage.exists(archive.file_name):
+        return False
+    return default_storage.size(archive.file_name) == archive.size_bytes
+
+
+def archive_downloadable(*, archive: DatasetArchive) -> bool:
+    return archive.status == DatasetArchive.Status.DONE and bool(archive.sha256) and archive_file_present(
+        archive=archive
+    )
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100 * part / whole, 1) if whole else 0.0

@@ -1,0 +1,379 @@
+"""The archive of a version: a deterministic zip in ImageFolder layout, written member by member in constant memory.
+
+Layout: DATASHEET.md, taxonomy.json, manifest.csv, manifest.jsonl, images/<split>/<label>/<sha256>.<ext>
+(in byte order of their paths), then SHA256SUMS. Every member is stored uncompressed with a fixed date and
+mode: images are already compressed, and zlib's output may change between versions of the library, which
+would break "the same version, the same bytes" years later.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.roles import Role, user_has_role
+from releases import conf, selectors
+from releases.models import DatasetArchive, DatasetVersion
+from releases.services.datasheet import MANIFEST_COLUMNS_DOC, datasheet_render
+
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
+FILE_MODE = stat.S_IFREG | 0o644
+CHUNK = 1 << 20
+ROWS_PER_QUERY = 2000
+TEXT_BUFFER = 1 << 16
+PROGRESS_EVERY_S = 0.5
+MANIFEST_COLUMNS = tuple(name for name, _ in MANIFEST_COLUMNS_DOC)
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+ARCHIVE_FOLDER = "releases"
+
+Status = DatasetArchive.Status
+
+
+class ArchiveError(RuntimeError):
+    """The archive cannot be built as published: a stored image changed, or a rebuild gave other bytes."""
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    sha256: str
+    size_bytes: int
+    members: int
+
+
+MemberCallback = Callable[[int], None]
+
+
+def archive_name(*, version: DatasetVersion) -> str:
+    """Where the archive lives inside the media storage, and the name a download is saved under."""
+    return f"{ARCHIVE_FOLDER}/hemaloop-dataset-v{version.number}.zip"
+
+
+def archive_build_start(*, version: DatasetVersion, requested_by: AbstractBaseUser) -> DatasetArchive:
+    """Queue the build of a version's archive, unless it is queued, building, or built and in storage."""
+    if not user_has_role(requested_by, Role.RESEARCHER, Role.ADMIN):
+        raise PermissionDenied("Only researchers and admins may build dataset archives.")
+    with transaction.atomic():
+        archive = DatasetArchive.objects.select_for_update().get(version=version)
+        if archive.status in selectors.ARCHIVE_ACTIVE and not _stale(archive=archive):
+            return archive
+        if selectors.archive_downloadable(archive=archive):
+            return archive
+        archive.status = Status.PENDING
+        archive.requested_by = requested_by
+        archive.requested_at = timezone.now()
+        archive.started_at = archive.finished_at = None
+        archive.members_written = 0
+        archive.members_total = version.image_count + 5
+        archive.error = ""
+        archive.save()
+        # Imported here because the task module imports this one.
+        from releases.tasks import dataset_archive_build
+
+        transaction.on_commit(lambda: dataset_archive_build.delay(archive.pk))
+    return archive
+
+
+def archive_build(*, archive: DatasetArchive) -> DatasetArchive:
+    """Write the archive to a temporary file and rename it into place; the task calls this.
+
+    The first build publishes its SHA-256; any later build (the file was lost, or a task ran twice)
+    must reproduce it exactly, or it fails and the published file is left alone.
+    """
+    archive = _build_begin(archive=archive)
+    if archive.status != Status.RUNNING:
+        return archive
+    version = archive.version
+    progress = _ProgressWriter(archive=archive)
+    try:
+        result = _archive_publish(version=version, name=archive_name(version=version), archive=archive,
+                                  on_member=progress.member_written)
+    except SoftTimeLimitExceeded:
+        _build_finish(archive=archive, status=Status.FAILED, error="The build ran past its time limit.")
+        raise
+    except ArchiveError as exc:
+        return _build_finish(archive=archive, status=Status.FAILED, error=str(exc))
+    except Exception as exc:
+        _build_finish(archive=archive, status=Status.FAILED, error=f"The build stopped on an internal error: {exc!r}")
+        raise
+    archive.file_name = archive_name(version=version)
+    archive.sha256 = result.sha256
+    archive.size_bytes = result.size_bytes
+    archive.members_written = archive.members_total = result.members
+    return _build_finish(archive=archive, status=Status.DONE, error="")
+
+
+def archive_write(*, version: DatasetVersion, out: BinaryIO, on_member: MemberCallback | None = None) -> ArchiveResult:
+    """Write the version's zip to `out`, a new file opened "w+b"; returns its SHA-256, size and member count.
+
+    Nothing but the current chunk of one member is held in memory. Each image is hashed while it is
+    copied and must match the SHA-256 it was frozen with.
+    """
+    hasher = _PrefixHasher(out)
+    sums: list[tuple[str, str]] = []  # only the four text members; image sums come from the manifest
+    count = 0
+
+    def done(name: str, digest: str | None) -> None:
+        nonlocal count
+        if digest is not None:
+            sums.append((digest, name))
+        count += 1
+        hasher.update_to(zf.start_dir)
+        if on_member is not None:
+            on_member(count)
+
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, chunks in _text_members(version=version):
+            done(name, _member_write_text(zf=zf, name=name, chunks=chunks))
+        for path, sha256, file_name in _image_rows(version=version):
+            _member_write_image(zf=zf, name=path, sha256=sha256, file_name=file_name)
+            done(path, None)
+        done("SHA256SUMS", _member_write_text(zf=zf, name="SHA256SUMS", chunks=_sums_lines(version=version,
+                                                                                            text_sums=sums)))
+    out.flush()
+    hasher.update_to(out.seek(0, os.SEEK_END))
+    return ArchiveResult(sha256=hasher.hexdigest(), size_bytes=hasher.position, members=count)
+
+
+def manifest_csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading formula character gets a single quote before it."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+# --- members ----------------------------------------------------------------------------------------
+
+
+def _member_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+    info.create_system = 3  # Unix, whatever the building machine, so the mode bits below count
+    info.external_attr = FILE_MODE << 16
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
+def _member_write_text(*, zf: zipfile.ZipFile, name: str, chunks: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    with zf.open(_member_info(name), "w") as member:
+        for chunk in _buffered(chunks):
+            data = chunk.encode("utf-8")
+            digest.update(data)
+            member.write(data)
+    return digest.hexdigest()
+
+
+def _member_write_image(*, zf: zipfile.ZipFile, name: str, sha256: str, file_name: str) -> None:
+    digest = hashlib.sha256()
+    try:
+        source = default_storage.open(file_name, "rb")
+    except FileNotFoundError:
+        raise ArchiveError(f"The image {sha256} is missing from storage ({file_name}).") from None
+    with source, zf.open(_member_info(name), "w") as member:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            member.write(chunk)
+    if digest.hexdigest() != sha256:
+        raise ArchiveError(f"The stored file {file_name} no longer has the SHA-256 {sha256} it was frozen with.")
+
+
+def _buffered(chunks: Iterable[str]) -> Iterator[str]:
+    """Join small pieces of text, so each zip write (CRC, file write) handles about 64 KiB."""
+    pending: list[str] = []
+    size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= TEXT_BUFFER:
+            yield "".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield "".join(pending)
+
+
+def _text_members(*, version: DatasetVersion) -> Iterator[tuple[str, Iterable[str]]]:
+    parent_diff = selectors.version_diff(old=version.parent, new=version) if version.parent_id else None
+    datasheet = datasheet_render(
+        version=version,
+        balance=selectors.version_balance(version=version),
+        leakage=selectors.version_leakage(version=version),
+        label_summary=selectors.version_label_summary(version=version),
+        parent_diff=parent_diff,
+    )
+    yield "DATASHEET.md", [datasheet]
+    yield "taxonomy.json", [_json_document({"version": version.name, "classes": version.taxonomy})]
+    yield "manifest.csv", _manifest_csv_lines(version=version)
+    yield "manifest.jsonl", (
+        json.dumps(dict(zip(MANIFEST_COLUMNS, row, strict=True)), ensure_ascii=False, separators=(",", ":")) + "\n"
+        for row in _manifest_rows(version=version)
+    )
+
+
+def _json_document(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+
+def _manifest_rows(*, version: DatasetVersion) -> Iterator[tuple]:
+    rows = selectors.manifest_entries(version=version).values_list(
+        "split", "label", "sha256", "extension", "method", "expert_labels", "case_id"
+    )
+    for split, label, sha256, extension, method, expert_labels, case_id in rows.iterator(chunk_size=ROWS_PER_QUERY):
+        path = f"images/{split}/{label}/{sha256}.{extension}"
+        yield path, sha256, split, label, method, expert_labels, case_id
+
+
+def _manifest_csv_lines(*, version: DatasetVersion) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for row in _manifest_rows(version=version):
+        writer.writerow([manifest_csv_cell(value) for value in row])
+        if buffer.tell() >= TEXT_BUFFER:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _image_rows(*, version: DatasetVersion) -> Iterator[tuple[str, str, str]]:
+    rows = selectors.manifest_entries(version=version).values_list(
+        "split", "label", "sha256", "extension", "image__file"
+    )
+    for split, label, sha256, extension, file_name in rows.iterator(chunk_size=ROWS_PER_QUERY):
+        yield f"images/{split}/{label}/{sha256}.{extension}", sha256, file_name
+
+
+def _sums_lines(*, version: DatasetVersion, text_sums: list[tuple[str, str]]) -> Iterator[str]:
+    """`sha256sum -c` format, in member order. An image's name is its SHA-256, verified when it was written."""
+    for digest, name in text_sums:
+        yield f"{digest}  {name}\n"
+    for path, sha256, _ in _image_rows(version=version):
+        yield f"{sha256}  {path}\n"
+
+
+class _PrefixHasher:
+    """SHA-256 of a file that zipfile is still writing.
+
+    zipfile seeks back only into the member it has just closed (to fill in that member's header), so every
+    byte before the next member's header is final. Those bytes are hashed by reading them back while they
+    are still in the page cache, instead of a second pass over the whole archive at the end.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+        self.position = 0
+
+    def update_to(self, end: int) -> None:
+        self.out.flush()
+        fd = self.out.fileno()
+        while self.position < end:
+            chunk = os.pread(fd, min(CHUNK, end - self.position), self.position)
+            if not chunk:
+                raise ArchiveError("The archive file was truncated while it was being written.")
+            self.digest.update(chunk)
+            self.position += len(chunk)
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+# --- build state and publishing -----------------------------------------------------------------------
+
+
+class _ProgressWriter:
+    """Saves members_written about twice a second, so the page's progress bar moves without a write per image."""
+
+    def __init__(self, *, archive: DatasetArchive) -> None:
+        self.archive_id = archive.pk
+        self.saved_at = 0.0
+
+    def member_written(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self.saved_at >= PROGRESS_EVERY_S:
+            DatasetArchive.objects.filter(pk=self.archive_id).update(members_written=count)
+            self.saved_at = now
+
+
+def _stale(*, archive: DatasetArchive) -> bool:
+    """A queued or running build older than the task's hard time limit: its worker is gone."""
+    since = archive.started_at or archive.requested_at
+    return since is None or timezone.now() - since > timedelta(seconds=conf.archive_time_limit_s() + 300)
+
+
+def _build_begin(*, archive: DatasetArchive) -> DatasetArchive:
+    with transaction.atomic():
+        archive = DatasetArchive.objects.select_for_update().select_related("version__parent").get(pk=archive.pk)
+        if selectors.archive_downloadable(archive=archive):
+            # A task delivered twice, or a build requested while one finished: nothing to do.
+            if archive.status != Status.DONE:
+                archive.status = Status.DONE
+                archive.save(update_fields=["status"])
+            return archive
+        archive.status = Status.RUNNING
+        archive.started_at = timezone.now()
+        archive.finished_at = None
+        archive.members_written = 0
+        archive.members_total = archive.version.image_count + 5
+        archive.error = ""
+        archive.save(update_fields=["status", "started_at", "finished_at", "members_written", "members_total", "error"])
+    return archive
+
+
+def _build_finish(*, archive: DatasetArchive, status: str, error: str) -> DatasetArchive:
+    archive.status = status
+    archive.error = error
+    archive.finished_at = timezone.now()
+    archive.save(update_fields=[
+        "status", "error", "finished_at", "file_name", "sha256", "size_bytes", "members_written", "members_total",
+    ])  # fmt: skip
+    return archive
+
+
+def _archive_publish(*, version: DatasetVersion, name: str, archive: DatasetArchive,
+                     on_member: MemberCallback) -> ArchiveResult:
+    """Build into a temporary file beside the destination, check it, then rename it into place."""
+    storage = default_storage
+    local = isinstance(storage, FileSystemStorage)
+    folder = Path(storage.path(name)).parent if local else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".zip")
+    temp_path = Path(temp_name)
+    try:
+        with os.fdopen(fd, "w+b") as out:
+            result = archive_write(version=version, out=out, on_member=on_member)
+        if archive.sha256 and result.sha256 != archive.sha256:
+            raise ArchiveError(
+                f"The rebuilt archive has SHA-256 {result.sha256}, not the published {archive.sha256}; "
+                "the published archive was left as it was."
+            )
+        if local:
+            # mkstemp creates the file 0600; the web process that streams it may run as another user.
+            temp_path.chmod(storage.file_permissions_mode or 0o644)
+            os.replace(temp_path, storage.path(name))
+        else:
+            if storage.exists(name):
+                storage.delete(name)
+            with temp_path.open("rb") as built:
+                storage.save(name, File(built))
+    finally:
+        temp_path.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,284 @@
+// The blind labeling page: one cell at a time from the queue, a class hotkey submits at once,
+// the next cell follows. The page only ever learns the cell's pixels and this annotator's own progress.
+import { Alert, api, errorMessage, flash, isTyping, Toasts, UNCLASSIFIABLE } from "./hemaloop.js";
+import { CellViewer } from "./viewer.js";
+
+const root = document.getElementById("label-app");
+const urls = {
+  next: root.dataset.apiNext,
+  labels: root.dataset.apiLabels,
+  skip: root.dataset.apiSkip,
+  undo: root.dataset.apiUndo,
+  progress: root.dataset.apiProgress,
+};
+const taxonomy = JSON.parse(document.getElementById("taxonomy-data").textContent);
+const names = Object.fromEntries(taxonomy.map((c) => [c.code, c.name]));
+names[UNCLASSIFIABLE] = "Unclassifiable";
+const hotkeys = new Map(taxonomy.map((c) => [c.hotkey, c.code]));
+hotkeys.set("u", UNCLASSIFIABLE);
+
+const MAX_DURATION_MS = 24 * 3600 * 1000;
+const RENEW_BEFORE_MS = 120 * 1000; // renew the hold this long before it expires, if the user is active
+const EMPTY_POLL_MS = 30 * 1000;
+
+const viewer = new CellViewer(root.querySelector("[data-viewer]"));
+const toasts = new Toasts(root.querySelector("[data-toasts]"));
+const alert = new Alert(root.querySelector("[data-alert]"));
+const stage = root.querySelector("[data-stage]");
+const empty = root.querySelector("[data-empty]");
+const status = root.querySelector("[data-status]");
+
+const state = {
+  item: null, // the cell on screen, labelable; null while loading or empty
+  shownAt: 0,
+  busy: false,
+  leaseExpiresAt: 0,
+  lastActivity: Date.now(),
+  submitted: [], // [{image, code}] of this session, newest last, to name what an undo took back
+  emptyTimer: null,
+};
+
+function setBusy(busy) {
+  state.busy = busy;
+  root.classList.toggle("busy", busy);
+  root.setAttribute("aria-busy", String(busy));
+}
+
+function setStatus(text) {
+  status.textContent = text;
+}
+
+async function refreshProgress() {
+  try {
+    const result = await api(urls.progress);
+    if (!result.ok) return;
+    for (const key of ["today", "total", "waiting"]) {
+      const field = root.querySelector(`[data-progress="${key}"]`);
+      if (field) field.textContent = result.data[key];
+    }
+  } catch {
+    // progress is informative only; the next action refreshes it again
+  }
+}
+
+function showEmpty() {
+  state.item = null;
+  viewer.clear();
+  delete root.dataset.imageId;
+  stage.classList.add("is-empty");
+  empty.hidden = false;
+  setStatus("Queue empty");
+  window.clearTimeout(state.emptyTimer);
+  state.emptyTimer = window.setTimeout(() => {
+    if (!state.item && !state.busy && document.visibilityState === "visible") loadNext();
+  }, EMPTY_POLL_MS);
+}
+
+async function showItem(item) {
+  window.clearTimeout(state.emptyTimer);
+  state.item = null;
+  stage.classList.remove("is-empty");
+  empty.hidden = true;
+  setStatus("Loading cell…");
+  const shown = await viewer.show(item.image_url);
+  if (!shown) return;
+  state.item = item;
+  state.leaseExpiresAt = Date.parse(item.lease_expires_at) || 0;
+  state.shownAt = performance.now();
+  root.dataset.imageId = String(item.image);
+  setStatus("Choose a class");
+}
+
+/** Asks the queue for the cell to show (it returns the cell already held, if any). */
+async function loadNext() {
+  setBusy(true);
+  try {
+    const result = await api(urls.next, { method: "POST" });
+    if (result.status === 204) {
+      showEmpty();
+    } else if (result.ok) {
+      await showItem(result.data);
+    } else {
+      alert.show(errorMessage(result), "bad");
+    }
+  } catch (error) {
+    alert.show("Could not load the next cell: the server is not reachable. Press “Check again” or reload.", "bad");
+    showEmpty();
+    console.warn("queue/next failed:", error);
+  } finally {
+    setBusy(false);
+  }
+  refreshProgress();
+}
+
+async function submit(code, button) {
+  if (state.busy || !state.item) return;
+  const item = state.item;
+  const durationMs = Math.min(MAX_DURATION_MS, Math.max(0, Math.round(performance.now() - state.shownAt)));
+  flash(button || root.querySelector(`.class-btn[data-code="${code}"]`));
+  setBusy(true);
+  let result;
+  try {
+    result = await api(urls.labels, {
+      method: "POST",
+      body: { image: item.image, cell_class: code, duration_ms: durationMs },
+    });
+  } catch (error) {
+    setBusy(false);
+    alert.show(`Not saved: the server is not reachable. Your label (${names[code]}) was not recorded; press it again.`,
+      "bad");
+    console.warn("label submit failed:", error);
+    return;
+  }
+  setBusy(false);
+  if (result.status === 201) {
+    alert.clear();
+    state.submitted.push({ image: item.image, code });
+    state.item = null;
+    toasts.show(`Labeled: ${names[code]} — Undo with ⌫`, { kind: "ok" });
+    await loadNext();
+  } else if (result.status === 409 || result.status === 404) {
+    // The cell was taken away (no longer needed, hold expired): say so, in the server's words, and move on.
+    alert.show(`Your label (${names[code]}) was not saved. ${errorMessage(result)}`, "warn");
+    state.item = null;
+    await loadNext();
+  } else {
+    alert.show(`Your label (${names[code]}) was not saved. ${errorMessage(result)}`, "bad");
+  }
+}
+
+async function skip() {
+  if (state.busy || !state.item) return;
+  const item = state.item;
+  flash(root.querySelector('[data-action="skip"]'));
+  setBusy(true);
+  try {
+    const result = await api(urls.skip, { method: "POST", body: { image: item.image } });
+    setBusy(false);
+    if (!result.ok) {
+      alert.show(errorMessage(result), "bad");
+      return;
+    }
+  } catch {
+    setBusy(false);
+    alert.show("Could not skip: the server is not reachable.", "bad");
+    return;
+  }
+  alert.clear();
+  state.item = null;
+  toasts.show("Skipped — the cell goes back to your colleagues", { kind: "info" });
+  await loadNext();
+}
+
+async function undo() {
+  if (state.busy) return;
+  flash(root.querySelector('[data-action="undo"]'));
+  setBusy(true);
+  let result;
+  try {
+    result = await api(urls.undo, { method: "POST" });
+  } catch {
+    setBusy(false);
+    alert.show("Could not undo: the server is not reachable.", "bad");
+    return;
+  }
+  setBusy(false);
+  if (!result.ok) {
+    alert.show(errorMessage(result), result.status === 404 ? "info" : "warn");
+    return;
+  }
+  alert.clear();
+  const last = state.submitted.at(-1);
+  const what = last && last.image === result.data.image ? `${names[last.code]} ` : "";
+  if (last && last.image === result.data.image) state.submitted.pop();
+  setBusy(true);
+  try {
+    await showItem(result.data);
+  } finally {
+    setBusy(false);
+  }
+  toasts.show(`Undone: label ${what}taken back — label this cell again`, { kind: "info" });
+  refreshProgress();
+}
+
+/** Keeps the hold on the cell on screen while the annotator is working on it (not while they are away). */
+async function renewHold() {
+  if (!state.item || state.busy || document.visibilityState !== "visible") return;
+  if (state.leaseExpiresAt - Date.now() > RENEW_BEFORE_MS) return; // not due yet
+  if (Date.now() - state.lastActivity > RENEW_BEFORE_MS) return; // idle: let the hold lapse for colleagues
+  const current = state.item;
+  let result;
+  try {
+    result = await api(urls.next, { method: "POST" });
+  } catch {
+    return; // try again on the next tick
+  }
+  if (state.item !== current) return;
+  if (result.ok && result.data.image === current.image) {
+    state.leaseExpiresAt = Date.parse(result.data.lease_expires_at) || 0;
+    return;
+  }
+  if (Date.now() < state.leaseExpiresAt) return; // another held cell came first; this one is still ours
+  alert.show("Your hold on this cell expired and it went to a colleague; here is the next one.", "warn");
+  if (result.status === 204) showEmpty();
+  else if (result.ok) await showItem(result.data);
+}
+
+function onKeyDown(event) {
+  if (isTyping(event) || event.altKey || event.metaKey) return;
+  if (event.ctrlKey) {
+    if (event.key === "z" || event.key === "Z") {
+      event.preventDefault();
+      if (!event.repeat) undo();
+    }
+    return;
+  }
+  if (event.key === "Backspace") {
+    event.preventDefault();
+    if (!event.repeat) undo();
+    return;
+  }
+  if (viewer.handleKey(event)) {
+    event.preventDefault();
+    return;
+  }
+  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  if (key === "s") {
+    event.preventDefault();
+    if (!event.repeat) skip();
+    return;
+  }
+  if (hotkeys.has(key)) {
+    event.preventDefault();
+    if (!event.repeat) submit(hotkeys.get(key));
+  }
+}
+
+document.addEventListener("keydown", onKeyDown);
+for (const type of ["keydown", "pointermove", "wheel"]) {
+  document.addEventListener(type, () => { state.lastActivity = Date.now(); }, { passive: true });
+}
+root.addEventListener("click", (event) => {
+  const button = event.target.closest("button");
+  if (!button || !root.contains(button)) return;
+  button.blur(); // keep the keyboard on the page, not on the button
+  if (button.dataset.code) submit(button.dataset.code, button);
+  else if (button.dataset.action === "skip") skip();
+  else if (button.dataset.action === "undo") undo();
+  else if (button.dataset.action === "refresh") {
+    alert.clear();
+    loadNext();
+  }
+});
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "visible") return;
+  if (state.item && Date.now() > state.leaseExpiresAt) {
+    state.lastActivity = Date.now();
+    renewHold();
+  } else if (!state.item && !state.busy) {
+    loadNext();
+  }
+});
+window.setInterval(renewHold, 30 * 1000);
+
+loadNext();

@@ -1,0 +1,223 @@
+"""In a real browser: two annotators label the same cells blind with hotkeys, an adjudicator resolves the
+disagreement with a hotkey, the agreement page counts the result; undo, refusals and screenshots."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+from sklearn.metrics import cohen_kappa_score
+
+from accounts.roles import Role
+from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus
+from annotation.services.consensus import consensus_resolve
+from annotation.services.labeling import annotation_submit
+from tests.annotation.imagedata import batch_make, image_make
+from tests.e2e.conftest import PASSWORD
+
+
+@pytest.fixture
+def people(make_user):
+    return {
+        "admin": make_user(Role.ADMIN, username="dr_admin", password=PASSWORD),
+        "alice": make_user(Role.ANNOTATOR, username="dr_alice", password=PASSWORD),
+        "bob": make_user(Role.ANNOTATOR, username="dr_bob", password=PASSWORD),
+        "adj": make_user(Role.ADJUDICATOR, username="dr_adjudicator", password=PASSWORD),
+    }
+
+
+@pytest.fixture
+def cells(people):
+    batch = batch_make(created_by=people["admin"], source_name="di60-week12.zip")
+    # Reference and analyzer classes are deliberately set: the labeling page must never show them.
+    return [
+        image_make(batch=batch, reference_label="myeloblast", analyzer_class="monocyte"),
+        image_make(batch=batch, reference_label="neutrophil", analyzer_class="band_neutrophil"),
+        image_make(batch=batch, reference_label="monocyte", analyzer_class="lymphocyte"),
+    ]
+
+
+def _log_out(page):
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+def _shown_cell(page, image_id: int):
+    """Waits until the labeling (or consensus) page shows this cell, decoded and ready for a key."""
+    expect(page.locator("[data-image-id]")).to_have_attribute("data-image-id", str(image_id))
+    expect(page.locator("[data-viewer-image]")).to_be_visible()
+
+
+def _label_with_hotkeys(page, live_server, cells, keys: list[str], names: list[str]):
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Label").click()
+    expect(page).to_have_url(f"{live_server.url}/annotation/label/")
+    for cell, key, name in zip(cells, keys, names, strict=True):
+        _shown_cell(page, cell.id)
+        page.keyboard.press(key)
+        expect(page.locator(".toast").last).to_have_text(f"Labeled: {name} — Undo with ⌫")
+    expect(page.get_by_role("heading", name="Nothing left to label — thank you")).to_be_visible()
+    expect(page.locator('[data-progress="today"]')).to_have_text("3")
+    expect(page.locator('[data-progress="waiting"]')).to_have_text("0")
+
+
+def _codes(image: CellImage, annotator) -> str | None:
+    label = Annotation.objects.get(image=image, annotator=annotator, undone_at__isnull=True)
+    return label.cell_class.code if label.cell_class else None
+
+
+def test_two_annotators_label_blind_and_an_adjudicator_resolves_the_disagreement(
+    page, live_server, log_in, people, cells, screenshot
+):
+    alice, bob, adj = people["alice"], people["bob"], people["adj"]
+
+    log_in(alice)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Label").click()
+    _shown_cell(page, cells[0].id)
+    page.wait_for_load_state("networkidle")
+    screenshot("label-page")
+    html = page.content()
+    for hidden in ("Reference", "Analyzer", "dr_bob"):
+        assert hidden not in html
+    _label_with_hotkeys(page, live_server, cells, ["8", "1", "5"], ["Myeloblast", "Neutrophil", "Monocyte"])
+    screenshot("label-page-empty")
+    _log_out(page)
+
+    log_in(bob)
+    _label_with_hotkeys(page, live_server, cells, ["8", "6", "5"], ["Myeloblast", "Lymphocyte", "Monocyte"])
+    _log_out(page)
+    assert [_codes(c, alice) for c in cells] == ["myeloblast", "neutrophil", "monocyte"]
+    assert [_codes(c, bob) for c in cells] == ["myeloblast", "lymphocyte", "monocyte"]
+    assert all(a.duration_ms is not None and a.duration_ms >= 0 for a in Annotation.objects.all())
+
+    log_in(adj)
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.locator("[data-consensus-badge]")).to_have_text("1")
+    nav.get_by_role("link", name="Consensus").click()
+    _shown_cell(page, cells[1].id)
+    proposals = page.locator(".proposal")
+    expect(proposals).to_have_count(2)
+    expect(proposals.nth(0)).to_contain_text("Neutrophil")
+    expect(proposals.nth(0)).to_contain_text("dr_alice")
+    expect(proposals.nth(1)).to_contain_text("Lymphocyte")
+    expect(proposals.nth(1)).to_contain_text("dr_bob")
+    expect(page.locator(".class-btn.proposed")).to_have_count(2)
+    page.keyboard.press("6")
+    expect(page.locator('.class-btn[data-code="lymphocyte"]')).to_have_class(re.compile(r"\bchosen\b"))
+    page.keyboard.press("n")
+    page.keyboard.type("Clumped chromatin, scant cytoplasm")
+    screenshot("consensus-page")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Consensus queue is empty")).to_be_visible()
+    expect(page.locator("[data-waiting]")).to_have_text("0")
+    screenshot("consensus-empty")
+
+    finals = {c.id: (c.label_status, c.final_label.code if c.final_label else None, c.final_method)
+              for c in CellImage.objects.filter(pk__in=[c.id for c in cells]).select_related("final_label")}
+    assert finals == {
+        cells[0].id: (LabelStatus.FINAL, "myeloblast", "agreement"),
+        cells[1].id: (LabelStatus.FINAL, "lymphocyte", "adjudicated"),
+        cells[2].id: (LabelStatus.FINAL, "monocyte", "agreement"),
+    }
+    decision = LabelEvent.objects.get(image=cells[1], kind=LabelEvent.Kind.ADJUDICATED)
+    assert (decision.actor, decision.note) == (adj, "Clumped chromatin, scant cytoplasm")
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Agreement").click()
+    expect(page.locator('[data-kpi="images"]')).to_have_text("3")
+    expected = cohen_kappa_score(["myeloblast", "neutrophil", "monocyte"], ["myeloblast", "lymphocyte", "monocyte"])
+    expect(page.locator('[data-kpi="kappa"]')).to_have_text(f"{expected:.3f}")
+    page.wait_for_load_state("networkidle")
+    assert page.eval_on_selector("img.heatmap", "img => img.complete && img.naturalWidth") > 0
+
+
+def test_undo_with_the_hotkey_brings_the_cell_back(page, live_server, log_in, people, cells):
+    alice = people["alice"]
+    log_in(alice)
+    page.goto(f"{live_server.url}/annotation/label/")
+    _shown_cell(page, cells[0].id)
+    page.keyboard.press("9")
+    expect(page.locator(".toast").last).to_have_text("Labeled: Lymphoblast — Undo with ⌫")
+    _shown_cell(page, cells[1].id)
+    expect(page.locator('[data-progress="total"]')).to_have_text("1")
+
+    page.keyboard.press("Backspace")
+    _shown_cell(page, cells[0].id)
+    expect(page.locator(".toast").last).to_contain_text("Undone: label Lymphoblast taken back")
+    expect(page.locator('[data-progress="total"]')).to_have_text("0")
+    undone = Annotation.objects.get(image=cells[0], annotator=alice)
+    assert undone.undone_at is not None
+    assert CellImage.objects.get(pk=cells[0].pk).label_count == 0
+
+    page.keyboard.press("3")
+    expect(page.locator(".toast").last).to_have_text("Labeled: Eosinophil — Undo with ⌫")
+    # Back to the cell that was on screen before the undo.
+    _shown_cell(page, cells[1].id)
+    assert _codes(cells[0], alice) == "eosinophil"
+
+    page.keyboard.press("Control+z")
+    _shown_cell(page, cells[0].id)
+    assert not Annotation.objects.filter(image=cells[0], annotator=alice, undone_at__isnull=True).exists()
+    assert Annotation.objects.filter(image=cells[0], annotator=alice).count() == 2  # history kept
+
+
+def test_a_refused_label_is_announced_and_the_next_cell_follows(page, live_server, log_in, people, cells):
+    log_in(people["alice"])
+    page.goto(f"{live_server.url}/annotation/label/")
+    _shown_cell(page, cells[0].id)
+    # Meanwhile the cell got a final label elsewhere (e.g. a trusted import): it no longer needs Alice's.
+    CellImage.objects.filter(pk=cells[0].pk).update(
+        label_status=LabelStatus.FINAL, final_label=CellClass.objects.get(code="myeloblast"))
+    page.keyboard.press("u")
+    alert = page.get_by_role("alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("Your label (Unclassifiable) was not saved.")
+    expect(alert).to_contain_text("This cell no longer needs a label")
+    _shown_cell(page, cells[1].id)
+    assert not Annotation.objects.exists()
+
+    page.keyboard.press("s")  # skip: the cell goes back to colleagues, the next one follows
+    expect(page.locator(".toast").last).to_contain_text("Skipped")
+    _shown_cell(page, cells[2].id)
+
+
+def test_adjudicator_who_comes_second_is_told_who_was_first(page, live_server, log_in, people, cells, make_user):
+    alice, bob, adj = people["alice"], people["bob"], people["adj"]
+    rival = make_user(Role.ADJUDICATOR, username="dr_rival", password=PASSWORD)
+    for cell, (a, b) in zip(cells[:2], [("myeloblast", "lymphoblast"), ("monocyte", "lymphocyte")], strict=True):
+        annotation_submit(image_id=cell.id, annotator=alice, cell_class=CellClass.objects.get(code=a))
+        annotation_submit(image_id=cell.id, annotator=bob, cell_class=CellClass.objects.get(code=b))
+    log_in(adj)
+    page.goto(f"{live_server.url}/annotation/consensus/")
+    _shown_cell(page, cells[0].id)
+    expect(page.locator("[data-waiting]")).to_have_text("2")
+    consensus_resolve(image_id=cells[0].id, adjudicator=rival, cell_class=CellClass.objects.get(code="myeloblast"))
+
+    page.keyboard.press("9")
+    page.keyboard.press("Enter")
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("Your decision (Lymphoblast) was not saved.")
+    expect(alert).to_contain_text("resolved by dr_rival")
+    _shown_cell(page, cells[1].id)
+    expect(page.locator("[data-waiting]")).to_have_text("1")
+    assert CellImage.objects.get(pk=cells[0].pk).final_label.code == "myeloblast"
+
+
+def test_viewer_zooms_with_keys_and_wheel_and_resets(page, live_server, log_in, people, cells):
+    log_in(people["alice"])
+    page.goto(f"{live_server.url}/annotation/label/")
+    _shown_cell(page, cells[0].id)
+    image = page.locator("[data-viewer-image]")
+    fitted = image.bounding_box()["width"]
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    assert image.bounding_box()["width"] == pytest.approx(fitted * 1.25 * 1.25, rel=0.02)
+    page.keyboard.press("Shift+Minus")
+    assert image.bounding_box()["width"] == pytest.approx(fitted * 1.25, rel=0.02)
+    page.keyboard.press("r")
+    assert image.bounding_box()["width"] == pytest.approx(fitted, rel=0.02)
+    viewer = page.locator("[data-viewer]")
+    viewer.hover()
+    page.mouse.wheel(0, -400)
+    assert image.bounding_box()["width"] > fitted * 1.5
+    viewer.dblclick()
+    assert image.bounding_box()["width"] == pytest.approx(fitted, rel=0.02)
+    assert not Annotation.objects.exists()  # none of this labeled anything

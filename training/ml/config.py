@@ -1,0 +1,188 @@
+"""Training configuration: one frozen dataclass, saved as JSON beside every checkpoint, plus named profiles."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_logger = logging.getLogger(__name__)
+
+# The platform's 12 taxonomy codes in display order (annotation/migrations/0002_taxonomy.py). The database's
+# CellClass rows are authoritative; this copy exists because training/ml/ must not import Django and the
+# command line needs a default class list so that label indices stay stable across runs.
+TAXONOMY_CODES: tuple[str, ...] = (
+    "neutrophil",
+    "band_neutrophil",
+    "eosinophil",
+    "basophil",
+    "monocyte",
+    "lymphocyte",
+    "variant_lymphocyte",
+    "myeloblast",
+    "lymphoblast",
+    "myelocyte",
+    "metamyelocyte",
+    "promyelocyte",
+)
+
+PRETRAINED_SOURCES = ("none", "timm", "local")
+CLASS_WEIGHTING_MODES = ("off", "on", "auto")
+NATIVE_SIZE = "native"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run. Defaults are Park et al. (2024); see `PROFILES`.
+
+    `image_size` is a square side in pixels, or "native" to keep the analyzer's own image size (the most
+    common size among the training images; others are resized to it). `pretrained` is "none" (random init),
+    "timm" (ImageNet weights from the timm/Hugging Face hub or its local cache) or "local" (safetensors files
+    in `weights_dir`, for air-gapped sites). `class_weighting` "auto" switches the class-weighted loss on
+    when the largest training class outnumbers the smallest by more than `imbalance_ratio`.
+    """
+
+    models: tuple[str, ...] = ("efficientnet_b1", "tf_efficientnetv2_b2")
+    ensemble_weights: tuple[float, ...] = (0.4, 0.6)
+    image_size: int | str = 256
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    plateau_factor: float = 0.1
+    plateau_patience: int = 3
+    early_stopping_patience: int = 10
+    max_epochs: int = 100
+    seed: int = 42
+    augment: bool = True
+    rotation_degrees: float = 180.0
+    hflip: bool = True
+    vflip: bool = True
+    class_weighting: str = "auto"
+    imbalance_ratio: float = 10.0
+    device: str = "auto"
+    mixed_precision: bool = True
+    channels_last: bool = True
+    num_workers: int = 4
+    pretrained: str = "timm"
+    weights_dir: str | None = None
+    bootstrap_samples: int = 1000
+    ece_bins: int = 15
+    profile: str = "paper"
+
+    def __post_init__(self) -> None:
+        # JSON and the command line hand over lists and strings; normalise so equality and hashing hold.
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "ensemble_weights", tuple(float(w) for w in self.ensemble_weights))
+        if isinstance(self.image_size, str) and self.image_size != NATIVE_SIZE:
+            object.__setattr__(self, "image_size", int(self.image_size))
+        self._validate()
+
+    def _validate(self) -> None:
+        problems = []
+        if not self.models:
+            problems.append("at least one model is required")
+        if len(self.ensemble_weights) != len(self.models):
+            problems.append(f"{len(self.models)} models but {len(self.ensemble_weights)} ensemble weights")
+        if any(w <= 0 for w in self.ensemble_weights):
+            problems.append("ensemble weights must be positive")
+        if isinstance(self.image_size, int) and self.image_size < 16:
+            problems.append("image_size must be at least 16 pixels or 'native'")
+        if self.batch_size < 2:
+            problems.append("batch_size must be at least 2 (batch norm needs two samples)")
+        if self.eval_batch_size < 1 or self.max_epochs < 1 or self.early_stopping_patience < 1:
+            problems.append("eval_batch_size, max_epochs and early_stopping_patience must be positive")
+        if self.lr <= 0:
+            problems.append("lr must be positive")
+        if self.pretrained not in PRETRAINED_SOURCES:
+            problems.append(f"pretrained must be one of {PRETRAINED_SOURCES}, not {self.pretrained!r}")
+        if self.pretrained == "local" and not self.weights_dir:
+            problems.append("pretrained='local' needs weights_dir")
+        if self.class_weighting not in CLASS_WEIGHTING_MODES:
+            problems.append(f"class_weighting must be one of {CLASS_WEIGHTING_MODES}")
+        if self.num_workers < 0:
+            problems.append("num_workers must be >= 0")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @property
+    def normalized_weights(self) -> tuple[float, ...]:
+        """Ensemble weights scaled to sum to one."""
+        total = sum(self.ensemble_weights)
+        return tuple(w / total for w in self.ensemble_weights)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["models"] = list(self.models)
+        data["ensemble_weights"] = list(self.ensemble_weights)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict such as a saved config.json; unknown keys (from a newer version) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            _logger.warning("ignoring unknown training config keys: %s", ", ".join(unknown))
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+# Overrides on top of the TrainConfig defaults (which are the paper's).
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # The paper's architectures at a small size for a look at a real folder in minutes on a CPU; random
+    # init so it also runs offline (pass pretrained="timm" for a far better quick model).
+    "quick": {
+        "image_size": 64,
+        "max_epochs": 3,
+        "early_stopping_patience": 2,
+        "plateau_patience": 1,
+        "pretrained": "none",
+        "num_workers": 2,
+        "bootstrap_samples": 200,
+    },
+    # Tiny timm test networks on tiny images: exercises every code path in seconds (tests, CI).
+    "smoke": {
+        "models": ("test_efficientnet", "test_efficientnet_gn"),
+        "image_size": 32,
+        "batch_size": 8,
+        "eval_batch_size": 16,
+        "max_epochs": 1,
+        "early_stopping_patience": 1,
+        "plateau_patience": 1,
+        "pretrained": "none",
+        "num_workers": 0,
+        "bootstrap_samples": 50,
+        "ece_bins": 10,
+    },
+}
+
+
+def config_for_profile(name: str, **overrides: Any) -> TrainConfig:
+    """The named profile's config with `overrides` applied.
+
+    Args:
+        name: one of `PROFILES` ("paper", "quick", "smoke").
+        **overrides: TrainConfig fields to change on top of the profile.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return TrainConfig(**{**PROFILES[name], "profile": name, **overrides})
+
+
+def save_config(config: TrainConfig, path: Path) -> Path:
+    """Write `config` as indented JSON to `path`."""
+    path = Path(path)
+    path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read a config written by `save_config`."""
+    return TrainConfig.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,144 @@
+"""Image decoding and augmentation: PIL in, uint8 CHW tensors out (models normalise on their device)."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from training.ml.config import NATIVE_SIZE
+
+_logger = logging.getLogger(__name__)
+
+Size = tuple[int, int]  # (height, width)
+
+# Images read to find the "native" size: enough to find the analyzer's size among a few odd crops.
+_NATIVE_SAMPLE = 64
+
+
+def load_image(path: str | Path, size: Size | None = None) -> Image.Image:
+    """Open `path` as RGB. With `size`, a JPEG is decoded at the smallest DCT scale still >= size.
+
+    Args:
+        path: image file.
+        size: the (height, width) the caller will resize to; lets libjpeg skip detail that the resize would
+            throw away, which is most of the decoding cost at small training sizes.
+    """
+    image = Image.open(path)
+    if size is not None and image.format == "JPEG":
+        image.draft("RGB", (size[1], size[0]))
+    return image.convert("RGB")
+
+
+def resolve_image_size(image_size: int | str, paths: Sequence[str | Path]) -> Size:
+    """The (height, width) the models see: a square `image_size`, or the most common size among `paths`.
+
+    Args:
+        image_size: pixels per side, or "native".
+        paths: training images, read (headers only) when `image_size` is "native".
+    """
+    if image_size != NATIVE_SIZE:
+        return int(image_size), int(image_size)
+    if not paths:
+        raise ValueError("image_size='native' needs at least one training image to measure")
+    step = max(1, len(paths) // _NATIVE_SAMPLE)
+    sizes: Counter[Size] = Counter()
+    for path in list(paths)[::step][:_NATIVE_SAMPLE]:
+        with Image.open(path) as image:  # opening reads the header only
+            sizes[(image.height, image.width)] += 1
+    size, count = sizes.most_common(1)[0]
+    if len(sizes) > 1:
+        _logger.info("native size %sx%s (%d of %d sampled images); others are resized", *size, count, sizes.total())
+    return size
+
+
+class CellTransform:
+    """Resize to a fixed size, augment (training only), and return a uint8 CHW tensor.
+
+    A module-level class rather than a lambda so DataLoader workers can pickle it.
+    """
+
+    def __init__(
+        self,
+        size: Size,
+        *,
+        train: bool,
+        rotation_degrees: float = 180.0,
+        hflip: bool = True,
+        vflip: bool = True,
+    ) -> None:
+        self.size = size
+        self.train = train
+        self.rotation_degrees = rotation_degrees
+        self.hflip = hflip
+        self.vflip = vflip
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        height, width = self.size
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        if self.train:
+            image = self._augment(image)
+        array = np.asarray(image, dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+    def _augment(self, image: Image.Image) -> Image.Image:
+        # torch's RNG, not numpy's: DataLoader seeds torch (and `random`) per worker, never numpy.
+        if self.hflip and torch.rand(()) < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if self.vflip and torch.rand(()) < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        if self.rotation_degrees > 0:
+            angle = float((torch.rand(()) * 2 - 1) * self.rotation_degrees)
+            # Fill the uncovered corners with the smear's background colour (the border median), not black:
+            # black corners would be a feature that only augmented training images have.
+            image = image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=_border_colour(image))
+        return image
+
+    def __repr__(self) -> str:
+        return (
+            f"CellTransform(size={self.size}, train={self.train}, rotation_degrees={self.rotation_degrees}, "
+            f"hflip={self.hflip}, vflip={self.vflip})"
+        )
+
+
+def _border_colour(image: Image.Image) -> tuple[int, ...]:
+    array = np.asarray(image)
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    return tuple(int(v) for v in np.median(border, axis=0))
+
+
+def build_transform(
+    size: Size,
+    *,
+    train: bool,
+    augment: bool = True,
+    rotation_degrees: float = 180.0,
+    hflip: bool = True,
+    vflip: bool = True,
+) -> CellTransform:
+    """The transform for one split: augmentation only when `train` and `augment`.
+
+    Args:
+        size: (height, width) output size.
+        train: whether this is the training split.
+        augment: switch augmentation off entirely (ablations).
+        rotation_degrees: rotations drawn uniformly from [-d, d]; 180 covers every orientation.
+        hflip: random horizontal flips.
+        vflip: random vertical flips.
+    """
+    augmenting = train and augment
+    return CellTransform(
+        size,
+        train=augmenting,
+        rotation_degrees=rotation_degrees if augmenting else 0.0,
+        hflip=hflip and augmenting,
+        vflip=vflip and augmenting,
+    )
+
