@@ -3,20 +3,18 @@ import pages, and the labeling, consensus and agreement pages (their JavaScript 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.cache import patch_cache_control
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import role_required
 from accounts.roles import Role, user_has_role
 from annotation import selectors
+from annotation.files import image_file_response
 from annotation.forms import AgreementFilterForm, BatchItemFilterForm, BatchUploadForm, ImageFilterForm, ReopenForm
-from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus
+from annotation.models import CellClass, CellImage, LabelEvent, LabelStatus
 from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_stats
 from annotation.services.consensus import label_reopen
 from annotation.services.imports import ImportRejected, import_batch_create_from_upload
@@ -43,10 +41,7 @@ def _image_detail_context(request, image: CellImage, *, reopen_form: ReopenForm 
     return {
         "image": image,
         "history": selectors.image_history(image=image),
-        "live_labels": (
-            Annotation.objects.filter(image=image, undone_at__isnull=True)
-            .select_related("annotator", "cell_class").order_by("created_at", "id")
-        ),
+        "live_labels": selectors.annotation_list_for_image(image=image),
         "can_reopen": can_reopen and image.label_status == LabelStatus.FINAL,
         "reopen_form": reopen_form or ReopenForm(),
     }
@@ -77,28 +72,16 @@ def image_reopen(request, image_id: int):
     return redirect("annotation:image_detail", image_id=image.id)
 
 
-def _image_file_response(*, image_id: int, thumbnail: bool) -> FileResponse:
-    image = selectors.image_get(image_id=image_id)
-    path = selectors.image_file_path(image=image, thumbnail=thumbnail)
-    if not path or not default_storage.exists(path):
-        raise Http404("The image file is missing from storage.")
-    # Named by hash, never by the uploaded name: folder and file names often spell out the class.
-    filename = f"{image.sha256}{'-thumb' if thumbnail else ''}.{path.rsplit('.', 1)[-1].lower()}"
-    response = FileResponse(default_storage.open(path, "rb"), filename=filename)
-    patch_cache_control(response, private=True, max_age=3600)
-    return response
-
-
 @require_GET
 @role_required(*ANY_ROLE)
 def image_file(request, image_id: int):
-    return _image_file_response(image_id=image_id, thumbnail=False)
+    return image_file_response(image_id=image_id, thumbnail=False)
 
 
 @require_GET
 @role_required(*ANY_ROLE)
 def image_thumbnail(request, image_id: int):
-    return _image_file_response(image_id=image_id, thumbnail=True)
+    return image_file_response(image_id=image_id, thumbnail=True)
 
 
 @require_GET
@@ -183,9 +166,8 @@ def _reopened_event(image: CellImage) -> LabelEvent | None:
     return last if last is not None and last.kind == LabelEvent.Kind.REOPENED else None
 
 
-def _consensus_item(image: CellImage) -> dict:
+def _consensus_item(image: CellImage, *, reopened: LabelEvent | None) -> dict:
     """One consensus item in the shape of /api/annotation/consensus/, plus why it was re-opened."""
-    reopened = _reopened_event(image)
     return {
         "image": image.id,
         "image_url": reverse("annotation:image_file", kwargs={"image_id": image.id}),
@@ -213,10 +195,11 @@ def consensus(request):
     """The first cell of the consensus queue with both labels and who gave them; the page's script
     records the final class through the API and loads the next one."""
     image = selectors.consensus_next()
+    reopened = _reopened_event(image) if image else None
     context = _taxonomy_context() | {
         "item": image,
-        "reopened": _reopened_event(image) if image else None,
-        "item_data": _consensus_item(image) if image else None,
+        "reopened": reopened,
+        "item_data": _consensus_item(image, reopened=reopened) if image else None,
         "waiting": selectors.consensus_count(),
         "api": {
             "list": reverse("annotation_api:consensus_list"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import platform
 import random
@@ -182,6 +183,7 @@ def main() -> None:
     from accounts.services import user_create
     from annotation.models import CellClass, CellImage
 
+    logging.getLogger("django.request").setLevel(logging.ERROR)  # 409s are expected under contention
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 600  # keep connections per thread, as gunicorn workers do
     call_command("migrate", verbosity=0)
     admin, _ = user_create(username="bench-admin", role=Role.ADMIN)

@@ -18,6 +18,7 @@ from annotation.selectors.images import (  # noqa: F401
     taxonomy_list,
 )
 from annotation.selectors.labeling import (  # noqa: F401
+    annotation_list_for_image,
     annotation_list_mine,
     consensus_count,
     consensus_list,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
+from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from annotation.models import Annotation, CellClass
@@ -53,7 +54,7 @@ def agreement_pairs(*, batch_id: int | None = None, date_from: date | None = Non
     for image_id, labels in by_image.items():
         if len(labels) != 2:
             continue
-        day = labels[1].created_at.date()
+        day = timezone.localdate(labels[1].created_at)
         if (date_from and day < date_from) or (date_to and day > date_to):
             continue
         pairs.append((image_id, *[(a.annotator.username, a.cell_class.code if a.cell_class else UNCLASSIFIABLE)

@@ -24,6 +24,15 @@ def labeling_progress(*, annotator) -> dict[str, int]:
     return {"today": mine.filter(created_at__gte=today).count(), "total": mine.count(), "waiting": waiting}
 
 
+def annotation_list_for_image(*, image: CellImage) -> QuerySet[Annotation]:
+    """The image's live labels with who gave them; for adjudicators, researchers and admins only."""
+    return (
+        Annotation.objects.filter(image=image, undone_at__isnull=True)
+        .select_related("annotator", "cell_class")
+        .order_by("created_at", "id")
+    )
+
+
 def consensus_list() -> QuerySet[CellImage]:
     """Images whose labels disagree, oldest disagreement first, with their live labels as `live_labels`."""
     live = Annotation.objects.filter(undone_at__isnull=True).select_related("annotator", "cell_class")

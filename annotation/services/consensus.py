@@ -20,15 +20,22 @@ class NotFinal(LabelingError):
     pass
 
 
+def _why_not_in_consensus(image: CellImage) -> str:
+    if image.label_status == LabelStatus.NEEDS_LABELS:
+        return "an annotator took back a label"
+    if image.final_method == "adjudicated":
+        last = image.events.filter(kind=LabelEvent.Kind.ADJUDICATED).select_related("actor").last()
+        return f"it was resolved by {last.actor.username} at {timezone.localtime(last.created_at):%H:%M:%S}"
+    return "it already has a final label"
+
+
 @transaction.atomic
 def consensus_resolve(*, image_id: int, adjudicator, cell_class: CellClass | None, note: str = "") -> CellImage:
     """Record the final class (any class, or None for unclassifiable). The first of two racing
     adjudicators wins; the second gets AlreadyResolved naming who resolved it."""
     image = CellImage.objects.select_for_update().get(pk=image_id)
     if image.label_status != LabelStatus.CONSENSUS:
-        last = image.events.filter(kind=LabelEvent.Kind.ADJUDICATED).select_related("actor").last()
-        who = f" by {last.actor.username} at {timezone.localtime(last.created_at):%H:%M:%S}" if last else ""
-        raise AlreadyResolved(f"This cell is no longer in the consensus queue: it was resolved{who}.")
+        raise AlreadyResolved(f"This cell is no longer in the consensus queue: {_why_not_in_consensus(image)}.")
     image.label_status = LabelStatus.FINAL
     image.final_label = cell_class
     image.final_method = "adjudicated"

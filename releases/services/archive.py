@@ -16,7 +16,9 @@ import stat
 import tempfile
 import time
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,10 +43,22 @@ CHUNK = 1 << 20
 ROWS_PER_QUERY = 2000
 TEXT_BUFFER = 1 << 16
 PROGRESS_EVERY_S = 0.5
+# Images are read and hashed on a few threads ahead of the zip writer (file reads and SHA-256 release the GIL);
+# at most PREFETCH_BYTES are in flight, and a file larger than PREFETCH_MAX_FILE is streamed by the writer.
+READ_THREADS = 2
+PREFETCH_BYTES = 16 * 1024 * 1024
+PREFETCH_MAX_FILE = 4 * 1024 * 1024
+# Finished bytes go to disk (and into the archive's hash) in steps of about this size.
+COMMIT_STEP = 1024 * 1024
+# A member growing past this (a large manifest) goes to disk before it is finished, so memory stays bounded.
+SPILL_BYTES = 8 * 1024 * 1024
+IMAGES_PER_READ = 16
 MANIFEST_COLUMNS = tuple(name for name, _ in MANIFEST_COLUMNS_DOC)
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ARCHIVE_FOLDER = "releases"
+# One encoder for every manifest line (json.dumps with options would build a new one per line).
+_JSONL_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 Status = DatasetArchive.Status
 
@@ -125,10 +139,11 @@ def archive_build(*, archive: DatasetArchive) -> DatasetArchive:
 def archive_write(*, version: DatasetVersion, out: BinaryIO, on_member: MemberCallback | None = None) -> ArchiveResult:
     """Write the version's zip to `out`, a new file opened "w+b"; returns its SHA-256, size and member count.
 
-    Nothing but the current chunk of one member is held in memory. Each image is hashed while it is
+    Memory stays bounded whatever the number of images: rows are read in chunks, images a few at a time,
+    and the bytes of finished members go to disk as they are hashed. Each image is hashed while it is
     copied and must match the SHA-256 it was frozen with.
     """
-    hasher = _PrefixHasher(out)
+    sink = _HashingSink(out)
     sums: list[tuple[str, str]] = []  # only the four text members; image sums come from the manifest
     count = 0
 
@@ -137,21 +152,22 @@ def archive_write(*, version: DatasetVersion, out: BinaryIO, on_member: MemberCa
         if digest is not None:
             sums.append((digest, name))
         count += 1
-        hasher.update_to(zf.start_dir)
+        if zf.start_dir - sink.base >= COMMIT_STEP:
+            sink.commit(zf.start_dir)
         if on_member is not None:
             on_member(count)
 
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, chunks in _text_members(version=version):
             done(name, _member_write_text(zf=zf, name=name, chunks=chunks))
-        for path, sha256, file_name in _image_rows(version=version):
-            _member_write_image(zf=zf, name=path, sha256=sha256, file_name=file_name)
-            done(path, None)
-        done("SHA256SUMS", _member_write_text(zf=zf, name="SHA256SUMS", chunks=_sums_lines(version=version,
-                                                                                            text_sums=sums)))
-    out.flush()
-    hasher.update_to(out.seek(0, os.SEEK_END))
-    return ArchiveResult(sha256=hasher.hexdigest(), size_bytes=hasher.position, members=count)
+        with _ImageReader() as reader:
+            for image in reader.read_ahead(_image_rows(version=version)):
+                _member_write_image(zf=zf, image=image)
+                done(image.path, None)
+        sums_lines = _sums_lines(version=version, text_sums=sums)
+        done("SHA256SUMS", _member_write_text(zf=zf, name="SHA256SUMS", chunks=sums_lines))
+    size = sink.finish()
+    return ArchiveResult(sha256=sink.hexdigest(), size_bytes=size, members=count)
 
 
 def manifest_csv_cell(value: object) -> str:
@@ -181,18 +197,107 @@ def _member_write_text(*, zf: zipfile.ZipFile, name: str, chunks: Iterable[str])
     return digest.hexdigest()
 
 
-def _member_write_image(*, zf: zipfile.ZipFile, name: str, sha256: str, file_name: str) -> None:
-    digest = hashlib.sha256()
+def _member_write_image(*, zf: zipfile.ZipFile, image: _Image) -> None:
+    """One image member; its bytes must still have the SHA-256 the version froze (hashed while copied)."""
+    with zf.open(_member_info(image.path), "w") as member:
+        if image.data is not None:
+            digest = image.digest
+            member.write(image.data)
+        else:
+            hashed = hashlib.sha256()
+            with _image_open(image.file_name, sha256=image.sha256) as source:
+                while chunk := source.read(CHUNK):
+                    hashed.update(chunk)
+                    member.write(chunk)
+            digest = hashed.hexdigest()
+    if digest != image.sha256:
+        raise ArchiveError(
+            f"The stored file {image.file_name} no longer has the SHA-256 {image.sha256} it was frozen with."
+        )
+
+
+def _image_open(file_name: str, *, sha256: str) -> BinaryIO:
     try:
-        source = default_storage.open(file_name, "rb")
+        return default_storage.open(file_name, "rb")
     except FileNotFoundError:
         raise ArchiveError(f"The image {sha256} is missing from storage ({file_name}).") from None
-    with source, zf.open(_member_info(name), "w") as member:
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-            member.write(chunk)
-    if digest.hexdigest() != sha256:
-        raise ArchiveError(f"The stored file {file_name} no longer has the SHA-256 {sha256} it was frozen with.")
+
+
+@dataclass
+class _Image:
+    path: str  # member name
+    sha256: str
+    file_name: str  # in the storage
+    size: int
+    data: bytes | None = None  # read ahead, with its digest; None: the writer streams the file itself
+    digest: str = ""
+
+
+class _ImageReader:
+    """Reads (and hashes) the next images on a few threads while the writer copies the current one.
+
+    Only for a local file system: object-store clients are not all safe to share between threads, so
+    there each image is streamed by the writer.
+    """
+
+    def __init__(self) -> None:
+        local = isinstance(default_storage, FileSystemStorage)
+        self.pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="archive") if local else None
+
+    def __enter__(self) -> _ImageReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def read_ahead(self, images: Iterable[_Image]) -> Iterator[_Image]:
+        """The images in their order, each with its bytes read already where it is small enough."""
+        if self.pool is None:
+            yield from images
+            return
+        window: deque[tuple[Future[list[_Image]], int]] = deque()
+        in_flight = 0
+        for batch in _read_batches(images):
+            size = sum(image.size for image in batch)
+            large = batch[0].size > PREFETCH_MAX_FILE
+            while window and (large or in_flight + size > PREFETCH_BYTES):
+                future, done_size = window.popleft()
+                in_flight -= done_size
+                yield from future.result()
+            if large:
+                yield from batch
+            else:
+                window.append((self.pool.submit(_images_read, batch), size))
+                in_flight += size
+        while window:
+            yield from window.popleft()[0].result()
+
+
+def _read_batches(images: Iterable[_Image]) -> Iterator[list[_Image]]:
+    """Consecutive small images in groups (one task per group, not per image); a large image alone."""
+    batch: list[_Image] = []
+    for image in images:
+        if image.size > PREFETCH_MAX_FILE:
+            if batch:
+                yield batch
+                batch = []
+            yield [image]
+            continue
+        batch.append(image)
+        if len(batch) == IMAGES_PER_READ:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _images_read(images: list[_Image]) -> list[_Image]:
+    for image in images:
+        with _image_open(image.file_name, sha256=image.sha256) as source:
+            image.data = source.read()
+        image.digest = hashlib.sha256(image.data).hexdigest()
+    return images
 
 
 def _buffered(chunks: Iterable[str]) -> Iterator[str]:
@@ -222,7 +327,7 @@ def _text_members(*, version: DatasetVersion) -> Iterator[tuple[str, Iterable[st
     yield "taxonomy.json", [_json_document({"version": version.name, "classes": version.taxonomy})]
     yield "manifest.csv", _manifest_csv_lines(version=version)
     yield "manifest.jsonl", (
-        json.dumps(dict(zip(MANIFEST_COLUMNS, row, strict=True)), ensure_ascii=False, separators=(",", ":")) + "\n"
+        _JSONL_ENCODER.encode(dict(zip(MANIFEST_COLUMNS, row, strict=True))) + "\n"
         for row in _manifest_rows(version=version)
     )
 
@@ -242,10 +347,13 @@ def _manifest_rows(*, version: DatasetVersion) -> Iterator[tuple]:
 
 def _manifest_csv_lines(*, version: DatasetVersion) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # RFC 4180 line ends: with them the csv module also quotes a lone CR inside a cell, which "\n" would not.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(MANIFEST_COLUMNS)
-    for row in _manifest_rows(version=version):
-        writer.writerow([manifest_csv_cell(value) for value in row])
+    for path, sha256, split, label, method, expert_labels, case_id in _manifest_rows(version=version):
+        # The path starts with "images/", the hash is hex and the count a number: only text cells need escaping.
+        writer.writerow((path, sha256, manifest_csv_cell(split), manifest_csv_cell(label), manifest_csv_cell(method),
+                         expert_labels, manifest_csv_cell(case_id)))
         if buffer.tell() >= TEXT_BUFFER:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -253,47 +361,111 @@ def _manifest_csv_lines(*, version: DatasetVersion) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _image_rows(*, version: DatasetVersion) -> Iterator[tuple[str, str, str]]:
+def _image_rows(*, version: DatasetVersion) -> Iterator[_Image]:
     rows = selectors.manifest_entries(version=version).values_list(
-        "split", "label", "sha256", "extension", "image__file"
+        "split", "label", "sha256", "extension", "image__file", "image__size_bytes"
     )
-    for split, label, sha256, extension, file_name in rows.iterator(chunk_size=ROWS_PER_QUERY):
-        yield f"images/{split}/{label}/{sha256}.{extension}", sha256, file_name
+    for split, label, sha256, extension, file_name, size in rows.iterator(chunk_size=ROWS_PER_QUERY):
+        yield _Image(path=f"images/{split}/{label}/{sha256}.{extension}", sha256=sha256, file_name=file_name, size=size)
 
 
 def _sums_lines(*, version: DatasetVersion, text_sums: list[tuple[str, str]]) -> Iterator[str]:
     """`sha256sum -c` format, in member order. An image's name is its SHA-256, verified when it was written."""
     for digest, name in text_sums:
         yield f"{digest}  {name}\n"
-    for path, sha256, _ in _image_rows(version=version):
-        yield f"{sha256}  {path}\n"
+    for image in _image_rows(version=version):
+        yield f"{image.sha256}  {image.path}\n"
 
 
-class _PrefixHasher:
-    """SHA-256 of a file that zipfile is still writing.
+class _HashingSink:
+    """The file object zipfile writes to: it holds the unfinished end of the archive in memory.
 
-    zipfile seeks back only into the member it has just closed (to fill in that member's header), so every
-    byte before the next member's header is final. Those bytes are hashed by reading them back while they
-    are still in the page cache, instead of a second pass over the whole archive at the end.
+    zipfile writes a member's local header, its data, then seeks back to fill the header in (CRC and
+    sizes). Here that seek costs no system call, and each finished byte is hashed exactly once, in
+    order, on its way to disk: no second pass over the archive. A member that grows past SPILL_BYTES
+    (a manifest of a very large version) is written to disk early, and its bytes are read back for the
+    hash once zipfile has finished it, so memory stays bounded.
     """
 
     def __init__(self, out: BinaryIO) -> None:
-        self.out = out
+        out.flush()
+        self.fd = out.fileno()
         self.digest = hashlib.sha256()
-        self.position = 0
+        self.buffer = bytearray()  # the bytes from `base` on
+        self.base = 0  # everything before is on disk
+        self.hashed = 0  # everything before is in the digest (== base unless a member was spilled)
+        self.pos = 0
+        self.end = 0
 
-    def update_to(self, end: int) -> None:
-        self.out.flush()
-        fd = self.out.fileno()
-        while self.position < end:
-            chunk = os.pread(fd, min(CHUNK, end - self.position), self.position)
-            if not chunk:
-                raise ArchiveError("The archive file was truncated while it was being written.")
-            self.digest.update(chunk)
-            self.position += len(chunk)
+    # -- the file API zipfile uses
+
+    def write(self, data: bytes) -> int:
+        data = memoryview(data)
+        written = len(data)
+        if self.pos < self.base:
+            # Filling in the header of a spilled member: that part is on disk already.
+            on_disk = data[: self.base - self.pos]
+            os.pwrite(self.fd, on_disk, self.pos)
+            self.pos += len(on_disk)
+            data = data[len(on_disk):]
+        if data:
+            offset = self.pos - self.base
+            self.buffer[offset:offset + len(data)] = data
+            self.pos += len(data)
+            if len(self.buffer) > SPILL_BYTES:
+                self._spill()
+        self.end = max(self.end, self.pos)
+        return written
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self.pos = {os.SEEK_SET: offset, os.SEEK_CUR: self.pos + offset, os.SEEK_END: self.end + offset}[whence]
+        return self.pos
+
+    def flush(self) -> None:
+        """Nothing to do: bytes reach the disk in commit(), when they are final."""
+
+    # -- ours
+
+    def commit(self, upto: int) -> None:
+        """Every byte before `upto` is final: hash it and write it out."""
+        if self.hashed < self.base:
+            self._hash_from_disk(min(upto, self.base))
+        if upto > self.base:
+            final = memoryview(self.buffer)[: upto - self.base]
+            self.digest.update(final)
+            _pwrite_all(self.fd, final, self.base)
+            final.release()
+            del self.buffer[: upto - self.base]
+            self.base = self.hashed = upto
+
+    def finish(self) -> int:
+        self.commit(self.end)
+        return self.end
 
     def hexdigest(self) -> str:
         return self.digest.hexdigest()
+
+    def _spill(self) -> None:
+        _pwrite_all(self.fd, memoryview(self.buffer), self.base)
+        self.base += len(self.buffer)
+        self.buffer.clear()
+
+    def _hash_from_disk(self, upto: int) -> None:
+        while self.hashed < upto:
+            chunk = os.pread(self.fd, min(CHUNK, upto - self.hashed), self.hashed)
+            if not chunk:
+                raise ArchiveError("The archive file was truncated while it was being written.")
+            self.digest.update(chunk)
+            self.hashed += len(chunk)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 # --- build state and publishing -----------------------------------------------------------------------
@@ -321,7 +493,9 @@ def _stale(*, archive: DatasetArchive) -> bool:
 
 def _build_begin(*, archive: DatasetArchive) -> DatasetArchive:
     with transaction.atomic():
-        archive = DatasetArchive.objects.select_for_update().select_related("version__parent").get(pk=archive.pk)
+        archive = DatasetArchive.objects.select_for_update(of=("self",)).select_related("version__parent").get(
+            pk=archive.pk
+        )
         if selectors.archive_downloadable(archive=archive):
             # A task delivered twice, or a build requested while one finished: nothing to do.
             if archive.status != Status.DONE:

@@ -33,6 +33,7 @@ const el = {
   resolve: root.querySelector("[data-resolve]"),
   form: root.querySelector("[data-resolve-form]"),
   waiting: root.querySelector("[data-waiting]"),
+  panelEmpty: root.querySelector("[data-panel-empty]"),
 };
 const buttons = [...root.querySelectorAll(".class-btn")];
 
@@ -122,32 +123,42 @@ function renderReopened(reopened) {
     names[reopened.cell_class] || reopened.cell_class}`, quote);
 }
 
+/** Forgets the previous cell's choice, note and proposal marks. */
+function resetChoice() {
+  state.selected = null;
+  for (const button of buttons) {
+    button.classList.remove("chosen", "proposed");
+    button.setAttribute("aria-pressed", "false");
+    button.querySelector(".proposed-by")?.remove();
+  }
+  el.note.value = "";
+  el.choice.textContent = "Press a class key to choose";
+}
+
 function showEmpty() {
   state.item = null;
-  state.selected = null;
+  resetChoice();
   viewer.clear();
   delete root.dataset.imageId;
   el.stage.classList.add("is-empty");
   el.empty.hidden = false;
   el.proposals.hidden = true;
   el.choicePanel.disabled = true;
+  el.choicePanel.hidden = true;
+  el.panelEmpty.hidden = false;
   el.status.textContent = "Queue empty";
   setBusy(false);
 }
 
 async function show(item) {
   state.item = null;
-  state.selected = null;
-  for (const button of buttons) {
-    button.classList.remove("chosen");
-    button.setAttribute("aria-pressed", "false");
-  }
+  resetChoice();
   el.stage.classList.remove("is-empty");
   el.empty.hidden = true;
   el.proposals.hidden = false;
   el.choicePanel.disabled = false;
-  el.note.value = "";
-  el.choice.textContent = "Press a class key to choose";
+  el.choicePanel.hidden = false;
+  el.panelEmpty.hidden = true;
   el.historyLink.href = urls.detail(item.image);
   renderLabels(item);
   renderReopened(item.reopened);

@@ -66,6 +66,7 @@ function showEmpty() {
   viewer.clear();
   delete root.dataset.imageId;
   stage.classList.add("is-empty");
+  root.classList.add("no-cell");
   empty.hidden = false;
   setStatus("Queue empty");
   window.clearTimeout(state.emptyTimer);
@@ -78,6 +79,7 @@ async function showItem(item) {
   window.clearTimeout(state.emptyTimer);
   state.item = null;
   stage.classList.remove("is-empty");
+  root.classList.remove("no-cell");
   empty.hidden = true;
   setStatus("Loading cell…");
   const shown = await viewer.show(item.image_url);

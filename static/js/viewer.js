@@ -61,8 +61,8 @@ export class CellViewer {
     const { width, height } = this.natural;
     if (!width || !height) return 1;
     const box = this.root.getBoundingClientRect();
-    const pad = 24;
-    return Math.max(0.05, Math.min((box.width - pad) / width, (box.height - pad) / height));
+    // Leave a margin for the zoom and status read-outs, so they never cover the cell at fit.
+    return Math.max(0.05, Math.min((box.width - 32) / width, (box.height - 76) / height));
   }
 
   layout() {

@@ -100,7 +100,8 @@ def test_labeling_page_shows_classes_with_hotkeys_grouped_and_the_progress(clien
         button = f'data-code="{cls.code}" data-hotkey="{cls.hotkey}"'
         assert button in (normal if cls.group == "normal" else immature).split(">Other</h2>")[0], cls.code
     assert 'data-code="unclassifiable" data-hotkey="u"' in html
-    assert 'data-action="skip"' in html and 'data-action="undo"' in html
+    assert 'data-action="skip"' in html
+    assert 'data-action="undo"' in html
     assert '<dd data-progress="waiting">1</dd>' in html
     taxonomy = json.loads(re.search(r'id="taxonomy-data" type="application/json">(.*?)</script>', html).group(1))
     assert [c["hotkey"] for c in taxonomy] == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0", "-", "="]
@@ -213,7 +214,8 @@ def test_image_detail_shows_history_and_live_labels_to_adjudicators(client_for, 
     assert history.count("<tr class=\"event-label\">") == 2
     assert "Final by agreement" in history
     live = html.split('id="live-labels"')[1].split("</table>")[0]
-    assert "ann_alice" in live and "ann_bob" in live and "1.5 s" in live
+    for shown in ("ann_alice", "ann_bob", "1.5 s"):
+        assert shown in live
     assert 'action="' + reverse("annotation:image_reopen", args=[final_by_agreement.id]) in html
 
 
@@ -235,7 +237,8 @@ def test_reopen_form_appends_to_the_history_and_redirects(client_for, adjudicato
     html = client.get(response["Location"]).content.decode()
     assert "Re-opened: the cell is back in the consensus queue." in html
     history = html.split('id="history"')[1].split("</table>")[0]
-    assert "Re-opened" in history and "Band or segmented? Needs a second look." in history
+    assert "Re-opened" in history
+    assert "Band or segmented? Needs a second look." in history
     assert "Final by agreement" in history
     assert "Re-open label" not in html  # not final any more: no form
 

@@ -2,9 +2,16 @@
 disagreement with a hotkey, the agreement page counts the result; undo, refusals and screenshots."""
 from __future__ import annotations
 
+import hashlib
+import random
 import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image as PILImage
 from playwright.sync_api import expect
 from sklearn.metrics import cohen_kappa_score
 
@@ -14,6 +21,17 @@ from annotation.services.consensus import consensus_resolve
 from annotation.services.labeling import annotation_submit
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
+
+
+@pytest.fixture(autouse=True)
+def _no_script_errors(page):
+    """Fails a test whose page threw a JavaScript error (refused API calls are expected, not errors)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
+            and not message.text.startswith("Failed to load resource") else None)
+    yield
+    assert errors == []
 
 
 @pytest.fixture
@@ -221,3 +239,101 @@ def test_viewer_zooms_with_keys_and_wheel_and_resets(page, live_server, log_in, 
     viewer.dblclick()
     assert image.bounding_box()["width"] == pytest.approx(fitted, rel=0.02)
     assert not Annotation.objects.exists()  # none of this labeled anything
+
+
+# --- the pages with real cells (PBC sample in demo/) and a realistic label history ----------------------------
+
+DEMO = Path(settings.BASE_DIR) / "demo" / "pbc-sample"
+# What experts plausibly confuse each class with.
+LOOK_ALIKES = {
+    "neutrophil": "band_neutrophil", "band_neutrophil": "neutrophil", "eosinophil": "neutrophil",
+    "basophil": "eosinophil", "monocyte": "lymphocyte", "lymphocyte": "variant_lymphocyte",
+    "myelocyte": "metamyelocyte", "metamyelocyte": "band_neutrophil",
+}
+
+
+def _real_cell(*, batch, path: Path) -> CellImage:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    name = default_storage.save(f"images/{sha[:2]}/{sha}.jpg", ContentFile(data))
+    with PILImage.open(path) as picture:
+        width, height = picture.size
+    return CellImage.objects.create(
+        sha256=sha, file=name, thumbnail="", format="JPEG", width=width, height=height, size_bytes=len(data),
+        original_name=f"{path.parent.name}/{path.name}", batch=batch,
+        reference_label=CellClass.objects.get(code=path.parent.name),
+    )
+
+
+def test_pages_with_real_cells_and_a_realistic_label_history(page, live_server, log_in, people, make_user,
+                                                             screenshot):
+    rng = random.Random(7)
+    carol = make_user(Role.ANNOTATOR, username="dr_carol", password=PASSWORD)
+    dana = make_user(Role.ANNOTATOR, username="dr_dana", password=PASSWORD)
+    researcher = make_user(Role.RESEARCHER, username="dr_research", password=PASSWORD)
+    week1 = batch_make(created_by=people["admin"], source_name="di60-week01.zip")
+    week2 = batch_make(created_by=people["admin"], source_name="di60-week02.zip")
+    annotators = [people["alice"], people["bob"], carol]
+    firsts, seconds, first_week2, second_week2 = [], [], [], []
+    for index, code in enumerate(sorted(LOOK_ALIKES) * 5):
+        path = sorted((DEMO / code).glob("*.jpg"))[index // len(LOOK_ALIKES)]
+        cell = _real_cell(batch=week1 if index % 3 else week2, path=path)
+        pair = rng.sample(annotators, 2)
+        given = [code if rng.random() < 0.82 else LOOK_ALIKES[code] for _ in pair]
+        for annotator, label in zip(pair, given, strict=True):
+            annotation_submit(image_id=cell.id, annotator=annotator, cell_class=CellClass.objects.get(code=label),
+                              duration_ms=rng.randint(900, 6000))
+        firsts.append(given[0])
+        seconds.append(given[1])
+        if cell.batch_id == week2.id:
+            first_week2.append(given[0])
+            second_week2.append(given[1])
+    fresh = _real_cell(batch=week2, path=sorted((DEMO / "monocyte").glob("*.jpg"))[-1])
+
+    log_in(researcher)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Agreement").click()
+    expect(page.locator('[data-kpi="images"]')).to_have_text("40")
+    expect(page.locator('[data-kpi="kappa"]')).to_have_text(f"{cohen_kappa_score(firsts, seconds):.3f}")
+    expect(page.locator("#pairs tbody tr")).to_have_count(3)
+    page.wait_for_load_state("networkidle")
+    assert page.eval_on_selector("img.heatmap", "img => img.complete && img.naturalWidth") == 800
+    screenshot("agreement-page")
+    page.get_by_label("Import batch").select_option(str(week2.id))
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator('[data-kpi="images"]')).to_have_text(str(len(first_week2)))
+    expect(page.locator('[data-kpi="kappa"]')).to_have_text(f"{cohen_kappa_score(first_week2, second_week2):.3f}")
+    assert f"batch={week2.id}" in page.get_attribute("img.heatmap", "src")
+    _log_out(page)
+
+    log_in(dana)
+    expect(page.locator(".tile.hero")).to_contain_text("1 cell waiting for your label")
+    screenshot("home-annotator")
+    page.get_by_role("link", name="Start labeling").click()
+    _shown_cell(page, CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS).order_by("id").first().id)
+    page.wait_for_load_state("networkidle")
+    assert page.eval_on_selector("[data-viewer-image]", "img => img.naturalWidth") in (360, 366)
+    assert "monocyte/" not in page.content()  # the file name spells the class; it never reaches the page
+    screenshot("label-page-real-cell")
+    _log_out(page)
+
+    log_in(people["adj"])
+    screenshot("home-adjudicator")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Consensus").click()
+    first_disputed = CellImage.objects.filter(label_status=LabelStatus.CONSENSUS).order_by("id").first()
+    _shown_cell(page, first_disputed.id)
+    page.keyboard.press("1")
+    page.wait_for_load_state("networkidle")
+    screenshot("consensus-page-real-cell")
+    page.keyboard.press("n")
+    page.keyboard.type("Segmented nucleus, three lobes")
+    page.keyboard.press("Enter")
+    expect(page.locator(".toast").last).to_have_text("Resolved: Neutrophil")
+    page.goto(f"{live_server.url}/annotation/images/{first_disputed.id}/")
+    page.get_by_label("Reason for re-opening").fill("Lobes hard to count at this focus; second look")
+    page.get_by_role("button", name="Re-open label").click()
+    expect(page.locator(".messages")).to_contain_text("Re-opened")
+    history = page.locator("#history tbody tr")
+    expect(history).to_have_count(5)  # label, label, disagreement, adjudicated, re-opened
+    expect(history.last).to_contain_text("Lobes hard to count at this focus; second look")
+    assert fresh.id != first_disputed.id
+    screenshot("image-detail-history")

@@ -145,7 +145,8 @@ def delong_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) 
                             0.0 if same else math.nan, 1.0 if same else math.nan)
     std_error = math.sqrt(variance)
     z = difference / std_error
-    return DeLongResult(float(aucs[0]), float(aucs[1]), difference, std_error, z, float(2 * scipy_stats.norm.sf(abs(z))))
+    p_value = float(2 * scipy_stats.norm.sf(abs(z)))
+    return DeLongResult(float(aucs[0]), float(aucs[1]), difference, std_error, z, p_value)
 
 
 def delong_per_class(labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.ndarray,

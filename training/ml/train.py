@@ -22,10 +22,23 @@ import torch
 from training.ml.calibration import apply_temperature, fit_temperature, probabilities_to_logits, softmax
 from training.ml.config import PROFILES, TAXONOMY_CODES, TrainConfig, config_for_profile, save_config
 from training.ml.data import Item, create_loader, load_splits
-from training.ml.ensemble import ENSEMBLE_FILE, MemberSpec, ensemble_logits, load_ensemble, soft_vote
-from training.ml.ensemble import write_ensemble_file
-from training.ml.loop import Callback, CallbackList, class_weights_for, fit, predict_logits, resolve_device
-from training.ml.loop import use_channels_last
+from training.ml.ensemble import (
+    ENSEMBLE_FILE,
+    MemberSpec,
+    ensemble_logits,
+    load_ensemble,
+    soft_vote,
+    write_ensemble_file,
+)
+from training.ml.loop import (
+    Callback,
+    CallbackList,
+    class_weights_for,
+    fit,
+    predict_logits,
+    resolve_device,
+    use_channels_last,
+)
 from training.ml.metrics import classification_metrics
 from training.ml.models import create_classifier
 from training.ml.plots import plot_confusion_matrix, plot_reliability, plot_roc_curves, plot_training_curves
@@ -202,7 +215,7 @@ def train_ensemble(
     comparisons = _comparisons(test_labels, {ENSEMBLE_KEY: ensemble_test, **test_probs}, keys, classes)
 
     plots_dir = out_dir / "plots"
-    plot_paths: dict[str, Path] = {"training_curves": plot_training_curves(histories, plots_dir / "training_curves.png")}
+    plot_paths = {"training_curves": plot_training_curves(histories, plots_dir / "training_curves.png")}
     for key, probs, metrics, calibrated in [
         *[(k, test_probs[k], model_metrics[k], apply_temperature(test_logits[k], model_temperatures[k]))
           for k in keys],

@@ -1,0 +1,194 @@
+"""Archive build speed: cut a dataset version of a folder of labeled images and build its zip, against `zip -0 -r`.
+
+Usage: python bench/release_build.py FOLDER [--limit N] [--repeat N] [--tracemalloc] [--json OUT]
+FOLDER is an ImageFolder tree (<label>/<file>); its images are imported as trusted labels. Runs on the test
+settings (a throw-away embedded PostgreSQL and a temporary MEDIA_ROOT). The baseline packs the same stored
+files with Info-ZIP's `zip -0 -q -r` (Debian package `zip`) in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER_IMAGES = 42_386  # Park et al. (2024)
+
+
+class RssSampler:
+    """Peak resident memory of this process while a block runs, sampled from /proc every 2 ms."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.before = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * self.page
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> RssSampler:
+        self.before = self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="ImageFolder tree (<label>/<file>) of labeled images")
+    parser.add_argument("--limit", type=int, help="use only the first N images (sorted by path)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of the build and of the baseline (best)")
+    parser.add_argument("--tracemalloc", action="store_true", help="also trace Python allocations of one build")
+    parser.add_argument("--json", type=Path, help="write the figures to this file as JSON")
+    args = parser.parse_args()
+
+    zip_binary = shutil.which("zip")
+    if zip_binary is None:
+        print("zip is NOT installed: the baseline cannot run (Debian: apt-get install zip). "
+              "Only the build itself is measured.", file=sys.stderr)
+
+    sys.path.insert(0, str(REPO))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from accounts.roles import Role
+    from accounts.services import user_create
+    from annotation.services.imports import import_batch_create, import_batch_process
+    from annotation.services.validation import entry_is_companion
+    from releases.models import DatasetArchive
+    from releases.services import archive_build, archive_write, dataset_version_create
+
+    call_command("migrate", verbosity=0)
+    admin, _ = user_create(username="bench-admin", role=Role.ADMIN)
+
+    folder = args.folder.resolve()
+    files = sorted(
+        path for path in folder.rglob("*") if path.is_file() and not entry_is_companion(str(path.relative_to(folder)))
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="hemaloop-bench-"))
+    try:
+        if args.limit:
+            files = files[: args.limit]
+            subset = scratch / "subset" / folder.name
+            for path in files:
+                target = subset / path.relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+            folder = subset
+
+        started = time.perf_counter()
+        batch = import_batch_create(created_by=admin, source=folder, source_name=folder.name, trusted=True,
+                                    enqueue=False)
+        batch = import_batch_process(batch=batch)
+        import_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        version = dataset_version_create(created_by=admin, title="bench")
+        cut_s = time.perf_counter() - started
+
+        media = Path(settings.MEDIA_ROOT)
+        stored = sorted((media / "images").rglob("*.*"))
+        stored_bytes = sum(path.stat().st_size for path in stored)
+        _read_all(stored)  # warm the page cache, so the build and the baseline both read from memory
+
+        # The service as the worker runs it: status rows, temporary file, rename, published SHA-256.
+        archive = DatasetArchive.objects.get(version=version)
+        with RssSampler() as rss:
+            started = time.perf_counter()
+            archive = archive_build(archive=archive)
+            first_build_s = time.perf_counter() - started
+        assert archive.status == DatasetArchive.Status.DONE, archive.error
+        archive_path = media / archive.file_name
+        # Further timed runs write the same bytes to a scratch file beside it.
+        build_times = [first_build_s]
+        for _ in range(args.repeat - 1):
+            with tempfile.TemporaryFile(dir=archive_path.parent) as out:
+                started = time.perf_counter()
+                result = archive_write(version=version, out=out)
+                build_times.append(time.perf_counter() - started)
+            assert result.sha256 == archive.sha256, "every build must give the published bytes"
+
+        traced_peak = None
+        if args.tracemalloc:
+            tracemalloc.start()
+            with tempfile.TemporaryFile(dir=archive_path.parent) as out:
+                archive_write(version=version, out=out)
+            traced_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+
+        baseline_times = []
+        if zip_binary:
+            for _ in range(args.repeat):
+                target = scratch / "baseline.zip"
+                target.unlink(missing_ok=True)
+                started = time.perf_counter()
+                subprocess.run([zip_binary, "-0", "-q", "-r", str(target), "images"], cwd=media, check=True)
+                baseline_times.append(time.perf_counter() - started)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    count = version.image_count
+    build_s = min(build_times)
+    archive_mb = archive.size_bytes / 1e6
+    figures = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "folder": str(args.folder),
+        "images": count,
+        "stored_megabytes": round(stored_bytes / 1e6, 1),
+        "archive_megabytes": round(archive_mb, 1),
+        "archive_sha256": archive.sha256,
+        "import_s": round(import_s, 2),
+        "cut_version_s": round(cut_s, 2),
+        "build_s_best": round(build_s, 3),
+        "build_s_runs": [round(t, 3) for t in build_times],
+        "build_mb_per_s": round(archive_mb / build_s, 1),
+        "build_images_per_s": round(count / build_s, 1),
+        "baseline": "zip -0 -q -r (Info-ZIP)" if zip_binary else "zip NOT installed (apt-get install zip)",
+        "baseline_s_best": round(min(baseline_times), 3) if baseline_times else None,
+        "baseline_mb_per_s": round(stored_bytes / 1e6 / min(baseline_times), 1) if baseline_times else None,
+        "ratio_to_baseline": round(min(baseline_times) / build_s, 3) if baseline_times else None,
+        "extrapolated_42k_build_s": round(build_s / count * PAPER_IMAGES, 1),
+        "extrapolated_42k_cut_s": round(cut_s / count * PAPER_IMAGES, 1),
+        "build_peak_rss_growth_mb": round((rss.peak - rss.before) / 1e6, 1),
+        "process_rss_before_build_mb": round(rss.before / 1e6, 1),
+        "build_peak_traced_python_mb": round(traced_peak / 1e6, 2) if traced_peak is not None else None,
+    }
+    for key, value in figures.items():
+        print(f"{key:32} {value}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _read_all(files: list[Path]) -> None:
+    for path in files:
+        path.read_bytes()
+
+
+if __name__ == "__main__":
+    main()
