@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import stat
 import tempfile
 import time
@@ -43,16 +44,21 @@ CHUNK = 1 << 20
 ROWS_PER_QUERY = 2000
 TEXT_BUFFER = 1 << 16
 PROGRESS_EVERY_S = 0.5
-# Images are read and hashed on a few threads ahead of the zip writer (file reads and SHA-256 release the GIL);
-# at most PREFETCH_BYTES are in flight, and a file larger than PREFETCH_MAX_FILE is streamed by the writer.
-READ_THREADS = 2
-PREFETCH_BYTES = 16 * 1024 * 1024
+# Images are read and hashed on a thread ahead of the zip writer (file reads and SHA-256 release the GIL); at
+# most PREFETCH_BYTES are in flight, and a file larger than PREFETCH_MAX_FILE is streamed by the writer. One
+# thread, because a second one mostly fights the writer for the GIL (measured: 0.285 s vs 0.315 s for 3,000
+# images on 2 cores).
+READ_THREADS = 1
+PREFETCH_BYTES = 8 * 1024 * 1024
 PREFETCH_MAX_FILE = 4 * 1024 * 1024
 # Finished bytes go to disk (and into the archive's hash) in steps of about this size.
 COMMIT_STEP = 1024 * 1024
 # A member growing past this (a large manifest) goes to disk before it is finished, so memory stays bounded.
 SPILL_BYTES = 8 * 1024 * 1024
 IMAGES_PER_READ = 16
+# zipfile keeps one ZipInfo per member (about 400 bytes) for the central directory it writes at the end;
+# past this many they wait in a temporary file, so memory does not grow with the number of images.
+CENTRAL_DIRECTORY_BLOCK = 8192
 MANIFEST_COLUMNS = tuple(name for name, _ in MANIFEST_COLUMNS_DOC)
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -157,7 +163,12 @@ def archive_write(*, version: DatasetVersion, out: BinaryIO, on_member: MemberCa
         if on_member is not None:
             on_member(count)
 
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with _CentralDirectory() as directory, zipfile.ZipFile(
+        sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True
+    ) as zf:
+        zf.filelist = directory
+        # Names are unique by construction (the SHA-256 is in each image's name): no index of them is kept.
+        zf.NameToInfo = _NoNameIndex()
         for name, chunks in _text_members(version=version):
             done(name, _member_write_text(zf=zf, name=name, chunks=chunks))
         with _ImageReader() as reader:
@@ -223,6 +234,19 @@ def _image_open(file_name: str, *, sha256: str) -> BinaryIO:
         raise ArchiveError(f"The image {sha256} is missing from storage ({file_name}).") from None
 
 
+def _image_read_local(*, root: str, file_name: str, sha256: str) -> bytes:
+    """The whole file, read with one open and no Django storage layer (a third of the time per small image)."""
+    if file_name.startswith("/") or ".." in file_name:
+        # Never produced by the import; let the storage's own path checks refuse it.
+        with _image_open(file_name, sha256=sha256) as source:
+            return source.read()
+    try:
+        with open(os.path.join(root, file_name), "rb", buffering=0) as source:
+            return source.readall()
+    except FileNotFoundError:
+        raise ArchiveError(f"The image {sha256} is missing from storage ({file_name}).") from None
+
+
 @dataclass
 class _Image:
     path: str  # member name
@@ -242,6 +266,7 @@ class _ImageReader:
 
     def __init__(self) -> None:
         local = isinstance(default_storage, FileSystemStorage)
+        self.root = default_storage.location if local else ""
         self.pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="archive") if local else None
 
     def __enter__(self) -> _ImageReader:
@@ -268,7 +293,7 @@ class _ImageReader:
             if large:
                 yield from batch
             else:
-                window.append((self.pool.submit(_images_read, batch), size))
+                window.append((self.pool.submit(_images_read, batch, root=self.root), size))
                 in_flight += size
         while window:
             yield from window.popleft()[0].result()
@@ -292,10 +317,9 @@ def _read_batches(images: Iterable[_Image]) -> Iterator[list[_Image]]:
         yield batch
 
 
-def _images_read(images: list[_Image]) -> list[_Image]:
+def _images_read(images: list[_Image], *, root: str) -> list[_Image]:
     for image in images:
-        with _image_open(image.file_name, sha256=image.sha256) as source:
-            image.data = source.read()
+        image.data = _image_read_local(root=root, file_name=image.file_name, sha256=image.sha256)
         image.digest = hashlib.sha256(image.data).hexdigest()
     return images
 
@@ -391,41 +415,51 @@ class _HashingSink:
         out.flush()
         self.fd = out.fileno()
         self.digest = hashlib.sha256()
-        self.buffer = bytearray()  # the bytes from `base` on
+        self.buffer = bytearray()  # the bytes from `base` to the end of the archive so far
         self.base = 0  # everything before is on disk
         self.hashed = 0  # everything before is in the digest (== base unless a member was spilled)
         self.pos = 0
-        self.end = 0
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.buffer)
 
     # -- the file API zipfile uses
 
     def write(self, data: bytes) -> int:
-        data = memoryview(data)
-        written = len(data)
-        if self.pos < self.base:
-            # Filling in the header of a spilled member: that part is on disk already.
-            on_disk = data[: self.base - self.pos]
-            os.pwrite(self.fd, on_disk, self.pos)
-            self.pos += len(on_disk)
-            data = data[len(on_disk):]
-        if data:
-            offset = self.pos - self.base
-            self.buffer[offset:offset + len(data)] = data
-            self.pos += len(data)
+        size = len(data)
+        if self.pos == self.base + len(self.buffer):  # appending: all but the header fill-ins
+            self.buffer += data
+            self.pos += size
             if len(self.buffer) > SPILL_BYTES:
                 self._spill()
-        self.end = max(self.end, self.pos)
-        return written
+            return size
+        view = memoryview(data)
+        if self.pos < self.base:
+            # Filling in the header of a spilled member: that part is on disk already.
+            on_disk = view[: self.base - self.pos]
+            _pwrite_all(self.fd, on_disk, self.pos)
+            self.pos += len(on_disk)
+            view = view[len(on_disk):]
+        offset = self.pos - self.base
+        self.buffer[offset:offset + len(view)] = view
+        self.pos += len(view)
+        return size
 
     def tell(self) -> int:
         return self.pos
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self.pos = {os.SEEK_SET: offset, os.SEEK_CUR: self.pos + offset, os.SEEK_END: self.end + offset}[whence]
+        if whence == os.SEEK_SET:
+            self.pos = offset
+        elif whence == os.SEEK_CUR:
+            self.pos += offset
+        else:
+            self.pos = self.end + offset
         return self.pos
 
     def flush(self) -> None:
-        """Nothing to do: bytes reach the disk in commit(), when they are final."""
+        """Nothing to do: bytes reach the disk in commit(), once they are final."""
 
     # -- ours
 
@@ -442,8 +476,9 @@ class _HashingSink:
             self.base = self.hashed = upto
 
     def finish(self) -> int:
-        self.commit(self.end)
-        return self.end
+        end = self.end
+        self.commit(end)
+        return end
 
     def hexdigest(self) -> str:
         return self.digest.hexdigest()
@@ -466,6 +501,52 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
         written = os.pwrite(fd, data, offset)
         data, offset = data[written:], offset + written
+
+
+class _CentralDirectory:
+    """Stands in for ZipFile.filelist, the ZipInfo of every member written so far, which zipfile appends
+    to and reads back once, in order, to write the central directory at close. Past
+    CENTRAL_DIRECTORY_BLOCK members the ZipInfos are pickled to a private temporary file in blocks."""
+
+    def __init__(self) -> None:
+        self.block: list[zipfile.ZipInfo] = []
+        self.spool: BinaryIO | None = None
+        self.spooled_blocks = 0
+        self.count = 0
+
+    def __enter__(self) -> _CentralDirectory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+    def append(self, info: zipfile.ZipInfo) -> None:
+        self.block.append(info)
+        self.count += 1
+        if len(self.block) >= CENTRAL_DIRECTORY_BLOCK:
+            if self.spool is None:
+                self.spool = tempfile.TemporaryFile(prefix="hemaloop-zipdir-")
+            pickle.dump(self.block, self.spool, protocol=pickle.HIGHEST_PROTOCOL)
+            self.spooled_blocks += 1
+            self.block = []
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[zipfile.ZipInfo]:
+        if self.spool is not None:
+            self.spool.seek(0)
+            for _ in range(self.spooled_blocks):
+                yield from pickle.load(self.spool)  # noqa: S301 - our own private temporary file
+        yield from self.block
+
+
+class _NoNameIndex(dict):
+    """Stands in for ZipFile.NameToInfo, which zipfile only fills (and checks for duplicate names) while writing."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
 
 
 # --- build state and publishing -----------------------------------------------------------------------

@@ -236,3 +236,33 @@ def test_annotators_cannot_start_a_build(version, annotator):
 
     with pytest.raises(PermissionDenied):
         archive_build_start(version=version, requested_by=annotator)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        {"SPILL_BYTES": 300, "COMMIT_STEP": 1, "PREFETCH_MAX_FILE": 500, "PREFETCH_BYTES": 4096},
+        {"SPILL_BYTES": 50_000, "COMMIT_STEP": 10**9, "IMAGES_PER_READ": 1},
+        {"CENTRAL_DIRECTORY_BLOCK": 4},
+    ],
+    ids=["members spilled and streamed", "one commit at the end", "central directory spooled"],
+)
+def test_the_bytes_do_not_depend_on_buffer_sizes(version, archive_bytes, monkeypatch, sizes):
+    """Spilling a large member to disk before zipfile fills in its header, streaming large images instead of
+    reading them ahead, committing rarely, keeping the central directory in a temporary file: none of it may
+    change a byte."""
+    expected = archive_bytes(version)
+    for name, value in sizes.items():
+        monkeypatch.setattr(f"releases.services.archive.{name}", value)
+    assert archive_bytes(version) == expected
+
+
+def test_an_object_store_is_read_image_by_image_with_the_same_result(version, archive_bytes, monkeypatch):
+    expected = archive_bytes(version)
+
+    class NotALocalDisk:
+        pass
+
+    # The reader only prefetches on a local file system; pretend the storage is something else.
+    monkeypatch.setattr("releases.services.archive.FileSystemStorage", NotALocalDisk)
+    assert archive_bytes(version) == expected

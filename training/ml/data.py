@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import multiprocessing
+import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -263,6 +265,7 @@ def create_loader(
     num_workers: int = 0,
     seed: int = 0,
     pin_memory: bool = False,
+    worker_niceness: int = 0,
 ) -> DataLoader:
     """A DataLoader over `items`; training loaders (`shuffle=True`) drop a ragged last batch.
 
@@ -274,6 +277,9 @@ def create_loader(
         num_workers: decoding processes; 0 decodes in the calling process.
         seed: seeds the shuffling order and the workers' augmentation RNGs.
         pin_memory: page-locked batches for faster host-to-GPU copies.
+        worker_niceness: added to the workers' nice value. When the model trains on the same CPU cores, a
+            decoding worker that preempts one of torch's threads stalls all of them at the next barrier;
+            at lower priority the workers fill idle moments instead, and the prefetch queue absorbs the delay.
     """
     if num_workers and multiprocessing.current_process().daemon:
         # Daemonic processes (e.g. a Celery prefork child) may not start children; decode in-process instead.
@@ -293,4 +299,9 @@ def create_loader(
         # A last training batch of one image breaks batch norm; with more images than one batch, drop it.
         drop_last=shuffle and len(items) > batch_size,
         persistent_workers=num_workers > 0,
+        worker_init_fn=functools.partial(_lower_priority, worker_niceness) if worker_niceness else None,
     )
+
+
+def _lower_priority(niceness: int, worker_id: int) -> None:
+    os.nice(niceness)

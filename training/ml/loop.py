@@ -347,8 +347,8 @@ def fit(
         })
         if callbacks.should_stop():
             raise TrainingCancelled(f"cancelled after epoch {epoch}", history=history)
-        if stale_epochs >= config.early_stopping_patience:
-            stopped_early = epoch < config.max_epochs
+        if stale_epochs >= config.early_stopping_patience and epoch < config.max_epochs:
+            stopped_early = True
             _logger.info("early stopping after epoch %d; best epoch %d", epoch, best_epoch)
             break
     if best_state is not None:

@@ -97,8 +97,10 @@ def load_local_weights(net: nn.Module, name: str, weights_dir: str | Path) -> Pa
 
     expected = {k: v for k, v in net.state_dict().items() if not is_head(k)}
     state = {k: v for k, v in state.items() if not is_head(k)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    # Batch-norm step counters carry no learned values and some published files omit them.
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in set(state) - set(expected) if not k.endswith("num_batches_tracked"))
+    state = {k: v for k, v in state.items() if k in expected}
     mismatched = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in sorted(set(expected) & set(state))
@@ -114,7 +116,8 @@ def load_local_weights(net: nn.Module, name: str, weights_dir: str | Path) -> Pa
             details.append(f"{len(unexpected)} tensors the model lacks, e.g. {', '.join(unexpected[:3])}")
         raise WeightsError(f"{path} does not fit {name}: " + "; ".join(details))
     result = net.load_state_dict(state, strict=False)
-    if result.unexpected_keys or not all(is_head(k) for k in result.missing_keys):
+    if result.unexpected_keys or not all(is_head(k) or k.endswith("num_batches_tracked")
+                                         for k in result.missing_keys):
         raise WeightsError(f"{path}: loading left {result.missing_keys + result.unexpected_keys} unmatched")
     _logger.info("loaded %s weights from %s (classifier head re-initialised)", name, path)
     return path

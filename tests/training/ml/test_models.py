@@ -11,11 +11,13 @@ from training.ml.models import WeightsError, create_classifier
 MODEL = "test_efficientnet"
 
 
-def _imagenet_weights(tmp_path, *, name: str = f"{MODEL}.safetensors", tamper: bool = False):
+def _imagenet_weights(tmp_path, *, name: str = f"{MODEL}.safetensors", tamper: bool = False,
+                      drop: set[str] | None = None, drop_suffix: str | None = None):
     """A 1000-class ImageNet-style state dict saved as safetensors, the way timm/HF publish them."""
     torch.manual_seed(1)
     source = timm.create_model(MODEL, pretrained=False, num_classes=1000)
-    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    state = {k: v.contiguous() for k, v in source.state_dict().items()
+             if k not in (drop or set()) and not (drop_suffix and k.endswith(drop_suffix))}
     if tamper:
         state["conv_stem.weight"] = torch.zeros(8, 3, 5, 5)
     path = tmp_path / "weights" / name
@@ -37,6 +39,15 @@ def test_local_weights_load_the_backbone_and_reinitialise_the_head(tmp_path, lay
 def test_local_weights_with_a_wrong_shape_fail_clearly(tmp_path):
     _, weights_dir = _imagenet_weights(tmp_path, tamper=True)
     with pytest.raises(WeightsError, match=r"shape mismatch.*conv_stem\.weight: file \(8, 3, 5, 5\) vs model"):
+        create_classifier(MODEL, 12, pretrained="local", weights_dir=weights_dir)
+
+
+def test_local_weights_missing_a_backbone_tensor_fail_but_batch_norm_counters_are_optional(tmp_path):
+    _, weights_dir = _imagenet_weights(tmp_path, drop_suffix="num_batches_tracked")
+    model = create_classifier(MODEL, 12, pretrained="local", weights_dir=weights_dir)
+    assert model.num_classes == 12
+    _, weights_dir = _imagenet_weights(tmp_path / "other", drop={"bn1.weight"})
+    with pytest.raises(WeightsError, match=r"1 tensors missing from the file, e.g. bn1\.weight"):
         create_classifier(MODEL, 12, pretrained="local", weights_dir=weights_dir)
 
 
