@@ -32,7 +32,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (allocator, worker start-up)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each loop; the best counts")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader decoding processes")
-    parser.add_argument("--worker-niceness", type=int, default=0, help="lower the decoding workers' priority")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -104,8 +103,7 @@ def main() -> None:
 
     loop_items = (items * (1 + args.batch * total_steps // len(items)))[: max(len(items), args.batch * total_steps)]
     loader = create_loader(loop_items, transform=build_transform(size, train=True), batch_size=args.batch,
-                           shuffle=True, num_workers=args.workers, seed=0, pin_memory=device.type == "cuda",
-                           worker_niceness=args.worker_niceness)
+                           shuffle=True, num_workers=args.workers, seed=0, pin_memory=device.type == "cuda")
     loop_model, loop_optimizer = fresh_model()
 
     def run_pipeline() -> list[float]:

@@ -18,6 +18,7 @@ SPLIT_ORDER = (Split.TRAIN, Split.VALIDATION, Split.TEST)
 ARCHIVE_FINISHED = (DatasetArchive.Status.DONE, DatasetArchive.Status.FAILED)
 ARCHIVE_ACTIVE = (DatasetArchive.Status.PENDING, DatasetArchive.Status.RUNNING)
 SHARED_CASES_SHOWN = 20
+ROWS_PER_QUERY = 2000
 
 
 def version_list() -> QuerySet[DatasetVersion]:
@@ -188,59 +189,56 @@ class VersionDiff:
     changes: list[DiffChange] = field(default_factory=list)
 
 
-def version_diff(*, old: DatasetVersion, new: DatasetVersion) -> VersionDiff:
+def version_diff(*, old: DatasetVersion, new: DatasetVersion, with_changes: bool = True) -> VersionDiff:
     """Images added, removed and relabeled from `old` to `new`, matched by SHA-256.
 
-    Both manifests are read in SHA-256 order and merged, so memory grows with the changes only.
+    Both manifests are read in SHA-256 order and merged, so memory grows with the listed changes only;
+    with_changes=False (the datasheet) keeps the counts and lists nothing.
     """
     diff = VersionDiff(old=old, new=new)
-    old_rows = _labels_by_sha(version=old)
-    new_rows = _labels_by_sha(version=new)
+    per_class: dict[str, ClassDiff] = {}
+    pairs: Counter[tuple[str, str]] = Counter()
+
+    def count(change: DiffChange) -> None:
+        if change.change == "added":
+            diff.added += 1
+            per_class.setdefault(change.new_label, ClassDiff(code=change.new_label)).added += 1
+        elif change.change == "removed":
+            diff.removed += 1
+            per_class.setdefault(change.old_label, ClassDiff(code=change.old_label)).removed += 1
+        else:
+            diff.relabeled += 1
+            per_class.setdefault(change.old_label, ClassDiff(code=change.old_label)).relabeled_away += 1
+            per_class.setdefault(change.new_label, ClassDiff(code=change.new_label)).relabeled_to += 1
+            pairs[(change.old_label, change.new_label)] += 1
+        if with_changes:
+            diff.changes.append(change)
+
+    old_rows, new_rows = _labels_by_sha(version=old), _labels_by_sha(version=new)
     a, b = next(old_rows, None), next(new_rows, None)
     while a is not None or b is not None:
         if b is None or (a is not None and a[0] < b[0]):
-            diff.changes.append(DiffChange(sha256=a[0], change="removed", old_label=a[1], new_label=""))
+            count(DiffChange(sha256=a[0], change="removed", old_label=a[1], new_label=""))
             a = next(old_rows, None)
         elif a is None or b[0] < a[0]:
-            diff.changes.append(DiffChange(sha256=b[0], change="added", old_label="", new_label=b[1]))
+            count(DiffChange(sha256=b[0], change="added", old_label="", new_label=b[1]))
             b = next(new_rows, None)
         else:
             if a[1] != b[1]:
-                diff.changes.append(DiffChange(sha256=a[0], change="relabeled", old_label=a[1], new_label=b[1]))
+                count(DiffChange(sha256=a[0], change="relabeled", old_label=a[1], new_label=b[1]))
             else:
                 diff.unchanged += 1
             a, b = next(old_rows, None), next(new_rows, None)
-    _diff_count(diff)
+    order = {entry["code"]: index for index, entry in enumerate(new.taxonomy)}
+    diff.per_class = sorted(per_class.values(), key=lambda r: (order.get(r.code, len(order)), r.code))
+    diff.relabel_pairs = [(o, n, k) for (o, n), k in sorted(pairs.items(), key=lambda p: (-p[1], p[0]))]
     return diff
 
 
 def _labels_by_sha(*, version: DatasetVersion) -> Iterator[tuple[str, str]]:
+    """(SHA-256, label) in byte order of the hash, the order the merge in version_diff compares in."""
     rows = ManifestEntry.objects.filter(version=version).order_by(Collate("sha256", "C"))
-    return rows.values_list("sha256", "label").iterator(chunk_size=5000)
-
-
-def _diff_count(diff: VersionDiff) -> None:
-    per_class: dict[str, ClassDiff] = {}
-    pairs: Counter[tuple[str, str]] = Counter()
-
-    def row(code: str) -> ClassDiff:
-        return per_class.setdefault(code, ClassDiff(code=code))
-
-    for change in diff.changes:
-        if change.change == "added":
-            diff.added += 1
-            row(change.new_label).added += 1
-        elif change.change == "removed":
-            diff.removed += 1
-            row(change.old_label).removed += 1
-        else:
-            diff.relabeled += 1
-            row(change.old_label).relabeled_away += 1
-            row(change.new_label).relabeled_to += 1
-            pairs[(change.old_label, change.new_label)] += 1
-    order = {entry["code"]: index for index, entry in enumerate(diff.new.taxonomy)}
-    diff.per_class = sorted(per_class.values(), key=lambda r: (order.get(r.code, len(order)), r.code))
-    diff.relabel_pairs = [(old, new, n) for (old, new), n in sorted(pairs.items(), key=lambda p: (-p[1], p[0]))]
+    return rows.values_list("sha256", "label").iterator(chunk_size=ROWS_PER_QUERY)
 
 
 # --- archives ------------------------------------------------------------------------------------

@@ -63,6 +63,20 @@ url                                         method  anonymous annotator adjudica
 /api/annotation/consensus/{image}/resolve/  POST    403       403       400         403        400   403
 /api/annotation/agreement/                  GET     403       403       200         200        200   403
 /api/annotation/agreement/heatmap.png       GET     403       403       200         200        200   403
+/training/                                  GET     login     403       403         200        200   403
+/training/start/                            POST    login     403       403         403        302   403
+/training/runs/999999/                      GET     login     403       403         404        404   403
+/training/runs/999999/cancel/               POST    login     403       403         403        404   403
+/training/models/999999/                    GET     login     403       403         404        404   403
+/training/models/999999/activate/           POST    login     403       403         403        404   403
+/training/models/999999/plots/roc_ensemble.png GET  login     403       403         404        404   403
+/api/training/runs/                         GET     403       403       403         200        200   403
+/api/training/runs/                         POST    403       403       403         403        400   403
+/api/training/runs/999999/                  GET     403       403       403         404        404   403
+/api/training/runs/999999/cancel/           POST    403       403       403         403        404   403
+/api/training/models/                       GET     403       403       403         200        200   403
+/api/training/models/999999/                GET     403       403       403         404        404   403
+/api/training/models/999999/activate/       POST    403       403       403         403        404   403
 /api/schema/                                GET     403       200       200         200        200   200
 /api/docs/                                  GET     403       200       200         200        200   200
 """

@@ -1,1 +1,96 @@
-"""Training runs and model versions (filled by the training issue)."""
+"""Training runs (one retrain of the ensemble on a frozen dataset version) and the model versions they register."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q, Value
+
+
+class TrainingRun(models.Model):
+    """The authoritative state of one retrain: status, live progress, history and the cancel flag."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    LOG_TAIL_CHARS = 8000
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    dataset_version = models.ForeignKey("releases.DatasetVersion", on_delete=models.PROTECT, related_name="+")
+    profile = models.CharField(max_length=20)
+    config = models.JSONField(help_text="The full TrainConfig the run trains with.")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    worker_host = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # [{model, model_index, epoch, train_loss, val_loss, val_accuracy, val_macro_f1, lr, ...}], one row per epoch.
+    history = models.JSONField(default=list, blank=True)
+    log_tail = models.TextField(blank=True)
+    model_index = models.PositiveSmallIntegerField(default=0)
+    model_name = models.CharField(max_length=100, blank=True)
+    model_count = models.PositiveSmallIntegerField(default=0)
+    epoch = models.PositiveIntegerField(default=0)
+    max_epochs = models.PositiveIntegerField(default=0)
+    batch = models.PositiveIntegerField(default=0)
+    batches_total = models.PositiveIntegerField(default=0)
+    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The database, not the broker, keeps two retrains apart: at most one row may be queued or running.
+            # A constant expression: any two rows in the partial index collide, queued or running alike.
+            models.UniqueConstraint(
+                Value(True), condition=Q(status__in=["queued", "running"]), name="one_training_run_at_a_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in self.ACTIVE_STATUSES
+
+
+class ModelVersion(models.Model):
+    """A trained ensemble on disk with its test metrics; exactly one is active (the one inference uses)."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        ACTIVE = "active", "Active"
+        RETIRED = "retired", "Retired"
+
+    run = models.OneToOneField(TrainingRun, on_delete=models.PROTECT, related_name="model_version")
+    out_dir = models.CharField(max_length=255, help_text="Folder of the ensemble, relative to MEDIA_ROOT.")
+    config = models.JSONField()
+    temperature = models.FloatField()
+    metrics = models.JSONField(help_text="metrics.json as the trainer wrote it.")
+    plots = models.JSONField(default=dict, help_text="{plot name: path relative to MEDIA_ROOT}")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_model_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Model {self.pk} ({self.status})"
+
+    @property
+    def macro_f1(self) -> float | None:
+        return (self.metrics.get("ensemble") or {}).get("test", {}).get("macro_f1")

@@ -15,7 +15,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 _tmp = Path(tempfile.mkdtemp(prefix="hemaloop-test-"))
 atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
-MEDIA_ROOT = _tmp / "media"
+# A real-worker test hands its media dir to the worker it starts, so both see the same files.
+MEDIA_ROOT = Path(env.str("HEMALOOP_TEST_MEDIA_ROOT", default=str(_tmp / "media")))
 VAR_DIR = _tmp / "var"
 STATIC_ROOT = _tmp / "static"  # exists, so whitenoise does not warn on every request
 STATIC_ROOT.mkdir()
@@ -28,10 +29,11 @@ if not os.environ.get("DATABASE_URL"):
 DATABASES = {"default": env.db("DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 
-CELERY_TASK_ALWAYS_EAGER = True
+# Eager unless a real-worker test starts a worker with HEMALOOP_CELERY_EAGER=0 and REDIS_URL.
+CELERY_TASK_ALWAYS_EAGER = env.bool("HEMALOOP_CELERY_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_BROKER_URL = "memory://"
-CELERY_RESULT_BACKEND = "cache+memory://"
+CELERY_BROKER_URL = redis_url_for_celery(REDIS_URL) if REDIS_URL else "memory://"  # noqa: F405
+CELERY_RESULT_BACKEND = CELERY_BROKER_URL if REDIS_URL else "cache+memory://"  # noqa: F405
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -30,7 +30,8 @@ def test_cut_a_version_and_read_it_back(api, labeled):
     )
     assert body["leakage"] == {"cases_in_several_splits": 0, "shared_cases": [], "earlier_test_in_training": 0,
                                "clean": True}
-    assert body["archive"]["status"] == "not_built" and body["archive"]["download_url"] is None
+    assert body["archive"]["status"] == "not_built"
+    assert body["archive"]["download_url"] is None
     assert sum(sum(c.values()) for c in body["class_counts"].values()) == 15
     assert body["url"].endswith("/api/releases/versions/1/")
 
@@ -39,7 +40,8 @@ def test_cut_a_version_and_read_it_back(api, labeled):
     listing = api.get("/api/releases/versions/").json()
     assert [v["number"] for v in listing["results"]] == [2, 1]
     detail = api.get("/api/releases/versions/1/").json()
-    assert detail["taxonomy"][0]["code"] == "neutrophil" and detail["sources"]
+    assert detail["taxonomy"][0]["code"] == "neutrophil"
+    assert detail["sources"]
 
 
 def test_cutting_with_nothing_final_is_a_400_that_says_why(api, cell):
@@ -84,7 +86,8 @@ def test_download_negotiates_a_zip_accept_header(api, labeled, cut, django_captu
     with django_capture_on_commit_callbacks(execute=True):
         api.post("/api/releases/versions/1/archive/")
     response = api.get("/api/releases/versions/1/archive/download/", HTTP_ACCEPT="application/zip")
-    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
 
 
 def test_diff_between_two_versions(api, labeled, cut, cell):

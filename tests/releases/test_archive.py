@@ -86,7 +86,8 @@ def test_torchvision_imagefolder_loads_each_split(version, archive_bytes, tmp_pa
         assert dataset.classes == sorted(counts)
         assert len(dataset) == sum(counts.values())
         image, target = dataset[0]
-        assert image.size == (96, 96) and dataset.classes[target] in counts
+        assert image.size == (96, 96)
+        assert dataset.classes[target] in counts
         total += len(dataset)
     assert total == version.image_count == 36
 
@@ -99,7 +100,8 @@ def test_manifests_list_every_image_with_its_provenance(version, archive_bytes):
     assert [row["path"] for row in rows] == [row["path"] for row in jsonl]
     by_sha = {row["sha256"]: row for row in jsonl}
     trusted = [row for row in jsonl if row["label_method"] == "trusted_import"]
-    assert len(trusted) == 6 and all(row["expert_labels"] == 0 and row["case_id"] == "" for row in trusted)
+    assert len(trusted) == 6
+    assert all(row["expert_labels"] == 0 and row["case_id"] == "" for row in trusted)
     for entry in ManifestEntry.objects.filter(version=version):
         row = by_sha[entry.sha256]
         assert (row["split"], row["label"], row["case_id"]) == (entry.split, entry.label, entry.case_id)
@@ -144,18 +146,22 @@ def test_datasheet_describes_counts_labeling_agreement_sources_licence_and_limit
     sheet = zip_members(archive_bytes(version))["DATASHEET.md"].decode()
     assert sheet.startswith("# HemaLoop dataset v1: Paper\n")
     assert "For the AML/ALL paper." in sheet
-    assert "| Licence | CC BY 4.0 |" in sheet and "changed after the cut" not in sheet
+    assert "| Licence | CC BY 4.0 |" in sheet
+    assert "changed after the cut" not in sheet
     assert "Kim et al. (2026), HemaLoop white cells." in sheet
     assert "two hematology experts" in sheet
-    assert "Over all 2 images with two expert labels at freeze time" in sheet and "Cohen's kappa" in sheet
+    assert "Over all 2 images with two expert labels at freeze time" in sheet
+    assert "Cohen's kappa" in sheet
     assert "| Seoul National University Hospital | 1 | 3 |" in sheet
     assert "| unknown | 0 | 2 |" in sheet
     assert "Only one analyzer model (Sysmex DI-60)." in sheet
-    assert "No images of: " in sheet and "Band neutrophil" in sheet
+    assert "No images of: " in sheet
+    assert "Band neutrophil" in sheet
     assert "0 cases in more than one split" in sheet
     counts = version.class_counts
     row = next(line for line in sheet.splitlines() if line.startswith("| Myeloblast |"))
-    assert row.endswith("| 3 |") and all(f"{counts[s].get('myeloblast', 0)} (" in row for s in counts)
+    assert row.endswith("| 3 |")
+    assert all(f"{counts[s].get('myeloblast', 0)} (" in row for s in counts)
 
 
 def test_build_publishes_the_file_and_its_sha256(version, researcher, archive_bytes,
@@ -184,7 +190,8 @@ def test_a_lost_file_is_rebuilt_to_the_published_bytes(version, researcher, djan
     with django_capture_on_commit_callbacks(execute=True):
         archive_build_start(version=version, requested_by=researcher)
     archive.refresh_from_db()
-    assert archive.status == DatasetArchive.Status.DONE and archive.sha256 == published
+    assert archive.status == DatasetArchive.Status.DONE
+    assert archive.sha256 == published
     with default_storage.open(archive.file_name, "rb") as stored:
         assert hashlib.sha256(stored.read()).hexdigest() == published
 
@@ -205,7 +212,8 @@ def test_a_stored_image_whose_bytes_changed_fails_the_build(version, archive_byt
     Path(default_storage.path(entry.image.file)).write_bytes(b"tampered")
     archive = archive_build(archive=DatasetArchive.objects.get(version=version))
     assert archive.status == DatasetArchive.Status.FAILED
-    assert entry.sha256 in archive.error and "no longer has the SHA-256" in archive.error
+    assert entry.sha256 in archive.error
+    assert "no longer has the SHA-256" in archive.error
     with pytest.raises(ArchiveError):
         archive_bytes(version)
     assert not [p for p in Path(default_storage.path("releases")).iterdir()], "no temporary file left behind"
@@ -216,7 +224,8 @@ def test_a_missing_image_file_fails_the_build_with_its_name(version):
     default_storage.delete(entry.image.file)
     archive = archive_build(archive=DatasetArchive.objects.get(version=version))
     assert archive.status == DatasetArchive.Status.FAILED
-    assert "missing from storage" in archive.error and entry.sha256 in archive.error
+    assert "missing from storage" in archive.error
+    assert entry.sha256 in archive.error
 
 
 def test_a_queued_or_built_archive_is_not_queued_twice(version, researcher, django_capture_on_commit_callbacks):
@@ -238,31 +247,34 @@ def test_annotators_cannot_start_a_build(version, annotator):
         archive_build_start(version=version, requested_by=annotator)
 
 
+ARCHIVE = "releases.services.archive"
+ZIPSTREAM = "releases.services.zipstream"
+
+
 @pytest.mark.parametrize(
     "sizes",
     [
-        {"SPILL_BYTES": 300, "COMMIT_STEP": 1, "PREFETCH_MAX_FILE": 500, "PREFETCH_BYTES": 4096},
-        {"SPILL_BYTES": 50_000, "COMMIT_STEP": 10**9, "IMAGES_PER_READ": 1},
-        {"CENTRAL_DIRECTORY_BLOCK": 4},
+        {f"{ZIPSTREAM}.SPILL_BYTES": 300, f"{ARCHIVE}.COMMIT_STEP": 1, f"{ARCHIVE}.CHUNK": 256},
+        {f"{ZIPSTREAM}.SPILL_BYTES": 50_000, f"{ARCHIVE}.COMMIT_STEP": 10**9},
+        {f"{ZIPSTREAM}.CENTRAL_DIRECTORY_BLOCK": 4},
     ],
-    ids=["members spilled and streamed", "one commit at the end", "central directory spooled"],
+    ids=["members spilled, images copied in pieces", "one commit at the end", "central directory spooled"],
 )
 def test_the_bytes_do_not_depend_on_buffer_sizes(version, archive_bytes, monkeypatch, sizes):
-    """Spilling a large member to disk before zipfile fills in its header, streaming large images instead of
-    reading them ahead, committing rarely, keeping the central directory in a temporary file: none of it may
-    change a byte."""
+    """Spilling a member to disk before zipfile fills in its header, copying images in small pieces,
+    committing rarely, keeping the central directory in a temporary file: none may change a byte."""
     expected = archive_bytes(version)
     for name, value in sizes.items():
-        monkeypatch.setattr(f"releases.services.archive.{name}", value)
+        monkeypatch.setattr(name, value)
     assert archive_bytes(version) == expected
 
 
-def test_an_object_store_is_read_image_by_image_with_the_same_result(version, archive_bytes, monkeypatch):
+def test_images_read_through_the_storage_api_give_the_same_bytes(version, archive_bytes, monkeypatch):
     expected = archive_bytes(version)
 
     class NotALocalDisk:
         pass
 
-    # The reader only prefetches on a local file system; pretend the storage is something else.
+    # Only a local disk is read by path; pretend the storage is something else (an object store).
     monkeypatch.setattr("releases.services.archive.FileSystemStorage", NotALocalDisk)
     assert archive_bytes(version) == expected

@@ -86,7 +86,9 @@ def test_single_ranges(built, download, header, start, end):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("header", ["bytes={size}-", "bytes={size}-{size}", "bytes=-0", "bytes=abc", "bytes=5-2", "bytes=-"])
+@pytest.mark.parametrize(
+    "header", ["bytes={size}-", "bytes={size}-{size}", "bytes=-0", "bytes=abc", "bytes=5-2", "bytes=-"]
+)
 def test_unsatisfiable_or_malformed_ranges_get_416(built, download, header):
     version, data = built
     response = download(version, HTTP_RANGE=header.format(size=len(data)))

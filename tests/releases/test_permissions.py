@@ -66,4 +66,5 @@ def test_annotators_adjudicators_and_users_without_a_role_may_not(
 @pytest.mark.parametrize("url", [url for _, url, _ in ENDPOINTS if url.startswith("/releases/")])
 def test_anonymous_visitors_are_sent_to_the_login_page(url, version, client):
     response = client.get(url)
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")

@@ -110,7 +110,9 @@ def test_no_case_is_in_two_splits_and_every_split_is_used(cell, case, cut):
     assert set(used) == {"train", "validation", "test"}
     assert abs(used["test"] / version.image_count - 0.2) < 0.08
     leakage = version_leakage(version=version)
-    assert leakage.cases_in_several_splits == 0 and leakage.earlier_test_in_training == 0 and leakage.clean
+    assert leakage.cases_in_several_splits == 0
+    assert leakage.earlier_test_in_training == 0
+    assert leakage.clean
 
 
 @pytest.mark.django_db
@@ -121,7 +123,8 @@ def test_images_without_a_case_are_split_one_by_one(cell, cut):
     entries = ManifestEntry.objects.filter(version=version)
     assert set(entries.values_list("case_id", flat=True)) == {""}
     counts = Counter(entries.values_list("split", flat=True))
-    assert counts["test"] == 12 and counts["validation"] + counts["train"] == 48
+    assert counts["test"] == 12
+    assert counts["validation"] + counts["train"] == 48
     groups = set(SplitAssignment.objects.values_list("group", flat=True))
     assert groups == {f"image:{sha}" for sha in entries.values_list("sha256", flat=True)}
 
@@ -146,7 +149,9 @@ def test_a_case_keeps_its_split_in_later_versions_and_its_new_images_follow_it(c
     singles_after = dict(ManifestEntry.objects.filter(version=v2, case_id="").values_list("sha256", "split"))
     assert {sha: singles_after[sha] for sha in singles_before} == singles_before
     new_case_splits = Counter(splits.pop() for case_id, splits in after.items() if case_id.startswith("Q-"))
-    assert new_case_splits["test"] >= 1 and new_case_splits["train"] >= 1, "new cases are split, not all in one"
+    # New cases are split, not all put in one split.
+    assert new_case_splits["test"] >= 1
+    assert new_case_splits["train"] >= 1
     assert version_leakage(version=v2).clean
 
 
@@ -163,7 +168,8 @@ def test_the_leakage_check_reports_a_case_in_two_splits_and_earlier_test_images_
         expert_labels=2, case_id=test_entry.case_id, split="train",
     )
     leakage = version_leakage(version=v2)
-    assert leakage.cases_in_several_splits == 1 and leakage.shared_cases == [test_entry.case_id]
+    assert leakage.cases_in_several_splits == 1
+    assert leakage.shared_cases == [test_entry.case_id]
     assert leakage.earlier_test_in_training == 1
     assert not leakage.clean
     assert version_leakage(version=v1).clean

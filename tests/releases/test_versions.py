@@ -20,7 +20,8 @@ def test_versions_are_numbered_with_their_parent_author_title_and_notes(cell, cu
     v2 = cut(created_by=admin_user)
     assert (v1.number, v1.parent, v1.title, v1.notes, v1.created_by) == (1, None, "First", "Pilot.", researcher)
     assert (v2.number, v2.parent, v2.created_by) == (2, v1, admin_user)
-    assert v1.name == "v1" and str(v2) == "v2"
+    assert v1.name == "v1"
+    assert str(v2) == "v2"
     assert DatasetArchive.objects.get(version=v2).status == DatasetArchive.Status.NOT_BUILT
 
 
@@ -40,7 +41,8 @@ def test_only_images_with_a_final_class_are_frozen(cell, case, cut):
         "myeloblast", "adjudicated", 2, "P-1", "png", kept[0].id
     )
     assert entries[kept[1].sha256].case_id == ""
-    assert version.image_count == 2 and version.case_count == 1
+    assert version.image_count == 2
+    assert version.case_count == 1
     assert version.sources == [{"site": "Seoul", "cases": 1, "images": 1}, {"site": "unknown", "cases": 0, "images": 1}]
     assert sum(sum(counts.values()) for counts in version.class_counts.values()) == 2
     assert set(version.class_counts) == {"train", "validation", "test"}
@@ -59,7 +61,8 @@ def test_the_taxonomy_agreement_and_datasheet_texts_are_frozen_with_the_version(
     assert version.agreement["images_with_two_labels"] == 1
     assert version.agreement["observed_agreement"] == 0.0
     settings_row = ReleaseSettings.objects.get()
-    assert version.description == settings_row.description and len(settings_row.split_key) == 64
+    assert version.description == settings_row.description
+    assert len(settings_row.split_key) == 64
 
 
 @pytest.mark.django_db

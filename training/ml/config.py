@@ -41,7 +41,8 @@ class TrainConfig:
     common size among the training images; others are resized to it). `pretrained` is "none" (random init),
     "timm" (ImageNet weights from the timm/Hugging Face hub or its local cache) or "local" (safetensors files
     in `weights_dir`, for air-gapped sites). `class_weighting` "auto" switches the class-weighted loss on
-    when the largest training class outnumbers the smallest by more than `imbalance_ratio`.
+    when the largest training class outnumbers the smallest by more than `imbalance_ratio`. `num_workers`
+    None picks the decoding processes from the device (see `training.ml.data.default_num_workers`).
     """
 
     models: tuple[str, ...] = ("efficientnet_b1", "tf_efficientnetv2_b2")
@@ -65,7 +66,7 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: bool = True
     channels_last: bool = True
-    num_workers: int = 4
+    num_workers: int | None = None
     pretrained: str = "timm"
     weights_dir: str | None = None
     bootstrap_samples: int = 1000
@@ -102,8 +103,8 @@ class TrainConfig:
             problems.append("pretrained='local' needs weights_dir")
         if self.class_weighting not in CLASS_WEIGHTING_MODES:
             problems.append(f"class_weighting must be one of {CLASS_WEIGHTING_MODES}")
-        if self.num_workers < 0:
-            problems.append("num_workers must be >= 0")
+        if self.num_workers is not None and self.num_workers < 0:
+            problems.append("num_workers must be >= 0 (or None for automatic)")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -144,7 +145,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "early_stopping_patience": 2,
         "plateau_patience": 1,
         "pretrained": "none",
-        "num_workers": 2,
         "bootstrap_samples": 200,
     },
     # Tiny timm test networks on tiny images: exercises every code path in seconds (tests, CI).

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 import multiprocessing
 import os
@@ -256,6 +255,19 @@ class ImageDataset(Dataset):
         return self.transform(load_image(path, self.transform.size)), label
 
 
+def default_num_workers(device_type: str) -> int:
+    """Decoding processes when the config leaves it open.
+
+    A GPU consumes batches faster than one core decodes them, so use most cores (at most 8). A CPU trains on
+    all its cores itself; one worker overlaps decoding with compute, while more mostly preempt torch's threads
+    (measured with bench/train_throughput.py on a 2-core machine).
+    """
+    cores = os.cpu_count() or 1
+    if device_type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 1 if cores > 1 else 0
+
+
 def create_loader(
     items: Sequence[Item],
     *,
@@ -265,7 +277,6 @@ def create_loader(
     num_workers: int = 0,
     seed: int = 0,
     pin_memory: bool = False,
-    worker_niceness: int = 0,
 ) -> DataLoader:
     """A DataLoader over `items`; training loaders (`shuffle=True`) drop a ragged last batch.
 
@@ -277,9 +288,6 @@ def create_loader(
         num_workers: decoding processes; 0 decodes in the calling process.
         seed: seeds the shuffling order and the workers' augmentation RNGs.
         pin_memory: page-locked batches for faster host-to-GPU copies.
-        worker_niceness: added to the workers' nice value. When the model trains on the same CPU cores, a
-            decoding worker that preempts one of torch's threads stalls all of them at the next barrier;
-            at lower priority the workers fill idle moments instead, and the prefetch queue absorbs the delay.
     """
     if num_workers and multiprocessing.current_process().daemon:
         # Daemonic processes (e.g. a Celery prefork child) may not start children; decode in-process instead.
@@ -299,9 +307,4 @@ def create_loader(
         # A last training batch of one image breaks batch norm; with more images than one batch, drop it.
         drop_last=shuffle and len(items) > batch_size,
         persistent_workers=num_workers > 0,
-        worker_init_fn=functools.partial(_lower_priority, worker_niceness) if worker_niceness else None,
     )
-
-
-def _lower_priority(niceness: int, worker_id: int) -> None:
-    os.nice(niceness)

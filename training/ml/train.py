@@ -21,7 +21,7 @@ import torch
 
 from training.ml.calibration import apply_temperature, fit_temperature, probabilities_to_logits, softmax
 from training.ml.config import PROFILES, TAXONOMY_CODES, TrainConfig, config_for_profile, save_config
-from training.ml.data import Item, create_loader, load_splits
+from training.ml.data import Item, create_loader, default_num_workers, load_splits
 from training.ml.ensemble import (
     ENSEMBLE_FILE,
     MemberSpec,
@@ -149,7 +149,8 @@ def train_ensemble(
                  device, size[0], size[1], len(train_items), len(val_items), len(test_items))
     callback_list = CallbackList(callbacks)
     channels_last = use_channels_last(config, device)
-    loader_options = {"num_workers": config.num_workers, "seed": config.seed, "pin_memory": device.type == "cuda"}
+    workers = default_num_workers(device.type) if config.num_workers is None else config.num_workers
+    loader_options = {"num_workers": workers, "seed": config.seed, "pin_memory": device.type == "cuda"}
     train_transform = build_transform(size, train=True, augment=config.augment,
                                       rotation_degrees=config.rotation_degrees, hflip=config.hflip, vflip=config.vflip)
     eval_transform = build_transform(size, train=False)

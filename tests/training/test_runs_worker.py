@@ -1,0 +1,105 @@
+"""A retrain through a REAL Celery worker (a subprocess on the training queue) and the embedded Redis, not eager."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app
+from config.embedded import start_redis
+from training.models import ModelVersion, TrainingRun
+
+ROOT = Path(__file__).resolve().parents[2]
+FINISH_TIMEOUT_S = 150
+
+
+def _test_database_url() -> str:
+    # The throw-away cluster's URL (set by the test settings) pointed at pytest-django's test database.
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return parts._replace(path="/" + connection.settings_dict["NAME"]).geturl()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """The embedded Redis, with this process's Celery app sending to it for the duration of the test."""
+    redis = start_redis(tmp_path / "redis")
+    url = "redis+socket://" + str(redis.socket)
+    saved = {key: app.conf[key] for key in ("task_always_eager", "broker_url", "result_backend")}
+    app.conf.update(task_always_eager=False, broker_url=url, result_backend=url)
+    _pools_reset()
+    yield redis
+    app.conf.update(**saved)
+    _pools_reset()
+    redis.stop()
+
+
+def _pools_reset() -> None:
+    # Connection and producer pools are built lazily from broker_url; drop them so they are rebuilt for it.
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def worker(broker, tmp_path):
+    """start() launches `celery worker -Q training,default -P solo` against the test database and media."""
+    processes = []
+
+    def start() -> subprocess.Popen:
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": _test_database_url(),
+               "HEMALOOP_CELERY_EAGER": "0", "REDIS_URL": broker.url,
+               "HEMALOOP_TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+        log = (tmp_path / "worker.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default", "--concurrency", "1",
+             "-P", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_trains_the_run_and_registers_a_version(transactional_db, labeled_demo, admin_user,
+                                                               api_client_for, worker, tmp_path):
+    labeled_demo()
+    response = api_client_for(admin_user).post("/api/training/runs/", {"profile": "smoke"}, format="json")
+    assert response.status_code == 201, response.content
+    run = TrainingRun.objects.get(pk=response.json()["id"])
+    time.sleep(0.5)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.QUEUED  # not eager: the message waits in Redis for a worker
+
+    process = worker()
+    deadline = time.monotonic() + FINISH_TIMEOUT_S
+    while run.status in TrainingRun.ACTIVE_STATUSES and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        run.refresh_from_db()
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert run.status == TrainingRun.Status.SUCCEEDED, f"{run.status}: {run.error}\n{log[-3000:]}"
+    assert "training.tasks.training_run" in log
+    assert "succeeded" in log
+    assert run.worker_host
+    assert run.started_at
+    assert run.heartbeat_at
+    assert len(run.history) == 2  # one epoch per smoke model
+    version = ModelVersion.objects.get(run=run)
+    assert version.status == ModelVersion.Status.CANDIDATE
+    assert (Path(settings.MEDIA_ROOT) / version.out_dir / "ensemble.json").is_file()

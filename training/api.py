@@ -1,0 +1,186 @@
+"""Training API: retrain runs (admins start and cancel, researchers watch) and model versions (admins activate)."""
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from accounts.permissions import roles_permission
+from accounts.roles import Role
+from releases.models import DatasetVersion
+from releases.services.versions import ReleaseEmpty
+from training import selectors
+from training.models import ModelVersion, TrainingRun
+from training.services import (
+    PROFILES,
+    TrainingBusy,
+    TrainingRefused,
+    model_version_activate,
+    training_run_cancel,
+    training_run_start,
+)
+
+READ_ROLES = roles_permission(Role.RESEARCHER, Role.ADMIN)
+ADMIN_ONLY = roles_permission(Role.ADMIN)
+
+# --- serializers -----------------------------------------------------------------------------------
+
+
+class RunStartInput(serializers.Serializer):
+    profile = serializers.ChoiceField(choices=PROFILES)
+    dataset_version = serializers.SlugRelatedField(
+        slug_field="number", queryset=DatasetVersion.objects.all(), required=False, allow_null=True,
+        help_text="Version number to train on; omit to freeze the current labels into a new version first.",
+    )  # fmt: skip
+
+
+class RunOutput(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    # Plain strings: other apps' "status" enums already own that component name in the schema.
+    status = serializers.CharField(help_text="queued, running, succeeded, failed or cancelled")
+    dataset_version = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    percent = serializers.SerializerMethodField()
+    finished = serializers.BooleanField(source="is_finished", help_text="True once the run ended: stop polling.")
+    model_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id", "url", "status", "dataset_version", "profile", "config", "started_by", "worker_host", "created_at",
+            "started_at", "finished_at", "heartbeat_at", "model_index", "model_name", "model_count", "epoch",
+            "max_epochs", "batch", "batches_total", "eta_seconds", "percent", "cancel_requested", "error", "finished",
+            "history", "log_tail", "model_version",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_url(self, run: TrainingRun) -> str:
+        return reverse("training_api:run_detail", kwargs={"run_id": run.pk}, request=self.context["request"])
+
+    def get_percent(self, run: TrainingRun) -> int:
+        return selectors.training_run_percent(run=run)
+
+    def get_model_version(self, run: TrainingRun) -> int | None:
+        version = getattr(run, "model_version", None)
+        return version.pk if version else None
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    status = serializers.CharField(help_text="candidate, active or retired")
+    macro_f1 = serializers.FloatField(read_only=True, allow_null=True)
+    activated_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "url", "run", "status", "macro_f1", "temperature", "created_at", "activated_at",
+                  "activated_by"]
+        read_only_fields = fields
+
+    def get_url(self, version: ModelVersion) -> str:
+        return reverse("training_api:model_detail", kwargs={"version_id": version.pk}, request=self.context["request"])
+
+
+class ModelVersionDetailOutput(ModelVersionOutput):
+    class Meta(ModelVersionOutput.Meta):
+        fields = [*ModelVersionOutput.Meta.fields, "out_dir", "config", "metrics", "plots"]
+        read_only_fields = fields
+
+
+class TrainingBusyError(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Another training run is queued or running."
+    default_code = "training_busy"
+
+
+# --- views -----------------------------------------------------------------------------------------
+
+
+def _run_or_404(run_id: int) -> TrainingRun:
+    run = selectors.training_run_get(run_id=run_id)
+    if run is None:
+        raise NotFound("No such training run.")
+    return run
+
+
+def _version_or_404(version_id: int) -> ModelVersion:
+    version = selectors.model_version_get(version_id=version_id)
+    if version is None:
+        raise NotFound("No such model version.")
+    return version
+
+
+class RunListStartApi(APIView):
+    def get_permissions(self):
+        return [ADMIN_ONLY() if self.request.method == "POST" else READ_ROLES()]
+
+    @extend_schema(responses=RunOutput(many=True), summary="Training runs, newest first")
+    def get(self, request: Request):
+        runs = selectors.training_run_list()[:100]
+        return Response(RunOutput(runs, many=True, context={"request": request}).data)
+
+    @extend_schema(request=RunStartInput, summary="Start a retrain (admins)", responses={
+        201: RunOutput, 400: OpenApiResponse(description="Unusable dataset version or profile."),
+        409: OpenApiResponse(description="Another run is queued or running.")})
+    def post(self, request: Request):
+        serializer = RunStartInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            run = training_run_start(started_by=request.user, **serializer.validated_data)
+        except TrainingBusy as exc:
+            raise TrainingBusyError(str(exc)) from exc
+        except (TrainingRefused, ReleaseEmpty) as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(RunOutput(_run_or_404(run.pk), context={"request": request}).data, status=201)
+
+
+class RunDetailApi(APIView):
+    permission_classes = [READ_ROLES]
+
+    @extend_schema(responses=RunOutput, summary="A run with its live progress and per-epoch history (poll this)")
+    def get(self, request: Request, run_id: int):
+        return Response(RunOutput(_run_or_404(run_id), context={"request": request}).data)
+
+
+class RunCancelApi(APIView):
+    permission_classes = [ADMIN_ONLY]
+
+    @extend_schema(request=None, responses=RunOutput, summary="Cancel a run (admins): at once if queued, "
+                   "after the current batch if running")
+    def post(self, request: Request, run_id: int):
+        try:
+            run = training_run_cancel(run=_run_or_404(run_id), actor=request.user)
+        except TrainingRefused as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(RunOutput(_run_or_404(run.pk), context={"request": request}).data)
+
+
+class ModelVersionListApi(APIView):
+    permission_classes = [READ_ROLES]
+
+    @extend_schema(responses=ModelVersionOutput(many=True), summary="Model versions, newest first")
+    def get(self, request: Request):
+        versions = selectors.model_version_list()[:100]
+        return Response(ModelVersionOutput(versions, many=True, context={"request": request}).data)
+
+
+class ModelVersionDetailApi(APIView):
+    permission_classes = [READ_ROLES]
+
+    @extend_schema(responses=ModelVersionDetailOutput, summary="A model version with its full test metrics")
+    def get(self, request: Request, version_id: int):
+        return Response(ModelVersionDetailOutput(_version_or_404(version_id), context={"request": request}).data)
+
+
+class ModelVersionActivateApi(APIView):
+    permission_classes = [ADMIN_ONLY]
+
+    @extend_schema(request=None, responses=ModelVersionOutput,
+                   summary="Activate a model version (admins); the previously active one is retired")
+    def post(self, request: Request, version_id: int):
+        version = model_version_activate(version=_version_or_404(version_id), actor=request.user)
+        return Response(ModelVersionOutput(version, context={"request": request}).data)

@@ -1,0 +1,111 @@
+"""Reads for the training pages and API: runs with their progress, model versions and their report tables."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import QuerySet
+
+from releases.models import DatasetVersion
+from training.models import ModelVersion, TrainingRun
+from training.services import training_runs_fail_stale
+
+
+def training_run_list() -> QuerySet[TrainingRun]:
+    # Listing is where people look for a stuck run, so reap dead workers first.
+    training_runs_fail_stale()
+    return TrainingRun.objects.select_related("dataset_version", "started_by", "model_version")
+
+
+def training_run_get(*, run_id: int) -> TrainingRun | None:
+    return training_run_list().filter(pk=run_id).first()
+
+
+def training_run_percent(*, run: TrainingRun) -> int:
+    """Share of the run's batches done, treating every model as running all max_epochs (early stopping is a bonus)."""
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        return 100
+    if not run.model_count or not run.max_epochs:
+        return 0
+    within = run.batch / run.batches_total if run.batches_total else 0.0
+    epochs_before = run.model_index * run.max_epochs + max(0, run.epoch - 1)
+    done = (epochs_before + within) / (run.model_count * run.max_epochs)
+    return max(0, min(99, int(done * 100)))
+
+
+def model_version_list() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.select_related("run", "run__dataset_version", "activated_by")
+
+
+def model_version_get(*, version_id: int) -> ModelVersion | None:
+    return model_version_list().filter(pk=version_id).first()
+
+
+def model_version_active() -> ModelVersion | None:
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+
+
+def dataset_version_choices() -> QuerySet[DatasetVersion]:
+    return DatasetVersion.objects.order_by("-number")
+
+
+@dataclass
+class SummaryRow:
+    """One line of the paper's Table 2: a member or the ensemble on the test split."""
+
+    name: str
+    key: str
+    accuracy: float | None
+    accuracy_ci: list | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    f1_ci: list | None
+    auroc: float | None
+    ece: float | None
+    ece_calibrated: float | None
+    temperature: float | None
+
+
+@dataclass
+class ModelReport:
+    summary: list[SummaryRow]
+    # Table 3: per class, the ensemble's AUROC, precision, recall, F1 and support.
+    per_class: list[dict[str, Any]]
+    mcnemar: list[dict[str, Any]]
+    delong: list[dict[str, Any]]
+    split_sizes: dict[str, int]
+    plots: list[str] = field(default_factory=list)
+
+
+def model_version_report(*, version: ModelVersion) -> ModelReport:
+    """The metrics.json of a version rearranged into the tables of the report page."""
+    metrics = version.metrics
+    members = metrics.get("models", {})
+    rows = [_summary_row(key=key, name=data.get("name", key), test=data.get("test", {}),
+                         temperature=data.get("temperature")) for key, data in members.items()]
+    ensemble = metrics.get("ensemble", {})
+    rows.append(_summary_row(key="ensemble", name="Ensemble (soft voting)", test=ensemble.get("test", {}),
+                             temperature=ensemble.get("temperature")))
+    per_class = [{"code": code, **values} for code, values in ensemble.get("test", {}).get("per_class", {}).items()]
+    comparisons = metrics.get("comparisons", {})
+    mcnemar = [
+        {"pair": pair.replace("_vs_", " vs "), **result} for pair, result in comparisons.get("mcnemar", {}).items()
+    ]
+    delong = [
+        {"pair": pair.replace("_vs_", " vs "), "code": code, **result}
+        for pair, by_class in comparisons.get("delong", {}).items()
+        for code, result in (by_class or {}).items()
+        if result
+    ]
+    return ModelReport(summary=rows, per_class=per_class, mcnemar=mcnemar, delong=delong,
+                       split_sizes=metrics.get("split_sizes", {}), plots=sorted(version.plots))
+
+
+def _summary_row(*, key: str, name: str, test: dict[str, Any], temperature: float | None) -> SummaryRow:
+    return SummaryRow(
+        name=name, key=key, accuracy=test.get("accuracy"), accuracy_ci=test.get("accuracy_ci95"),
+        precision=test.get("macro_precision"), recall=test.get("macro_recall"), f1=test.get("macro_f1"),
+        f1_ci=test.get("macro_f1_ci95"), auroc=test.get("macro_auroc"), ece=test.get("ece"),
+        ece_calibrated=test.get("ece_calibrated"), temperature=temperature,
+    )  # fmt: skip

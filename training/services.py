@@ -1,0 +1,321 @@
+"""Training actions: start, execute (on the worker), cancel and reap retrains; register and activate model versions."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from accounts.roles import Role, user_has_role
+from releases.models import DatasetVersion, Split
+from releases.services.versions import dataset_version_create
+from training.ml.config import TrainConfig, config_for_profile
+from training.ml.loop import Callback, TrainingCancelled
+from training.ml.train import train_ensemble
+from training.models import ModelVersion, TrainingRun
+
+_logger = logging.getLogger(__name__)
+
+PROFILES = ("smoke", "quick", "paper")
+MODELS_DIR = "models"
+PROGRESS_WRITE_SECONDS = 1.0
+CANCEL_POLL_SECONDS = 1.0
+
+
+class TrainingRefused(ValueError):
+    """The request cannot be carried out as asked (bad version, bad profile, finished run)."""
+
+
+class TrainingBusy(TrainingRefused):
+    """Another run is queued or running; only one trains at a time."""
+
+
+def heartbeat_stale_after() -> timedelta:
+    return timedelta(minutes=getattr(settings, "HEMALOOP_TRAINING_HEARTBEAT_MINUTES", 30))
+
+
+def _admin_check(*, user: AbstractBaseUser, action: str) -> None:
+    if not user_has_role(user, Role.ADMIN):
+        raise PermissionDenied(f"Only admins may {action}.")
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+
+def training_run_start(
+    *,
+    started_by: AbstractBaseUser,
+    dataset_version: DatasetVersion | None = None,
+    profile: str = "quick",
+    overrides: dict[str, Any] | None = None,
+) -> TrainingRun:
+    """Queue a retrain of the ensemble on `dataset_version`, or on a version frozen from the current labels now."""
+    _admin_check(user=started_by, action="start training runs")
+    training_runs_fail_stale()
+    if profile not in PROFILES:
+        raise TrainingRefused(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    try:
+        config = config_for_profile(profile, **(overrides or {}))
+    except (TypeError, ValueError) as exc:
+        raise TrainingRefused(f"Invalid training settings: {exc}") from exc
+    _busy_check()
+    with transaction.atomic():
+        # The frozen version rolls back with the run if the run is refused below.
+        if dataset_version is None:
+            dataset_version = dataset_version_create(created_by=started_by, title="Frozen for training")
+        _dataset_check(version=dataset_version)
+        try:
+            with transaction.atomic():
+                run = TrainingRun.objects.create(
+                    dataset_version=dataset_version, profile=profile, config=config.to_dict(), started_by=started_by
+                )
+        except IntegrityError as exc:  # a concurrent start won the partial unique constraint
+            raise TrainingBusy(_busy_message()) from exc
+        transaction.on_commit(lambda: _enqueue(run_id=run.pk))
+    return run
+
+
+def _enqueue(*, run_id: int) -> None:
+    from training.tasks import training_run
+
+    training_run.delay(run_id)
+
+
+def _busy_message() -> str:
+    active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
+    which = f"run {active.pk} is {active.status}" if active else "another run is queued or running"
+    return f"Only one training run at a time: {which}. Wait for it to finish or cancel it."
+
+
+def _busy_check() -> None:
+    if TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).exists():
+        raise TrainingBusy(_busy_message())
+
+
+def _dataset_check(*, version: DatasetVersion) -> None:
+    labels = set(version.entries.values_list("label", flat=True))
+    if len(labels) < 2:
+        raise TrainingRefused(f"Version {version.name} has {len(labels)} class(es); training needs at least 2.")
+    counts = dict(version.entries.values("split").annotate(n=Count("id")).values_list("split", "n"))
+    empty = [split.label.lower() for split in Split if not counts.get(split.value)]
+    if empty:
+        raise TrainingRefused(
+            f"Version {version.name} has no images in its {' and '.join(empty)} split(s); "
+            "label images from more cases before training."
+        )
+
+
+def training_run_execute(*, run: TrainingRun) -> TrainingRun:
+    """Train the run's ensemble (the task calls this); a redelivered task finds the run claimed and returns."""
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=socket.gethostname()
+    )
+    run.refresh_from_db()
+    if not claimed:
+        _logger.info("training run %s is %s, not queued: not training it again", run.pk, run.status)
+        return run
+    out_dir = Path(default_storage.path(f"{MODELS_DIR}/run-{run.pk}"))
+    try:
+        classes, items = _items(version=run.dataset_version)
+        config = TrainConfig.from_dict(run.config)
+        result = train_ensemble(
+            config=config, train_items=items[Split.TRAIN], val_items=items[Split.VALIDATION],
+            test_items=items[Split.TEST], classes=classes, out_dir=out_dir, callbacks=[_RunProgress(run=run)],
+        )  # fmt: skip
+    except TrainingCancelled:
+        _finish(run=run, status=TrainingRun.Status.CANCELLED, out_dir=out_dir, line="Cancelled.")
+    except Exception as exc:
+        _logger.exception("training run %s failed", run.pk)
+        _finish(run=run, status=TrainingRun.Status.FAILED, out_dir=out_dir, line=f"Failed: {exc}",
+                error="".join(traceback.format_exception_only(exc)).strip())
+    else:
+        _register(run=run, result=result, out_dir=out_dir)
+    run.refresh_from_db()
+    return run
+
+
+def _items(*, version: DatasetVersion) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """Class codes in the frozen taxonomy's order (12-way heads, stable indices) and (path, index) per split."""
+    classes = [row["code"] for row in sorted(version.taxonomy, key=lambda row: row["order"])]
+    index = {code: i for i, code in enumerate(classes)}
+    items: dict[str, list[tuple[str, int]]] = {split.value: [] for split in Split}
+    for entry in version.entries.select_related("image").order_by("sha256"):
+        items[entry.split].append((default_storage.path(entry.image.file), index[entry.label]))
+    return classes, items
+
+
+def _finish(*, run: TrainingRun, status: str, out_dir: Path, line: str, error: str = "") -> None:
+    # A cancelled or failed run leaves no half-written ensemble behind, and never touches the active model.
+    shutil.rmtree(out_dir, ignore_errors=True)
+    run.refresh_from_db(fields=["log_tail"])
+    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+        status=status, finished_at=timezone.now(), error=error, eta_seconds=None,
+        log_tail=_tail(run.log_tail, line),
+    )
+
+
+def _register(*, run: TrainingRun, result: Any, out_dir: Path) -> None:
+    metrics = json.loads(Path(result.metrics_path).read_text(encoding="utf-8"))
+    media = Path(settings.MEDIA_ROOT)
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != TrainingRun.Status.RUNNING:
+            # Reaped as stale (or otherwise ended) while it trained: its result is not trusted.
+            shutil.rmtree(out_dir, ignore_errors=True)
+            return
+        version = ModelVersion.objects.create(
+            run=locked, out_dir=str(out_dir.relative_to(media)), config=metrics.get("config", run.config),
+            temperature=result.temperature, metrics=metrics,
+            plots={name: str(Path(path).relative_to(media)) for name, path in result.plot_paths.items()},
+        )  # fmt: skip
+        locked.status = TrainingRun.Status.SUCCEEDED
+        locked.finished_at = timezone.now()
+        locked.eta_seconds = 0
+        locked.log_tail = _tail(locked.log_tail, f"Registered model version {version.pk}.")
+        locked.save(update_fields=["status", "finished_at", "eta_seconds", "log_tail"])
+        if getattr(settings, "HEMALOOP_AUTO_ACTIVATE", False) and _better_than_active(version=version):
+            model_version_activate(version=version, actor=run.started_by)
+
+
+def _better_than_active(*, version: ModelVersion) -> bool:
+    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+    if version.macro_f1 is None:
+        return False
+    return active is None or active.macro_f1 is None or version.macro_f1 > active.macro_f1
+
+
+def _tail(log: str, line: str) -> str:
+    text = f"{log}{timezone.now():%H:%M:%S} {line}\n"
+    return text[-TrainingRun.LOG_TAIL_CHARS:]
+
+
+class _RunProgress(Callback):
+    """Writes progress, history and the heartbeat to the run's row (at most once a second, and at every epoch),
+    and stops the loop when an admin asked to cancel or the run was reaped."""
+
+    def __init__(self, *, run: TrainingRun) -> None:
+        self.run_id = run.pk
+        self.model_count = len(run.config.get("models", ())) or 1
+        self.max_epochs = int(run.config.get("max_epochs", 1))
+        self.history: list[dict[str, Any]] = list(run.history)
+        self.log = run.log_tail
+        self.model_index = 0
+        self.model_name = ""
+        self.epoch = 1
+        self.batch = self.total = 0
+        self.started = time.monotonic()
+        self.last_write = 0.0
+        self.last_poll = 0.0
+        self.stop = False
+
+    def on_model_start(self, index: int, name: str) -> None:
+        self.model_index, self.model_name, self.epoch = index, name, 1
+        self.log = _tail(self.log, f"Model {index + 1}/{self.model_count}: {name}")
+        self._write(batch=0, total=0, force=True)
+
+    def on_batch_end(self, step: int, total: int, loss: float) -> None:
+        self.batch, self.total = step, total
+        self._write(batch=step, total=total, force=step == total)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None:
+        row = {key: value for key, value in metrics.items() if isinstance(value, int | float | str | bool)}
+        self.history.append(row)
+        self.max_epochs = int(metrics.get("max_epochs", self.max_epochs))
+        self.log = _tail(self.log, f"{self.model_name} epoch {epoch}: val loss {metrics.get('val_loss', 0):.4f}, "
+                                   f"val macro-F1 {metrics.get('val_macro_f1', 0):.4f}")
+        self.epoch = epoch + 1
+        self._write(batch=0, total=0, force=True, epoch_done=epoch)
+
+    def should_stop(self) -> bool:
+        due = self.last_poll == 0.0 or time.monotonic() - self.last_poll >= CANCEL_POLL_SECONDS
+        if due and not self.stop:
+            self.last_poll = time.monotonic()
+            row = TrainingRun.objects.filter(pk=self.run_id).values("cancel_requested", "status").first()
+            self.stop = row is None or row["cancel_requested"] or row["status"] != TrainingRun.Status.RUNNING
+            if self.stop:  # leave the row showing where the run stopped
+                self._write(batch=self.batch, total=self.total, force=True)
+        return self.stop
+
+    def _write(self, *, batch: int, total: int, force: bool, epoch_done: int | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_write < PROGRESS_WRITE_SECONDS:
+            return
+        self.last_write = now
+        fields: dict[str, Any] = {
+            "heartbeat_at": timezone.now(), "history": self.history, "log_tail": self.log,
+            "model_index": self.model_index, "model_name": self.model_name, "model_count": self.model_count,
+            "epoch": epoch_done or self.epoch, "max_epochs": self.max_epochs, "eta_seconds": self._eta(batch, total),
+        }  # fmt: skip
+        if total:
+            fields.update(batch=batch, batches_total=total)
+        TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(**fields)
+
+    def _eta(self, batch: int, total: int) -> int | None:
+        # An upper bound: early stopping may end a model before max_epochs.
+        epochs_done = self.model_index * self.max_epochs + (self.epoch - 1) + (batch / total if total else 0)
+        if epochs_done <= 0:
+            return None
+        elapsed = time.monotonic() - self.started
+        remaining = self.model_count * self.max_epochs - epochs_done
+        return max(0, int(elapsed / epochs_done * remaining))
+
+
+def training_run_cancel(*, run: TrainingRun, actor: AbstractBaseUser) -> TrainingRun:
+    """Cancel a queued run at once; ask a running one to stop after its current batch."""
+    _admin_check(user=actor, action="cancel training runs")
+    if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    ):
+        run.refresh_from_db()
+        return run
+    if not TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True):
+        run.refresh_from_db()
+        raise TrainingRefused(f"Run {run.pk} is already {run.get_status_display().lower()}.")
+    run.refresh_from_db()
+    return run
+
+
+def training_runs_fail_stale() -> int:
+    """Mark failed every running run whose worker stopped sending heartbeats; safe to call from anywhere, often."""
+    cutoff = timezone.now() - heartbeat_stale_after()
+    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
+    count = stale.update(
+        status=TrainingRun.Status.FAILED, finished_at=timezone.now(), eta_seconds=None,
+        error=f"The worker stopped reporting (no heartbeat for {heartbeat_stale_after()}); it probably died.",
+    )  # fmt: skip
+    if count:
+        _logger.warning("marked %d stale training run(s) failed", count)
+    return count
+
+
+# --- model versions --------------------------------------------------------------------------------
+
+
+def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) -> ModelVersion:
+    """Make `version` the model inference uses (a candidate, or an earlier one to roll back); the old one retires."""
+    _admin_check(user=actor, action="activate model versions")
+    with transaction.atomic():
+        current = list(ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE))
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status == ModelVersion.Status.ACTIVE:
+            return version
+        ModelVersion.objects.filter(pk__in=[row.pk for row in current]).update(status=ModelVersion.Status.RETIRED)
+        version.status = ModelVersion.Status.ACTIVE
+        version.activated_at = timezone.now()
+        version.activated_by = actor
+        version.save(update_fields=["status", "activated_at", "activated_by"])
+    return version

@@ -1,0 +1,109 @@
+"""Training pages: Retrain (start and list runs), a run's live progress, a model version's report and plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.permissions import role_required
+from accounts.roles import Role
+from releases.services.versions import ReleaseEmpty
+from training import selectors
+from training.forms import RunStartForm
+from training.services import TrainingRefused, model_version_activate, training_run_cancel, training_run_start
+
+READ_ROLES = (Role.RESEARCHER, Role.ADMIN)
+
+
+def _run_or_404(run_id: int):
+    run = selectors.training_run_get(run_id=run_id)
+    if run is None:
+        raise Http404("No such training run.")
+    return run
+
+
+def _version_or_404(version_id: int):
+    version = selectors.model_version_get(version_id=version_id)
+    if version is None:
+        raise Http404("No such model version.")
+    return version
+
+
+@require_GET
+@role_required(*READ_ROLES)
+def training_home(request):
+    context = {
+        "form": RunStartForm(), "runs": selectors.training_run_list()[:50],
+        "versions": selectors.model_version_list()[:50], "active": selectors.model_version_active(),
+        "section": "training",
+    }  # fmt: skip
+    return render(request, "training/home.html", context)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def run_start(request):
+    form = RunStartForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a dataset version and a profile.")
+        return redirect("training:home")
+    try:
+        run = training_run_start(started_by=request.user, **form.cleaned_data)
+    except (TrainingRefused, ReleaseEmpty) as exc:
+        messages.error(request, str(exc))
+        return redirect("training:home")
+    messages.success(request, f"Run {run.pk} is queued on {run.dataset_version}.")
+    return redirect("training:run_detail", run_id=run.pk)
+
+
+@require_GET
+@role_required(*READ_ROLES)
+def run_detail(request, run_id: int):
+    context = {"run": _run_or_404(run_id), "section": "training"}
+    context["percent"] = selectors.training_run_percent(run=context["run"])
+    return render(request, "training/run_detail.html", context)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def run_cancel(request, run_id: int):
+    try:
+        run = training_run_cancel(run=_run_or_404(run_id), actor=request.user)
+    except TrainingRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("training:run_detail", run_id=run_id)
+    messages.info(request, f"Run {run.pk}: {'cancelled' if run.is_finished else 'stopping after this batch'}.")
+    return redirect("training:run_detail", run_id=run_id)
+
+
+@require_GET
+@role_required(*READ_ROLES)
+def model_detail(request, version_id: int):
+    version = _version_or_404(version_id)
+    context = {"version": version, "report": selectors.model_version_report(version=version), "section": "training"}
+    return render(request, "training/model_detail.html", context)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def model_activate(request, version_id: int):
+    version = model_version_activate(version=_version_or_404(version_id), actor=request.user)
+    messages.success(request, f"Model version {version.pk} is now active.")
+    return redirect("training:model_detail", version_id=version.pk)
+
+
+@require_GET
+@role_required(*READ_ROLES)
+def model_plot(request, version_id: int, name: str):
+    # Plots live under MEDIA_ROOT, which is never served publicly: this view is the role check.
+    relative = _version_or_404(version_id).plots.get(name)
+    if relative is None:
+        raise Http404("No such plot.")
+    path = Path(settings.MEDIA_ROOT) / relative
+    if not path.is_file():
+        raise Http404("The plot file is missing.")
+    return FileResponse(path.open("rb"), content_type="image/png")
