@@ -24,7 +24,7 @@ FILE_MODE = stat.S_IFREG | 0o644
 READ_BACK_CHUNK = 1 << 20
 # A member growing past this (the manifest of a very large version) goes to disk before zipfile has filled
 # in its header; its bytes are read back for the hash once the member is finished.
-SPILL_BYTES = 8 * 1024 * 1024
+SPILL_BYTES = 2 * 1024 * 1024
 # ZipInfos kept in memory (about 400 bytes each) before they are pickled to a temporary file in a block.
 CENTRAL_DIRECTORY_BLOCK = 8192
 

@@ -133,6 +133,10 @@ class Ensemble:
                       calibrated: bool = True) -> np.ndarray:
         """(N, C) ensemble probabilities, temperature-calibrated unless `calibrated=False`.
 
+        Paths are decoded exactly as in training (JPEGs with libjpeg's reduced-size decoding when the training
+        size is at most half the original); PIL images are resized from full resolution, which can differ from
+        that by a grey level or two at small training sizes.
+
         Args:
             images: PIL images or image paths (un-augmented; resized to the training size).
             batch_size: images per forward pass.

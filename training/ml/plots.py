@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
@@ -74,6 +75,8 @@ def plot_roc_curves(labels: np.ndarray, probabilities: np.ndarray, classes: Sequ
     labels = np.asarray(labels)
     figure = Figure(figsize=(7, 6))
     axes = figure.subplots()
+    # The default colour cycle has 10 colours; the taxonomy has 12 classes.
+    colours = colormaps["tab20" if len(classes) > 10 else "tab10"].colors
     for index, code in enumerate(classes):
         positive = labels == index
         if not positive.any() or positive.all():
@@ -81,7 +84,7 @@ def plot_roc_curves(labels: np.ndarray, probabilities: np.ndarray, classes: Sequ
         fpr, tpr, _ = roc_curve(positive, probabilities[:, index])
         auc = (per_class_auroc or {}).get(code)
         auc = float(np.trapezoid(tpr, fpr)) if auc is None else auc
-        axes.plot(fpr, tpr, linewidth=1.2, label=f"{code} ({auc:.3f})")
+        axes.plot(fpr, tpr, linewidth=1.2, color=colours[index % len(colours)], label=f"{code} ({auc:.3f})")
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=0.8)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.01)

@@ -1,0 +1,267 @@
+"""Scoring the image pool with a model version, and the active-learning order of the labeling queue.
+
+`pool_score` writes one Prediction per (image, version); `queue_priorities_update` turns the ACTIVE version's
+predictions into CellImage.priority (the labeling queue orders by -priority), and
+`queue_priorities_cold_start` spreads the first labels across cases while no model is active.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import CellClass, CellImage, LabelStatus
+from inference.models import Prediction, ScoringJob
+from training.ml.ensemble import load_ensemble
+from training.models import ModelVersion
+
+_logger = logging.getLogger(__name__)
+
+SCORING_CHUNK = 512
+STRATEGIES = ("margin", "entropy", "least_confidence", "random")
+# The uncertainty order of each strategy as a database ordering: most uncertain first, ties by image id.
+_UNCERTAINTY_ORDER = {
+    "margin": ("margin", "image_id"),
+    "entropy": ("-entropy", "image_id"),
+    "least_confidence": ("confidence", "image_id"),
+}
+
+
+class SelectionRefused(ValueError):
+    """The selection cannot run as asked (unknown strategy, bad share, a version that is not active)."""
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+
+def prediction_stats(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of an (N, C) probability array: top-1 index, confidence, margin (top1 - top2), entropy (nats)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    top = np.argmax(p, axis=1)
+    ordered = np.sort(p, axis=1)
+    confidence = ordered[:, -1]
+    margin = confidence - (ordered[:, -2] if p.shape[1] > 1 else 0.0)
+    # 0 * log 0 is 0: zero probabilities contribute nothing instead of NaN.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    return top, confidence, margin, entropy
+
+
+def _id_chunks(*, chunk: int) -> Iterator[list[tuple[int, str]]]:
+    # Keyset pagination over ids: only one chunk of (id, file) pairs is ever in memory, and images
+    # imported while scoring runs are picked up if their id is past the cursor.
+    last = 0
+    while True:
+        rows = list(CellImage.objects.filter(id__gt=last).order_by("id").values_list("id", "file")[:chunk])
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+
+
+def pool_score(
+    *,
+    model_version: ModelVersion,
+    batch_size: int = 64,
+    on_progress: Callable[[int, int], None] | None = None,
+    chunk: int = SCORING_CHUNK,
+) -> int:
+    """Score every image of the pool (unlabeled ones for the queue, labeled ones for the review list) with the
+    version's calibrated ensemble, upserting one Prediction per image; returns how many were scored.
+
+    Progress goes to `on_progress(done, total)` and to a ScoringJob row of the version.
+
+    Args:
+        model_version: the version whose ensemble scores the pool.
+        batch_size: images per forward pass.
+        on_progress: called after each chunk with (images scored, images in the pool).
+        chunk: images read from the database and written back per round.
+    """
+    total = CellImage.objects.count()
+    job = ScoringJob.objects.create(model_version=model_version, total=total)
+    done = 0
+    try:
+        ensemble = load_ensemble(Path(settings.MEDIA_ROOT) / model_version.out_dir)
+        class_ids = dict(CellClass.objects.filter(code__in=ensemble.classes).values_list("code", "id"))
+        missing = [code for code in ensemble.classes if code not in class_ids]
+        if missing:
+            raise ValueError(f"Model classes not in the taxonomy: {', '.join(missing)}")
+        column_class = [class_ids[code] for code in ensemble.classes]
+        for rows in _id_chunks(chunk=chunk):
+            probabilities = ensemble.predict_proba([default_storage.path(file) for _, file in rows], batch_size)
+            top, confidence, margin, entropy = prediction_stats(probabilities)
+            Prediction.objects.bulk_create(
+                [
+                    Prediction(
+                        image_id=image_id, model_version=model_version, probabilities=[float(x) for x in row],
+                        predicted_class_id=column_class[int(top[i])], confidence=float(confidence[i]),
+                        margin=float(margin[i]), entropy=float(entropy[i]),
+                    )
+                    for i, ((image_id, _), row) in enumerate(zip(rows, probabilities, strict=True))
+                ],
+                update_conflicts=True,
+                unique_fields=["image", "model_version"],
+                update_fields=["probabilities", "predicted_class", "confidence", "margin", "entropy", "created_at"],
+            )  # fmt: skip
+            done += len(rows)
+            # The pool may grow while it is scored: the total never reads less than what is done.
+            total = max(total, done)
+            ScoringJob.objects.filter(pk=job.pk).update(done=done, total=total)
+            if on_progress is not None:
+                on_progress(done, total)
+    except Exception as exc:
+        _logger.exception("scoring the pool with model version %s failed", model_version.pk)
+        ScoringJob.objects.filter(pk=job.pk).update(
+            status=ScoringJob.Status.FAILED, error=str(exc), finished_at=timezone.now()
+        )
+        raise
+    ScoringJob.objects.filter(pk=job.pk).update(
+        status=ScoringJob.Status.SUCCEEDED, done=done, total=total, finished_at=timezone.now()
+    )
+    return done
+
+
+# --- selection -------------------------------------------------------------------------------------
+
+
+def _setting(value, name: str, default):
+    return getattr(settings, name, default) if value is None else value
+
+
+def _spread(*, exploit: list[int], explore: list[int]) -> list[int]:
+    """Exploration picks placed evenly among the exploitation picks, so annotators meet them from the start
+    rather than only after the whole uncertain batch (which a day's labeling may never reach)."""
+    total = len(exploit) + len(explore)
+    merged, e, x = [], iter(exploit), iter(explore)
+    used = 0
+    for rank in range(total):
+        if used < round((rank + 1) * len(explore) / total):
+            merged.append(next(x))
+            used += 1
+        else:
+            merged.append(next(e))
+    return merged
+
+
+def _priorities_write(*, chosen: list[int]) -> int:
+    # One UPDATE resets the rest; the chosen ones get descending priorities, first chosen highest.
+    n = len(chosen)
+    with transaction.atomic():
+        CellImage.objects.exclude(priority=0.0).update(priority=0.0)
+        CellImage.objects.bulk_update(
+            [CellImage(id=image_id, priority=float(n - rank)) for rank, image_id in enumerate(chosen)],
+            ["priority"], batch_size=500,
+        )  # fmt: skip
+    return n
+
+
+def queue_priorities_update(
+    *,
+    model_version: ModelVersion,
+    strategy: str | None = None,
+    exploration: float | None = None,
+    max_class_share: float | None = None,
+    top_n: int | None = None,
+    seed: int = 0,
+) -> list[int]:
+    """Order the labeling queue by the active version's uncertainty; returns the chosen image ids in queue order.
+
+    Among images that still need labels and have a prediction of `model_version`, the most uncertain ones
+    (strategy: margin, entropy, least_confidence or random) are picked until `top_n`, skipping a candidate
+    whose predicted class already holds `max_class_share` of the picks; an `exploration` share of the
+    picks is drawn at random from the rest. The chosen get priority top_n - rank; every other image 0.
+    None arguments read HEMALOOP_AL_STRATEGY, _EXPLORATION, _MAX_CLASS_SHARE and _TOP_N.
+
+    Args:
+        model_version: the ACTIVE version (predictions of other versions never count).
+        strategy: uncertainty measure.
+        exploration: share of the picks drawn at random, 0..1.
+        max_class_share: most picks one predicted class may take, 0..1.
+        top_n: how many images get a priority.
+        seed: makes the random parts reproducible.
+    """
+    strategy = _setting(strategy, "HEMALOOP_AL_STRATEGY", "margin")
+    exploration = float(_setting(exploration, "HEMALOOP_AL_EXPLORATION", 0.1))
+    max_class_share = float(_setting(max_class_share, "HEMALOOP_AL_MAX_CLASS_SHARE", 0.3))
+    top_n = int(_setting(top_n, "HEMALOOP_AL_TOP_N", 1000))
+    if strategy not in STRATEGIES:
+        raise SelectionRefused(f"Unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+    if not 0.0 <= exploration <= 1.0 or not 0.0 < max_class_share <= 1.0 or top_n < 0:
+        raise SelectionRefused("exploration must be in [0, 1], max_class_share in (0, 1] and top_n >= 0.")
+    model_version.refresh_from_db(fields=["status"])
+    if model_version.status != ModelVersion.Status.ACTIVE:
+        raise SelectionRefused(
+            f"Model version {model_version.pk} is not active; only the active one sets priorities."
+        )
+
+    rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
+    candidates = Prediction.objects.filter(
+        model_version=model_version, image__label_status=LabelStatus.NEEDS_LABELS
+    )
+    target = min(top_n, candidates.count())
+    n_explore = round(exploration * target)
+    n_exploit = target - n_explore
+    cap = max(1, math.floor(max_class_share * target + 1e-9))
+
+    if strategy == "random":
+        rows = list(candidates.values_list("image_id", "predicted_class_id"))
+        rows.sort()
+        rng.shuffle(rows)
+        ranked: Iterator[tuple[int, int]] = iter(rows)
+    else:
+        # Streamed from the database in uncertainty order; usually only the head is read.
+        ranked = candidates.order_by(*_UNCERTAINTY_ORDER[strategy]).values_list(
+            "image_id", "predicted_class_id"
+        ).iterator(chunk_size=2000)
+    exploit: list[int] = []
+    per_class: dict[int, int] = {}
+    for image_id, class_id in ranked:
+        if len(exploit) >= n_exploit:
+            break
+        if per_class.get(class_id, 0) >= cap:
+            continue  # over-represented: the next candidate of another class takes the place
+        per_class[class_id] = per_class.get(class_id, 0) + 1
+        exploit.append(image_id)
+
+    explore: list[int] = []
+    if n_explore:
+        picked = set(exploit)
+        rest = sorted(set(candidates.values_list("image_id", flat=True)) - picked)
+        explore = rng.sample(rest, min(n_explore, len(rest)))
+    chosen = _spread(exploit=exploit, explore=explore)
+    _priorities_write(chosen=chosen)
+    return chosen
+
+
+def queue_priorities_cold_start(*, seed: int = 0) -> list[int]:
+    """Without an active model: a stratified random order across cases (round-robin over cases in random order,
+    random within each case), so the first labels cover many patients; returns image ids in queue order.
+
+    Args:
+        seed: makes the order reproducible.
+    """
+    rng = random.Random(seed)  # noqa: S311 - a reproducible order, not a secret
+    by_case: dict[int | None, list[int]] = {}
+    pending = CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS).order_by("id")
+    for image_id, case_id in pending.values_list("id", "case_id"):
+        by_case.setdefault(case_id, []).append(image_id)
+    cases = sorted(by_case, key=lambda case: (case is None, case or 0))
+    rng.shuffle(cases)
+    queues = []
+    for case in cases:
+        images = by_case[case]
+        rng.shuffle(images)
+        queues.append(images)
+    chosen = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        chosen.extend(q[rank] for q in queues if rank < len(q))
+    _priorities_write(chosen=chosen)
+    return chosen

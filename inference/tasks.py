@@ -1,0 +1,28 @@
+"""Celery task for the inference queue: score the pool with a version, then re-order the queue if it is active."""
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from inference.services import pool_score as pool_score_service
+from inference.services import queue_priorities_update
+from training.models import ModelVersion
+
+
+@shared_task(
+    name="inference.tasks.pool_score",
+    acks_late=True,  # rescoring is an idempotent upsert, so a redelivery after a worker death is harmless
+    soft_time_limit=settings.CELERY_TASK_TIME_LIMIT_LONGEST - 300,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT_LONGEST,
+)
+def pool_score(model_version_id: int) -> str:
+    version = ModelVersion.objects.filter(pk=model_version_id).first()
+    if version is None:
+        return "missing"
+    scored = pool_score_service(model_version=version)
+    version.refresh_from_db(fields=["status"])
+    # A candidate is scored for its review list only; the queue follows the active model alone.
+    if version.status != ModelVersion.Status.ACTIVE:
+        return f"scored {scored}"
+    chosen = queue_priorities_update(model_version=version)
+    return f"scored {scored}, prioritised {len(chosen)}"

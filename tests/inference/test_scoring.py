@@ -1,0 +1,68 @@
+"""Scoring the pool for real: a smoke-trained ensemble on demo images writes one calibrated Prediction per image."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotation.models import CellImage
+from inference import tasks
+from inference.models import Prediction, ScoringJob
+from inference.selectors import scoring_job_latest
+from inference.services import pool_score
+from tests.annotation.imagedata import batch_make, image_make
+from training.models import ModelVersion, TrainingRun
+from training.services import model_version_activate, training_run_execute, training_run_start
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pool_score_writes_one_calibrated_prediction_per_image(labeled_demo, admin_user, settings):
+    # A one-epoch model may predict one class for everything: no class cap, so all three unlabeled get picked.
+    settings.HEMALOOP_AL_MAX_CLASS_SHARE = 1.0
+    labeled_demo()
+    run = training_run_execute(run=training_run_start(started_by=admin_user, profile="smoke"))
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    version = ModelVersion.objects.get(run=run)
+    batch = batch_make(created_by=admin_user)
+    unlabeled = [image_make(batch=batch) for _ in range(3)]
+    progress = []
+
+    scored = pool_score(model_version=version, batch_size=8, chunk=16, on_progress=lambda *p: progress.append(p))
+
+    pool = CellImage.objects.count()
+    assert scored == pool
+    assert Prediction.objects.filter(model_version=version).count() == pool
+    assert progress[-1] == (pool, pool)
+    assert len(progress) == -(-pool // 16)  # one report per chunk of 16
+    job = scoring_job_latest(model_version=version)
+    assert (job.status, job.done, job.total) == (ScoringJob.Status.SUCCEEDED, pool, pool)
+    classes = [row["code"] for row in sorted(run.dataset_version.taxonomy, key=lambda row: row["order"])]
+    for row in Prediction.objects.filter(model_version=version).select_related("predicted_class"):
+        p = np.asarray(row.probabilities)
+        assert len(p) == len(classes)
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
+        assert row.predicted_class.code == classes[int(p.argmax())]
+        assert row.confidence == pytest.approx(p.max())
+        assert row.margin == pytest.approx(p.max() - np.sort(p)[-2])
+
+    # Activation then the task: a rescore upserts (still one row per image) and orders the queue.
+    model_version_activate(version=version, actor=admin_user)
+    assert tasks.pool_score.delay(version.pk).get().startswith(f"scored {pool}, prioritised 3")
+    assert Prediction.objects.filter(model_version=version).count() == pool
+    assert {image.pk for image in unlabeled} == set(
+        CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)
+    )
+
+
+def test_a_version_without_an_ensemble_fails_its_scoring_job(make_version, batch):
+    version = make_version()  # registered, but nothing on disk under out_dir
+    image_make(batch=batch)
+
+    with pytest.raises(FileNotFoundError):
+        pool_score(model_version=version)
+
+    job = scoring_job_latest(model_version=version)
+    assert job.status == ScoringJob.Status.FAILED
+    assert job.finished_at is not None
+    assert "ensemble.json" in job.error
+    assert not Prediction.objects.exists()
