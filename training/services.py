@@ -20,6 +20,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from accounts.roles import Role, user_has_role
+from inference.tasks import pool_score as pool_score_task
 from releases.models import DatasetVersion, Split
 from releases.services.versions import dataset_version_create
 from training.ml.config import TrainConfig, config_for_profile
@@ -318,4 +319,6 @@ def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) ->
         version.activated_at = timezone.now()
         version.activated_by = actor
         version.save(update_fields=["status", "activated_at", "activated_by"])
+        # The new model re-scores the pool and re-orders the labeling queue (inference queue, GPU host).
+        transaction.on_commit(lambda: pool_score_task.delay(version.pk))
     return version

@@ -118,7 +118,10 @@ class HashingSink:
             self.digest.update(final)
             _pwrite_all(self.fd, final, self.base)
             final.release()
-            del self.buffer[: upto - self.base]
+            if upto == self.end:
+                self.buffer = bytearray()  # a fresh one: deleting from the front would keep the capacity
+            else:
+                del self.buffer[: upto - self.base]
             self.base = self.hashed = upto
 
     def finish(self) -> tuple[str, int]:
