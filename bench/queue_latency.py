@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import random
@@ -106,6 +107,7 @@ def run_service(users, codes, seconds: float, think: float, image_ids: list[int]
 
 def run_http(users, codes, seconds: float, think: float) -> dict[str, list[float]]:
     from django.core.handlers.wsgi import WSGIHandler
+    from django.db import connection
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
     from rest_framework.authtoken.models import Token
 
@@ -119,10 +121,10 @@ def run_http(users, codes, seconds: float, think: float) -> dict[str, list[float
     base = f"http://127.0.0.1:{server.server_address[1]}"
     results: dict[str, list[float]] = {"next": [], "submit": []}
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
 
-    def call(token: str, path: str, body: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={
+    def call(token: str, path: str, body: dict | None) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()  # None: a GET
+        request = urllib.request.Request(base + path, data=data, headers={
             "Authorization": f"Token {token}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -135,6 +137,8 @@ def run_http(users, codes, seconds: float, think: float) -> dict[str, list[float
         rng = random.Random(seed)
         token = Token.objects.get_or_create(user=user)[0].key
         local: dict[str, list[float]] = {"next": [], "submit": []}
+        call(token, "/api/annotation/queue/progress/", None)  # warm-up: the first request imports the URLconf
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             t0 = time.perf_counter()
             status, item = call(token, "/api/annotation/queue/next/", {})
@@ -150,7 +154,15 @@ def run_http(users, codes, seconds: float, think: float) -> dict[str, list[float
             for key, values in local.items():
                 results[key].extend(values)
 
-    threads = [threading.Thread(target=annotate, args=(user, 1000 + i)) for i, user in enumerate(users)]
+    def guarded(user, seed: int) -> None:
+        try:
+            annotate(user, seed)
+        except Exception as exc:  # a broken client must show up in the output, not vanish with its thread
+            print(f"http client {user.username} failed: {exc!r}", file=sys.stderr)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=guarded, args=(user, 1000 + i)) for i, user in enumerate(users)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -163,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1_000_000)
     parser.add_argument("--annotators", type=int, default=50)
+    parser.add_argument("--processes", type=int, default=5, help="client processes the annotators are spread over")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--think-ms", type=float, default=1500,
                         help="mean pause between next-cell and submit (an expert looks at the cell); 0 = stress")
@@ -195,7 +208,15 @@ def main() -> None:
     users = [user_create(username=f"bench-ann-{i}", role=Role.ANNOTATOR)[0] for i in range(args.annotators)]
     http_users = [user_create(username=f"bench-http-{i}", role=Role.ANNOTATOR)[0] for i in range(args.http_annotators)]
 
-    service = run_service(users, codes, args.seconds, args.think_ms / 1000, image_ids)
+    # Several processes, as gunicorn workers would be: threads of one process would mostly measure the GIL.
+    from django.db import connections
+
+    connections.close_all()  # forked children must open their own connections
+    groups = [users[i::args.processes] for i in range(args.processes)]
+    with multiprocessing.get_context("fork").Pool(args.processes) as pool:
+        parts = pool.starmap(run_service, [(group, codes, args.seconds, args.think_ms / 1000, image_ids)
+                                           for group in groups if group])
+    service = {key: [v for part in parts for v in part[key]] for key in ("next", "submit", "pk_fetch")}
     http = run_http(http_users, codes, args.http_seconds, args.think_ms / 1000) if args.http_annotators else {}
 
     figures = {
@@ -207,7 +228,9 @@ def main() -> None:
         "http": {k: percentiles(v) for k, v in http.items()},
     }
     base = figures["service"]["pk_fetch"]
-    print(f"{args.images:,} images filled in {fill_s:.1f}s; {args.annotators} annotators, think {args.think_ms:.0f} ms")
+    print(f"{args.images:,} images filled in {fill_s:.1f}s; "
+          f"{args.annotators} annotators in {args.processes} processes, "
+          f"think {args.think_ms:.0f} ms")
     print(f"{'operation':<22}{'n':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'p95 / baseline p95':>22}")
     for layer, rows in (("service", figures["service"]), ("http", figures["http"])):
         for op, stats in rows.items():

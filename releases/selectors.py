@@ -18,7 +18,7 @@ SPLIT_ORDER = (Split.TRAIN, Split.VALIDATION, Split.TEST)
 ARCHIVE_FINISHED = (DatasetArchive.Status.DONE, DatasetArchive.Status.FAILED)
 ARCHIVE_ACTIVE = (DatasetArchive.Status.PENDING, DatasetArchive.Status.RUNNING)
 SHARED_CASES_SHOWN = 20
-ROWS_PER_QUERY = 2000
+ROWS_PER_QUERY = 1000
 
 
 def version_list() -> QuerySet[DatasetVersion]:

@@ -37,11 +37,12 @@ from releases.services.datasheet import MANIFEST_COLUMNS_DOC, datasheet_render
 from releases.services.zipstream import CentralDirectory, HashingSink, ZipStreamError, member_info, zip_open
 
 CHUNK = 1 << 20
-ROWS_PER_QUERY = 2000
+ROWS_PER_QUERY = 1000
 TEXT_BUFFER = 1 << 16
 PROGRESS_EVERY_S = 0.5
-# Finished bytes go to disk (and into the archive's hash) in steps of about this size.
-COMMIT_STEP = 1024 * 1024
+# Finished members go to disk (and into the archive's hash) in steps of about this size; well below
+# zipstream.SPILL_BYTES, so small members are hashed straight from memory.
+COMMIT_STEP = 128 * 1024
 MANIFEST_COLUMNS = tuple(name for name, _ in MANIFEST_COLUMNS_DOC)
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -22,9 +22,10 @@ from typing import BinaryIO
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
 FILE_MODE = stat.S_IFREG | 0o644
 READ_BACK_CHUNK = 1 << 20
-# A member growing past this (the manifest of a very large version) goes to disk before zipfile has filled
-# in its header; its bytes are read back for the hash once the member is finished.
-SPILL_BYTES = 2 * 1024 * 1024
+# Unfinished bytes held in memory at most. A member growing past this (a manifest, the central directory)
+# goes to disk before zipfile has filled in its header, and is read back for the hash once it is finished:
+# a cheap read from the page cache that keeps memory flat however many images there are.
+SPILL_BYTES = 512 * 1024
 # ZipInfos kept in memory (about 400 bytes each) before they are pickled to a temporary file in a block.
 CENTRAL_DIRECTORY_BLOCK = 8192
 
