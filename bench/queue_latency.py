@@ -107,8 +107,8 @@ def run_service(users, codes, seconds: float, think: float, image_ids: list[int]
 
 def run_http(users, codes, seconds: float, think: float) -> dict[str, list[float]]:
     from django.core.handlers.wsgi import WSGIHandler
-    from django.db import connection
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.db import connection
     from rest_framework.authtoken.models import Token
 
     class QuietHandler(WSGIRequestHandler):
