@@ -22,6 +22,7 @@ run: $(VENV)/.runtime-installed
 	$(BIN)/python -m config.launcher
 
 test: $(VENV)/.dev-installed chromium
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 chromium:

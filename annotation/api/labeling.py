@@ -271,6 +271,13 @@ class AgreementFilterInput(serializers.Serializer):
     date_to = serializers.DateField(required=False)
 
 
+def _agreement_for(request):
+    filters = AgreementFilterInput(data=request.query_params)
+    filters.is_valid(raise_exception=True)
+    data = filters.validated_data
+    return agreement_stats(batch_id=data.get("batch"), date_from=data.get("date_from"), date_to=data.get("date_to"))
+
+
 class AgreementApi(APIView):
     """Cohen's kappa overall and per annotator pair, per-class agreement, confusion matrix."""
 
@@ -278,14 +285,7 @@ class AgreementApi(APIView):
 
     @extend_schema(parameters=[AgreementFilterInput], responses=OpenApiTypes.OBJECT)
     def get(self, request):
-        filters = AgreementFilterInput(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        stats = agreement_stats(
-            batch_id=filters.validated_data.get("batch"),
-            date_from=filters.validated_data.get("date_from"),
-            date_to=filters.validated_data.get("date_to"),
-        )
-        return Response(stats.__dict__)
+        return Response(_agreement_for(request).__dict__)
 
 
 class AgreementHeatmapApi(APIView):
@@ -295,11 +295,4 @@ class AgreementHeatmapApi(APIView):
 
     @extend_schema(parameters=[AgreementFilterInput], responses={(200, "image/png"): OpenApiTypes.BINARY})
     def get(self, request):
-        filters = AgreementFilterInput(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        stats = agreement_stats(
-            batch_id=filters.validated_data.get("batch"),
-            date_from=filters.validated_data.get("date_from"),
-            date_to=filters.validated_data.get("date_to"),
-        )
-        return HttpResponse(agreement_heatmap_png(stats), content_type="image/png")
+        return HttpResponse(agreement_heatmap_png(_agreement_for(request)), content_type="image/png")
