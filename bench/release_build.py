@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -136,18 +137,21 @@ def main() -> None:
         # both see the same load on a shared machine.
         build_times = [first_build_s]
         baseline_times = []
+        build_cpu, baseline_cpu = [], []
         for _ in range(args.repeat):
             with tempfile.TemporaryFile(dir=archive_dir) as out:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 result = archive_write(version=version, out=out)
                 build_times.append(time.perf_counter() - started)
+                build_cpu.append(time.process_time() - cpu)
             assert result.sha256 == archive.sha256, "every build must give the published bytes"
             if zip_binary:
                 target = scratch / "baseline.zip"
                 target.unlink(missing_ok=True)
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), _children_cpu()
                 subprocess.run([zip_binary, "-0", "-q", "-r", str(target), "images"], cwd=media, check=True)
                 baseline_times.append(time.perf_counter() - started)
+                baseline_cpu.append(_children_cpu() - cpu)
 
         # Python's memory peak while building v2 and v3; then again with zipfile's per-member records moved to
         # disk from the 512th member on instead of the 8192nd, which leaves nothing that grows with the images.
@@ -186,6 +190,10 @@ def main() -> None:
         "baseline_s_best": round(min(baseline_times), 3) if baseline_times else None,
         "baseline_mb_per_s": round(stored_bytes / 1e6 / min(baseline_times), 1) if baseline_times else None,
         "ratio_to_baseline": round(min(baseline_times) / build_s, 3) if baseline_times else None,
+        # CPU seconds (user + system) of the same runs: what the work costs, whatever else shares the machine.
+        "build_cpu_s_best": round(min(build_cpu), 3),
+        "baseline_cpu_s_best": round(min(baseline_cpu), 3) if baseline_cpu else None,
+        "ratio_to_baseline_cpu": round(min(baseline_cpu) / min(build_cpu), 3) if baseline_cpu else None,
         "extrapolated_42k_build_s": round(build_s / count * PAPER_IMAGES, 1),
         "extrapolated_42k_cut_s": round(cut_s / count * PAPER_IMAGES, 1),
         "build_peak_rss_growth_mb": round((rss.peak - rss.before) / 1e6, 1),
@@ -199,6 +207,11 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _read_all(files: list[Path]) -> None:

@@ -77,6 +77,21 @@ url                                         method  anonymous annotator adjudica
 /api/training/models/                       GET     403       403       403         200        200   403
 /api/training/models/999999/                GET     403       403       403         404        404   403
 /api/training/models/999999/activate/       POST    403       403       403         403        404   403
+/releases/                                  GET     login     403       403         200        200   403
+/releases/new/                              GET     login     403       403         200        200   403
+/releases/new/                              POST    login     403       403         200        200   403
+/releases/diff/                             GET     login     403       403         200        200   403
+/releases/v999999/                          GET     login     403       403         404        404   403
+/releases/v999999/archive/                  POST    login     403       403         404        404   403
+/releases/v999999/download/                 GET     login     403       403         404        404   403
+/api/releases/versions/                     GET     403       403       403         200        200   403
+/api/releases/versions/                     POST    403       403       403         400        400   403
+/api/releases/versions/999999/              GET     403       403       403         404        404   403
+/api/releases/versions/999999/manifest/     GET     403       403       403         404        404   403
+/api/releases/versions/999999/archive/      GET     403       403       403         404        404   403
+/api/releases/versions/999999/archive/      POST    403       403       403         404        404   403
+/api/releases/versions/999999/archive/download/ GET 403       403       403         404        404   403
+/api/releases/versions/999999/diff/999998/  GET     403       403       403         404        404   403
 /api/schema/                                GET     403       200       200         200        200   200
 /api/docs/                                  GET     403       200       200         200        200   200
 """

@@ -16,7 +16,9 @@ import os
 import tempfile
 import time
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -43,10 +45,14 @@ PROGRESS_EVERY_S = 0.5
 # Finished members go to disk (and into the archive's hash) in steps of about this size; well below
 # zipstream.SPILL_BYTES, so small members are hashed straight from memory.
 COMMIT_STEP = 128 * 1024
+IMAGES_PER_READ = 16
+PREFETCH_BYTES = 2 * 1024 * 1024
+PREFETCH_MAX_FILE = 256 * 1024  # cell images are 20-100 KB; a larger one is streamed, not read ahead
 MANIFEST_COLUMNS = tuple(name for name, _ in MANIFEST_COLUMNS_DOC)
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ARCHIVE_FOLDER = "releases"
+TEXT_MEMBERS = 5  # DATASHEET.md, taxonomy.json, manifest.csv, manifest.jsonl, SHA256SUMS
 # One encoder for every manifest line (json.dumps with options would build a new one per line).
 _JSONL_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -87,7 +93,7 @@ def archive_build_start(*, version: DatasetVersion, requested_by: AbstractBaseUs
         archive.requested_at = timezone.now()
         archive.started_at = archive.finished_at = None
         archive.members_written = 0
-        archive.members_total = version.image_count + 5
+        archive.members_total = version.image_count + TEXT_MEMBERS
         archive.error = ""
         archive.save()
         # Imported here because the task module imports this one.
@@ -127,12 +133,13 @@ def archive_build(*, archive: DatasetArchive) -> DatasetArchive:
 
 
 def archive_write(*, version: DatasetVersion, out: BinaryIO, on_member: MemberCallback | None = None) -> ArchiveResult:
-    """Write the version's zip to `out`, a new file opened "w+b"; returns its SHA-256, size and member count.
+    """Write the version's zip to `out`, a new empty file on disk (written through its descriptor); returns
+    the archive's SHA-256, size and member count.
 
-    Memory stays bounded whatever the number of images: rows are read in chunks, images a few at a time,
-    finished bytes go to disk as they are hashed, and one pass over the manifest fills temporary files for
-    manifest.jsonl and SHA256SUMS. Each image is hashed as it is read and must match the SHA-256 it was
-    frozen with.
+    Memory stays flat whatever the number of images: rows are read in chunks, at most PREFETCH_BYTES of
+    images are read ahead, finished bytes go to disk as they are hashed, and one pass over the manifest
+    fills temporary files for manifest.jsonl and SHA256SUMS. Each image is hashed as it is read and must
+    match the SHA-256 it was frozen with.
     """
     text_sums: list[tuple[str, str]] = []  # the four text members; image sums come from the manifest
     count = 0
@@ -156,10 +163,10 @@ def archive_write(*, version: DatasetVersion, out: BinaryIO, on_member: MemberCa
             csv_chunks = _manifest_csv(version=version, jsonl=jsonl, sums=sums)
             done("manifest.csv", _member_write_text(zf=zf, name="manifest.csv", chunks=csv_chunks))
             done("manifest.jsonl", _member_write_text(zf=zf, name="manifest.jsonl", chunks=jsonl.chunks()))
-            reader = _ImageReader()
-            for path, sha256, file_name in _image_rows(version=version):
-                _member_write_image(zf=zf, path=path, sha256=sha256, file_name=file_name, reader=reader)
-                done(path)
+            with _ImageReader() as reader:
+                for image in reader.read_ahead(_image_rows(version=version)):
+                    _member_write_image(zf=zf, image=image, reader=reader)
+                    done(image.path)
             # `sha256sum -c` format, in member order. An image's name is its SHA-256, verified as it was read.
             own = "".join(f"{digest}  {name}\n" for digest, name in text_sums)
             sums_chunks = itertools.chain([own], sums.chunks())
@@ -265,23 +272,48 @@ def _manifest_csv(*, version: DatasetVersion, jsonl: _TextSpool, sums: _TextSpoo
 # --- images ------------------------------------------------------------------------------------------------
 
 
-def _image_rows(*, version: DatasetVersion) -> Iterator[tuple[str, str, str]]:
-    """(member name, SHA-256, storage name) of each image, in archive order."""
+@dataclass
+class _Image:
+    path: str  # member name
+    sha256: str
+    file_name: str  # in the storage
+    size: int
+    data: bytes | None = None  # read ahead, with its digest; None: the writer streams the file itself
+    digest: str = ""
+
+
+def _image_rows(*, version: DatasetVersion) -> Iterator[_Image]:
+    """Each image of the version, in archive order."""
     rows = selectors.manifest_entries(version=version).values_list(
-        "split", "label", "sha256", "extension", "image__file"
+        "split", "label", "sha256", "extension", "image__file", "image__size_bytes"
     )
-    for split, label, sha256, extension, file_name in rows.iterator(chunk_size=ROWS_PER_QUERY):
-        yield f"images/{split}/{label}/{sha256}.{extension}", sha256, file_name
+    for split, label, sha256, extension, file_name, size in rows.iterator(chunk_size=ROWS_PER_QUERY):
+        yield _Image(path=f"images/{split}/{label}/{sha256}.{extension}", sha256=sha256, file_name=file_name, size=size)
 
 
 class _ImageReader:
-    """Opens stored images; on a local disk directly by path, skipping the storage layer's per-call checks
-    (a third of the time per small image), and reads them through one reused buffer."""
+    """Reads and hashes the next images on one thread while the writer copies the current one.
+
+    File reads and SHA-256 release the GIL, so with a free core they overlap zipfile's work (best of 10
+    runs for 5,266 images on 2 shared cores: 0.59 s instead of 0.71 s; the medians are equal when the cores
+    are busy). At most PREFETCH_BYTES are read ahead. A file over PREFETCH_MAX_FILE, and every file of an
+    object store (whose clients are not all safe to share between threads), is streamed by the writer
+    through one reused buffer instead. On a local disk files are opened by path:
+    the storage layer's per-call path checks cost more than reading a small image.
+    """
 
     def __init__(self) -> None:
         local = isinstance(default_storage, FileSystemStorage)
         self.root = default_storage.location if local else ""
         self.buffer = memoryview(bytearray(CHUNK))
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-read") if local else None
+
+    def __enter__(self) -> _ImageReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def open(self, file_name: str, *, sha256: str) -> BinaryIO:
         try:
@@ -292,18 +324,71 @@ class _ImageReader:
         except FileNotFoundError:
             raise ArchiveError(f"The image {sha256} is missing from storage ({file_name}).") from None
 
+    def read_ahead(self, images: Iterable[_Image]) -> Iterator[_Image]:
+        """The images in their order, those small enough already read and hashed."""
+        if self.pool is None:
+            yield from images
+            return
+        window: deque[tuple[Future[list[_Image]], int]] = deque()
+        in_flight = 0
+        for batch in _read_batches(images):
+            size = sum(image.size for image in batch)
+            large = batch[0].size > PREFETCH_MAX_FILE
+            while window and (large or in_flight + size > PREFETCH_BYTES):
+                future, done_size = window.popleft()
+                in_flight -= done_size
+                yield from future.result()
+            if large:
+                yield from batch
+            else:
+                window.append((self.pool.submit(self._read, batch), size))
+                in_flight += size
+        while window:
+            yield from window.popleft()[0].result()
 
-def _member_write_image(*, zf: zipfile.ZipFile, path: str, sha256: str, file_name: str, reader: _ImageReader) -> None:
-    """One image member, hashed while it is copied: its bytes must still have the SHA-256 the version froze."""
-    digest = hashlib.sha256()
-    buffer = reader.buffer
-    with reader.open(file_name, sha256=sha256) as source, zf.open(member_info(path), "w") as member:
-        while count := source.readinto(buffer):
-            chunk = buffer[:count]
-            digest.update(chunk)
-            member.write(chunk)
-    if digest.hexdigest() != sha256:
-        raise ArchiveError(f"The stored file {file_name} no longer has the SHA-256 {sha256} it was frozen with.")
+    def _read(self, images: list[_Image]) -> list[_Image]:
+        for image in images:
+            with self.open(image.file_name, sha256=image.sha256) as source:
+                image.data = source.readall()
+            image.digest = hashlib.sha256(image.data).hexdigest()
+        return images
+
+
+def _read_batches(images: Iterable[_Image]) -> Iterator[list[_Image]]:
+    """Consecutive small images in groups (one task per group, not per image); a large image alone."""
+    batch: list[_Image] = []
+    for image in images:
+        if image.size > PREFETCH_MAX_FILE:
+            if batch:
+                yield batch
+                batch = []
+            yield [image]
+            continue
+        batch.append(image)
+        if len(batch) == IMAGES_PER_READ:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _member_write_image(*, zf: zipfile.ZipFile, image: _Image, reader: _ImageReader) -> None:
+    """One image member; its bytes must still have the SHA-256 the version froze."""
+    with zf.open(member_info(image.path), "w") as member:
+        if image.data is not None:
+            member.write(image.data)
+            digest = image.digest
+        else:
+            hashed, buffer = hashlib.sha256(), reader.buffer
+            with reader.open(image.file_name, sha256=image.sha256) as source:
+                while count := source.readinto(buffer):
+                    hashed.update(buffer[:count])
+                    member.write(buffer[:count])
+            digest = hashed.hexdigest()
+    if digest != image.sha256:
+        raise ArchiveError(
+            f"The stored file {image.file_name} no longer has the SHA-256 {image.sha256} it was frozen with."
+        )
 
 
 # --- build state and publishing -----------------------------------------------------------------------
@@ -344,7 +429,7 @@ def _build_begin(*, archive: DatasetArchive) -> DatasetArchive:
         archive.started_at = timezone.now()
         archive.finished_at = None
         archive.members_written = 0
-        archive.members_total = archive.version.image_count + 5
+        archive.members_total = archive.version.image_count + TEXT_MEMBERS
         archive.error = ""
         archive.save(update_fields=["status", "started_at", "finished_at", "members_written", "members_total", "error"])
     return archive

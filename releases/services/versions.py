@@ -68,13 +68,14 @@ def dataset_version_create(*, created_by: AbstractBaseUser, title: str = "", not
         number = parent.number + 1 if parent is not None else 1
         groups = {image.sha256: group_key(case_code=image.case_code, sha256=image.sha256) for image in images}
         remembered = dict(SplitAssignment.objects.values_list("group", "split"))
+        test_fraction, validation_fraction = conf.test_fraction(), conf.validation_fraction()
         splits = splits_assign(
             items=[SplitItem(group=groups[image.sha256], label=image.label) for image in images],
             remembered=remembered,
             key=bytes.fromhex(config.split_key),
             salt=f"v{number}",
-            test_fraction=conf.test_fraction(),
-            validation_fraction=conf.validation_fraction(),
+            test_fraction=test_fraction,
+            validation_fraction=validation_fraction,
         )
         version = DatasetVersion.objects.create(
             number=number,
@@ -85,8 +86,8 @@ def dataset_version_create(*, created_by: AbstractBaseUser, title: str = "", not
             parent=parent,
             image_count=len(images),
             case_count=len({image.case_code for image in images if image.case_code}),
-            test_fraction=conf.test_fraction(),
-            validation_fraction=conf.validation_fraction(),
+            test_fraction=test_fraction,
+            validation_fraction=validation_fraction,
             taxonomy=_taxonomy_frozen(),
             class_counts=_class_counts(images=images, splits=splits, groups=groups),
             sources=_sources(images=images),

@@ -254,15 +254,19 @@ ZIPSTREAM = "releases.services.zipstream"
 @pytest.mark.parametrize(
     "sizes",
     [
-        {f"{ZIPSTREAM}.SPILL_BYTES": 300, f"{ARCHIVE}.COMMIT_STEP": 1, f"{ARCHIVE}.CHUNK": 256},
-        {f"{ZIPSTREAM}.SPILL_BYTES": 50_000, f"{ARCHIVE}.COMMIT_STEP": 10**9},
+        {f"{ZIPSTREAM}.SPILL_BYTES": 300, f"{ARCHIVE}.COMMIT_STEP": 1, f"{ARCHIVE}.PREFETCH_MAX_FILE": 500,
+         f"{ARCHIVE}.CHUNK": 256},
+        {f"{ZIPSTREAM}.SPILL_BYTES": 50_000, f"{ARCHIVE}.COMMIT_STEP": 10**9, f"{ARCHIVE}.IMAGES_PER_READ": 1,
+         f"{ARCHIVE}.PREFETCH_BYTES": 1000},
         {f"{ZIPSTREAM}.CENTRAL_DIRECTORY_BLOCK": 4},
     ],
-    ids=["members spilled, images copied in pieces", "one commit at the end", "central directory spooled"],
+    ids=["members spilled, images streamed in pieces", "one commit at the end, little read-ahead",
+         "central directory spooled"],
 )
 def test_the_bytes_do_not_depend_on_buffer_sizes(version, archive_bytes, monkeypatch, sizes):
-    """Spilling a member to disk before zipfile fills in its header, copying images in small pieces,
-    committing rarely, keeping the central directory in a temporary file: none may change a byte."""
+    """Spilling a member to disk before zipfile fills in its header, streaming images in small pieces instead
+    of reading them ahead, committing rarely, keeping the central directory in a temporary file: none may
+    change a byte."""
     expected = archive_bytes(version)
     for name, value in sizes.items():
         monkeypatch.setattr(name, value)
@@ -275,6 +279,6 @@ def test_images_read_through_the_storage_api_give_the_same_bytes(version, archiv
     class NotALocalDisk:
         pass
 
-    # Only a local disk is read by path; pretend the storage is something else (an object store).
+    # Only a local disk is read by path and ahead; pretend the storage is something else (an object store).
     monkeypatch.setattr("releases.services.archive.FileSystemStorage", NotALocalDisk)
     assert archive_bytes(version) == expected
