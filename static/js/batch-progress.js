@@ -10,9 +10,8 @@
   const fill = bar.querySelector(".progress-bar");
   const badge = document.querySelector("[data-batch-status]");
   const field = (name) => section.querySelector(`[data-field="${name}"]`);
-  const STATUS_NAMES = { pending: "Pending", running: "Running", done: "Done", failed: "Failed" };
-  let failures = 0;
 
+  const STATUS_NAMES = { pending: "Pending", running: "Running", done: "Done", failed: "Failed" };
   function render(p) {
     for (const name of ["processed", "total", "imported", "duplicates", "rejected"]) {
       field(name).textContent = p[name];
@@ -28,24 +27,5 @@
     error.hidden = !p.error;
   }
 
-  async function poll() {
-    try {
-      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const progress = await response.json();
-      failures = 0;
-      render(progress);
-      if (progress.finished) {
-        window.location.reload();
-        return;
-      }
-    } catch (err) {
-      // A dropped request (server restart, network blip) should not stop the page; back off a little.
-      failures += 1;
-      console.warn("Progress poll failed:", err);
-    }
-    window.setTimeout(poll, Math.min(1000 * (1 + failures), 10000));
-  }
-
-  window.setTimeout(poll, 1000);
+  window.HemaLoop.pollProgress(url, render);
 })();

@@ -11,7 +11,6 @@
   const bar = section.querySelector("[data-progress-bar]");
   const fill = bar.querySelector(".progress-bar");
   const field = (name) => section.querySelector(`[data-field="${name}"]`);
-  let failures = 0;
 
   function render(p) {
     field("status").textContent = p.status_display;
@@ -26,24 +25,5 @@
     error.hidden = !p.error;
   }
 
-  async function poll() {
-    try {
-      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const progress = await response.json();
-      failures = 0;
-      render(progress);
-      if (progress.finished) {
-        window.location.reload();
-        return;
-      }
-    } catch (err) {
-      // A dropped request (server restart, network blip) should not stop the page; back off a little.
-      failures += 1;
-      console.warn("Archive progress poll failed:", err);
-    }
-    window.setTimeout(poll, Math.min(1000 * (1 + failures), 10000));
-  }
-
-  window.setTimeout(poll, 1000);
+  window.HemaLoop.pollProgress(url, render);
 })();
