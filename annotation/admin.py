@@ -4,6 +4,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from annotation.models import Case, CellClass, CellImage, ImportBatch
+from config.admin import ReadOnlyAdmin
 
 
 @admin.register(CellClass)
@@ -27,19 +28,6 @@ class CaseAdmin(admin.ModelAdmin):
     list_display = ["code", "diagnosis", "site", "created_at"]
     list_filter = ["diagnosis", "site"]
     search_fields = ["code"]
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by the import pipeline: viewable, never added, edited or deleted here."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ImportBatch)

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
+from config.admin import ReadOnlyAdmin
 from releases.models import DatasetArchive, DatasetVersion, ReleaseSettings
 from releases.services import release_settings_get
 
@@ -18,19 +19,6 @@ class ReleaseSettingsAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:releases_releasesettings_change", args=[settings_row.pk]))
 
     def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Frozen records: viewable, never added, edited or deleted here (old versions must stay reproducible)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
         return False
 
     def has_delete_permission(self, request, obj=None):
