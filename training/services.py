@@ -1,10 +1,12 @@
 """Training actions: start, execute (on the worker), cancel and reap retrains; register and activate model versions."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import socket
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -133,10 +135,11 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     try:
         classes, items = _items(version=run.dataset_version)
         config = TrainConfig.from_dict(run.config)
-        result = train_ensemble(
-            config=config, train_items=items[Split.TRAIN], val_items=items[Split.VALIDATION],
-            test_items=items[Split.TEST], classes=classes, out_dir=out_dir, callbacks=[_RunProgress(run=run)],
-        )  # fmt: skip
+        with _heartbeat(run_id=run.pk):
+            result = train_ensemble(
+                config=config, train_items=items[Split.TRAIN], val_items=items[Split.VALIDATION],
+                test_items=items[Split.TEST], classes=classes, out_dir=out_dir, callbacks=[_RunProgress(run=run)],
+            )  # fmt: skip
     except TrainingCancelled:
         _finish(run=run, status=TrainingRun.Status.CANCELLED, out_dir=out_dir, line="Cancelled.")
     except Exception as exc:
@@ -147,6 +150,41 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         _register(run=run, result=result, out_dir=out_dir)
     run.refresh_from_db()
     return run
+
+
+def heartbeat_interval_seconds() -> float:
+    return getattr(settings, "HEMALOOP_TRAINING_HEARTBEAT_SECONDS", 60.0)
+
+
+@contextlib.contextmanager
+def _heartbeat(*, run_id: int):
+    """Keep the run's heartbeat fresh from a background thread while the worker is alive.
+
+    Batch callbacks also write it, but long stretches without batches (final evaluation, bootstrap
+    confidence intervals, plots on a huge test split) must not get a healthy run reaped as dead.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        from django.db import connection
+
+        try:
+            while True:
+                TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+                if stop.wait(heartbeat_interval_seconds()):
+                    break
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"training-run-{run_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _items(*, version: DatasetVersion) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:

@@ -1,6 +1,7 @@
 """Retraining through the API and pages with the smoke profile on real demo images (eager Celery)."""
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -213,3 +214,28 @@ def test_auto_activation_takes_a_better_candidate(labeled_demo, admin_user, api_
     new = ModelVersion.objects.get(run_id=response.json()["id"])
     worse.refresh_from_db()
     assert (new.status, worse.status) == ("active", "retired")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_thread_keeps_a_run_alive_through_a_long_stretch_without_batches(admin_user, settings):
+    """Final evaluation on a huge test split writes no batch progress; the run must not be reaped meanwhile."""
+    settings.HEMALOOP_TRAINING_HEARTBEAT_SECONDS = 0.05
+    settings.HEMALOOP_TRAINING_HEARTBEAT_MINUTES = 0.01  # stale after 0.6 s without a beat
+    run = TrainingRun.objects.create(
+        dataset_version=dataset_version_create_for(admin_user), profile="smoke", config={}, started_by=admin_user,
+        status=TrainingRun.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=2),
+    )
+    with services._heartbeat(run_id=run.pk):
+        time.sleep(0.2)  # the first beat
+        deadline = timezone.now() + timedelta(seconds=1.5)
+        while timezone.now() < deadline:  # a long evaluation: nothing but the thread writes
+            assert services.training_runs_fail_stale() == 0
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.RUNNING
+    assert timezone.now() - run.heartbeat_at < timedelta(seconds=1)
+    # Without the thread the same run goes stale and is reaped.
+    deadline = timezone.now() + timedelta(seconds=1)
+    while not services.training_runs_fail_stale():
+        assert timezone.now() < deadline
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
