@@ -19,6 +19,7 @@ from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_stats
 from annotation.services.consensus import label_reopen
 from annotation.services.imports import ImportRejected, import_batch_create_from_upload
 from annotation.services.labeling import LabelingError
+from inference.explain import EXPLAIN_ROLES, heatmap_url, image_opinion_state, opinion_visible_to
 
 IMAGES_PER_PAGE = 48
 BATCHES_PER_PAGE = 25
@@ -44,7 +45,16 @@ def _image_detail_context(request, image: CellImage, *, reopen_form: ReopenForm 
         "live_labels": selectors.annotation_list_for_image(image=image),
         "can_reopen": can_reopen and image.label_status == LabelStatus.FINAL,
         "reopen_form": reopen_form or ReopenForm(),
-    }
+    } | _model_opinion_context(request, image)
+
+
+def _model_opinion_context(request, image: CellImage) -> dict:
+    """The model's opinion for those who may see it; for anyone else (annotators) not even an empty panel."""
+    if not opinion_visible_to(user=request.user, image=image):
+        return {"show_opinion": False}
+    state = image_opinion_state(image=image)
+    url = heatmap_url(image_id=image.id, opinion=state.opinion) if state.opinion else ""
+    return {"show_opinion": True, "opinion_state": state, "heatmap_url": url}
 
 
 @require_GET
@@ -206,7 +216,10 @@ def consensus(request):
             "resolve": reverse("annotation_api:consensus_resolve", kwargs={"image_id": 0}),
             "history": reverse("annotation_api:image_history", kwargs={"image_id": 0}),
             "detail": reverse("annotation:image_detail", kwargs={"image_id": 0}),
+            "opinion": reverse("inference_api:image_opinion", kwargs={"image_id": 0}),
         },
+        # Every cell here has both blind labels, so the model's opinion can no longer bias a label.
+        "show_opinion": user_has_role(request.user, *EXPLAIN_ROLES),
     }
     return render(request, "annotation/consensus.html", context)
 

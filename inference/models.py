@@ -1,7 +1,12 @@
-"""Predictions of a model version on the image pool, and the scoring jobs that write them."""
+"""Predictions of a model version on the image pool, the scoring jobs that write them, and the admin's
+active-learning settings."""
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 
 class Prediction(models.Model):
@@ -33,16 +38,27 @@ class ScoringJob(models.Model):
     """One pass of a model version over the pool: its status and live progress, for a page to show."""
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
+    class Scope(models.TextChoices):
+        ALL = "all", "Whole pool"
+        MISSING = "missing", "Images without a prediction"
+
     model_version = models.ForeignKey("training.ModelVersion", on_delete=models.CASCADE, related_name="scoring_jobs")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.ALL)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     started_at = models.DateTimeField(auto_now_add=True)
+    # Touched on every chunk: a job that stops reporting is stale (its worker died) and no longer blocks a rescore.
+    updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -54,3 +70,65 @@ class ScoringJob(models.Model):
     @property
     def percent(self) -> int:
         return 100 if not self.total else int(100 * self.done / self.total)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+def _share_positive(value: float) -> None:
+    if value <= 0:
+        raise ValidationError("Must be more than 0.")
+
+
+class ActiveLearningSettings(models.Model):
+    """The one row of active-learning settings an admin edits (page or Django admin); the queue order reads it.
+
+    Created on first read from the HEMALOOP_AL_* Django settings, which are therefore only initial values.
+    """
+
+    SINGLETON_ID = 1
+
+    class Strategy(models.TextChoices):
+        MARGIN = "margin", "Margin (top-1 minus top-2 probability)"
+        ENTROPY = "entropy", "Entropy"
+        LEAST_CONFIDENCE = "least_confidence", "Least confidence"
+        RANDOM = "random", "Random"
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MARGIN)
+    exploration = models.FloatField(
+        default=0.1, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of the prioritised images drawn at random, 0 to 1 (0.1 = 10%).",
+    )
+    max_class_share = models.FloatField(
+        default=0.3, validators=[_share_positive, MaxValueValidator(1.0)],
+        help_text="Most of the prioritised images one predicted class may take, more than 0 and at most 1.",
+    )
+    top_n = models.PositiveIntegerField(
+        default=1000, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="How many images get a priority; the rest of the queue follows in import order.",
+    )
+    review_min_confidence = models.FloatField(
+        default=0.9, validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        help_text="A final label the model contradicts with at least this confidence goes on the review list.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = "active-learning settings"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="al_settings_single_row"),
+            models.CheckConstraint(condition=models.Q(exploration__gte=0, exploration__lte=1),
+                                   name="al_settings_exploration_share"),
+            models.CheckConstraint(condition=models.Q(max_class_share__gt=0, max_class_share__lte=1),
+                                   name="al_settings_class_share"),
+            models.CheckConstraint(condition=models.Q(review_min_confidence__gte=0.5, review_min_confidence__lte=1),
+                                   name="al_settings_review_confidence"),
+        ]
+
+    def __str__(self) -> str:
+        return "Active-learning settings"

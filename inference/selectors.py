@@ -1,11 +1,33 @@
-"""Read-side queries over predictions: the confident-disagreement review list and scoring progress."""
+"""Read-side queries over predictions: the confident-disagreement review list, scoring progress and the
+active-learning settings."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import F, QuerySet
 
 from annotation.models import LabelStatus
-from inference.models import Prediction, ScoringJob
+from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from training.models import ModelVersion
+
+
+def al_settings_get() -> ActiveLearningSettings:
+    """The single settings row; the first read creates it from the HEMALOOP_AL_* Django settings (initial values
+    for a new site), so every later change is the admin's and survives restarts."""
+    row, _ = ActiveLearningSettings.objects.get_or_create(
+        pk=ActiveLearningSettings.SINGLETON_ID,
+        defaults={
+            "strategy": getattr(settings, "HEMALOOP_AL_STRATEGY", "margin"),
+            "exploration": getattr(settings, "HEMALOOP_AL_EXPLORATION", 0.1),
+            "max_class_share": getattr(settings, "HEMALOOP_AL_MAX_CLASS_SHARE", 0.3),
+            "top_n": getattr(settings, "HEMALOOP_AL_TOP_N", 1000),
+            "review_min_confidence": getattr(settings, "HEMALOOP_AL_REVIEW_MIN_CONFIDENCE", 0.9),
+        },
+    )
+    return row
+
+
+def model_version_active() -> ModelVersion | None:
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
 
 
 def review_list_confident_disagreements(*, model_version: ModelVersion, min_confidence: float = 0.9
@@ -25,3 +47,32 @@ def review_list_confident_disagreements(*, model_version: ModelVersion, min_conf
 def scoring_job_latest(*, model_version: ModelVersion) -> ScoringJob | None:
     """The version's most recent scoring pass (running or finished), for a progress display."""
     return ScoringJob.objects.filter(model_version=model_version).order_by("-started_at", "-id").first()
+
+
+def scoring_job_list(*, limit: int = 10) -> list[ScoringJob]:
+    """The most recent scoring passes of any version, newest first."""
+    return list(ScoringJob.objects.select_related("model_version", "started_by").order_by("-started_at", "-id")[:limit])
+
+
+def scoring_job_get(*, job_id: int) -> ScoringJob | None:
+    return ScoringJob.objects.filter(pk=job_id).first()
+
+
+def scoring_job_progress(*, job: ScoringJob) -> dict:
+    """What the progress bar shows (and the JSON endpoint returns) for one scoring pass."""
+    return {
+        "id": job.pk, "model_version": job.model_version_id, "status": job.status,
+        "status_display": job.get_status_display(), "scope": job.scope, "done": job.done, "total": job.total,
+        "percent": job.percent, "finished": job.is_finished, "error": job.error,
+    }  # fmt: skip
+
+
+def review_list(*, model_version: ModelVersion | None = None) -> QuerySet[Prediction]:
+    """The review list as the pages show it: the active version's confident disagreements at the admin's threshold
+    (empty without an active version)."""
+    model_version = model_version or model_version_active()
+    if model_version is None:
+        return Prediction.objects.none()
+    return review_list_confident_disagreements(
+        model_version=model_version, min_confidence=al_settings_get().review_min_confidence
+    )

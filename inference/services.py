@@ -3,6 +3,8 @@
 `pool_score` writes one Prediction per (image, version); `queue_priorities_update` turns the ACTIVE version's
 predictions into CellImage.priority (the labeling queue orders by -priority), and
 `queue_priorities_cold_start` spreads the first labels across cases while no model is active.
+`scoring_start` (the Rescore button), `al_settings_update` (the admin's settings) and `queue_after_import`
+(the import hook) start those from the pages and the import.
 """
 from __future__ import annotations
 
@@ -10,16 +12,22 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from annotation.models import CellClass, CellImage, LabelStatus
-from inference.models import Prediction, ScoringJob
+from accounts.roles import Role, user_has_role
+from annotation.models import CellClass, CellImage, ImportBatch, LabelStatus
+from inference.models import ActiveLearningSettings, Prediction, ScoringJob
+from inference.selectors import al_settings_get
 from training.ml.ensemble import load_ensemble
 from training.models import ModelVersion
 
@@ -35,8 +43,22 @@ _UNCERTAINTY_ORDER = {
 }
 
 
+# A scoring job that has not reported for this long lost its worker: it is failed and stops blocking a rescore.
+SCORING_STALE_AFTER = timedelta(minutes=30)
+UNFINISHED = (ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING)
+
+
 class SelectionRefused(ValueError):
     """The selection cannot run as asked (unknown strategy, bad share, a version that is not active)."""
+
+
+class ScoringRefused(ValueError):
+    """A rescore cannot start (no active model, another pass still running); the message says why."""
+
+
+def _admin_check(*, user: AbstractBaseUser, action: str) -> None:
+    if not user_has_role(user, Role.ADMIN):
+        raise PermissionDenied(f"Only admins may {action}.")
 
 
 # --- scoring ---------------------------------------------------------------------------------------
@@ -55,16 +77,41 @@ def prediction_stats(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return top, confidence, margin, entropy
 
 
-def _id_chunks(*, chunk: int) -> Iterator[list[tuple[int, str]]]:
+def _pool(*, model_version: ModelVersion, scope: str):
+    images = CellImage.objects.all()
+    if scope == ScoringJob.Scope.MISSING:
+        images = images.exclude(Exists(Prediction.objects.filter(model_version=model_version, image=OuterRef("pk"))))
+    return images
+
+
+def _id_chunks(*, images, chunk: int) -> Iterator[list[tuple[int, str]]]:
     # Keyset pagination over ids: only one chunk of (id, file) pairs is ever in memory, and images
     # imported while scoring runs are picked up if their id is past the cursor.
     last = 0
     while True:
-        rows = list(CellImage.objects.filter(id__gt=last).order_by("id").values_list("id", "file")[:chunk])
+        rows = list(images.filter(id__gt=last).order_by("id").values_list("id", "file")[:chunk])
         if not rows:
             return
         yield rows
         last = rows[-1][0]
+
+
+def _job_claim(*, model_version: ModelVersion) -> ScoringJob:
+    """The version's oldest queued job (started from the page or an import, so the page showed it before a worker
+    took it), now running; or a new whole-pool job when none is queued (a version was just activated)."""
+    with transaction.atomic():
+        job = (
+            ScoringJob.objects.select_for_update(skip_locked=True)
+            .filter(model_version=model_version, status=ScoringJob.Status.QUEUED)
+            .order_by("id")
+            .first()
+        )
+        if job is None:
+            return ScoringJob.objects.create(model_version=model_version, status=ScoringJob.Status.RUNNING)
+        job.status = ScoringJob.Status.RUNNING
+        job.updated_at = timezone.now()
+        job.save(update_fields=["status", "updated_at"])
+    return job
 
 
 def pool_score(
@@ -77,7 +124,8 @@ def pool_score(
     """Score every image of the pool (unlabeled ones for the queue, labeled ones for the review list) with the
     version's calibrated ensemble, upserting one Prediction per image; returns how many were scored.
 
-    Progress goes to `on_progress(done, total)` and to a ScoringJob row of the version.
+    Progress goes to `on_progress(done, total)` and to a ScoringJob row of the version: the oldest queued one
+    (whose scope may limit the pass to images without a prediction of the version), else a new whole-pool job.
 
     Args:
         model_version: the version whose ensemble scores the pool.
@@ -85,8 +133,10 @@ def pool_score(
         on_progress: called after each chunk with (images scored, images in the pool).
         chunk: images read from the database and written back per round.
     """
-    total = CellImage.objects.count()
-    job = ScoringJob.objects.create(model_version=model_version, total=total)
+    job = _job_claim(model_version=model_version)
+    images = _pool(model_version=model_version, scope=job.scope)
+    total = images.count()
+    ScoringJob.objects.filter(pk=job.pk).update(total=total)
     done = 0
     try:
         ensemble = load_ensemble(Path(settings.MEDIA_ROOT) / model_version.out_dir)
@@ -95,7 +145,7 @@ def pool_score(
         if missing:
             raise ValueError(f"Model classes not in the taxonomy: {', '.join(missing)}")
         column_class = [class_ids[code] for code in ensemble.classes]
-        for rows in _id_chunks(chunk=chunk):
+        for rows in _id_chunks(images=images, chunk=chunk):
             probabilities = ensemble.predict_proba([default_storage.path(file) for _, file in rows], batch_size)
             top, confidence, margin, entropy = prediction_stats(probabilities)
             Prediction.objects.bulk_create(
@@ -114,26 +164,71 @@ def pool_score(
             done += len(rows)
             # The pool may grow while it is scored: the total never reads less than what is done.
             total = max(total, done)
-            ScoringJob.objects.filter(pk=job.pk).update(done=done, total=total)
+            ScoringJob.objects.filter(pk=job.pk).update(done=done, total=total, updated_at=timezone.now())
             if on_progress is not None:
                 on_progress(done, total)
     except Exception as exc:
         _logger.exception("scoring the pool with model version %s failed", model_version.pk)
+        now = timezone.now()
         ScoringJob.objects.filter(pk=job.pk).update(
-            status=ScoringJob.Status.FAILED, error=str(exc), finished_at=timezone.now()
+            status=ScoringJob.Status.FAILED, error=str(exc), finished_at=now, updated_at=now
         )
         raise
+    now = timezone.now()
     ScoringJob.objects.filter(pk=job.pk).update(
-        status=ScoringJob.Status.SUCCEEDED, done=done, total=total, finished_at=timezone.now()
+        status=ScoringJob.Status.SUCCEEDED, done=done, total=total, finished_at=now, updated_at=now
     )
     return done
 
 
+def scoring_jobs_fail_stale() -> int:
+    """Mark failed every queued or running job that stopped reporting (its worker died or never came)."""
+    now = timezone.now()
+    count = ScoringJob.objects.filter(status__in=UNFINISHED, updated_at__lt=now - SCORING_STALE_AFTER).update(
+        status=ScoringJob.Status.FAILED, finished_at=now, updated_at=now,
+        error=f"The job stopped reporting for {SCORING_STALE_AFTER}; its worker probably died.",
+    )  # fmt: skip
+    if count:
+        _logger.warning("marked %d stale scoring job(s) failed", count)
+    return count
+
+
+def _scoring_enqueue(*, model_version: ModelVersion, scope: str, actor: AbstractBaseUser | None) -> ScoringJob:
+    # Imported here because the task module imports this one.
+    from inference.tasks import pool_score as pool_score_task
+
+    job = ScoringJob.objects.create(
+        model_version=model_version, status=ScoringJob.Status.QUEUED, scope=scope, started_by=actor,
+        total=_pool(model_version=model_version, scope=scope).count(),
+    )  # fmt: skip
+    # robust: a broker that cannot be reached (an import command run without one) must not undo the caller's
+    # work; the job then stays queued until it goes stale, and Rescore starts it again.
+    transaction.on_commit(lambda: pool_score_task.delay(model_version.pk), robust=True)
+    return job
+
+
+def scoring_start(*, actor: AbstractBaseUser) -> ScoringJob:
+    """Queue a whole-pool rescore with the active version on the inference queue (the Rescore button).
+
+    Refused without an active version, or while another scoring pass is queued or running.
+    """
+    _admin_check(user=actor, action="start scoring")
+    scoring_jobs_fail_stale()
+    with transaction.atomic():
+        # The active version's row lock keeps two clicks from queueing two passes.
+        version = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+        if version is None:
+            raise ScoringRefused("No model version is active: activate one on the Training page first.")
+        busy = ScoringJob.objects.filter(status__in=UNFINISHED).order_by("id").first()
+        if busy is not None:
+            raise ScoringRefused(
+                f"Scoring job {busy.pk} (model version {busy.model_version_id}) is still "
+                f"{busy.get_status_display().lower()}; wait for it to finish."
+            )
+        return _scoring_enqueue(model_version=version, scope=ScoringJob.Scope.ALL, actor=actor)
+
+
 # --- selection -------------------------------------------------------------------------------------
-
-
-def _setting(value, name: str, default):
-    return getattr(settings, name, default) if value is None else value
 
 
 def _spread(*, exploit: list[int], explore: list[int]) -> list[int]:
@@ -178,7 +273,7 @@ def queue_priorities_update(
     (strategy: margin, entropy, least_confidence or random) are picked until `top_n`, skipping a candidate
     whose predicted class already holds `max_class_share` of the picks; an `exploration` share of the
     picks is drawn at random from the rest. The chosen get priority top_n - rank; every other image 0.
-    None arguments read HEMALOOP_AL_STRATEGY, _EXPLORATION, _MAX_CLASS_SHARE and _TOP_N.
+    None arguments read the admin's ActiveLearningSettings.
 
     Args:
         model_version: the ACTIVE version (predictions of other versions never count).
@@ -188,10 +283,11 @@ def queue_priorities_update(
         top_n: how many images get a priority.
         seed: makes the random parts reproducible.
     """
-    strategy = _setting(strategy, "HEMALOOP_AL_STRATEGY", "margin")
-    exploration = float(_setting(exploration, "HEMALOOP_AL_EXPLORATION", 0.1))
-    max_class_share = float(_setting(max_class_share, "HEMALOOP_AL_MAX_CLASS_SHARE", 0.3))
-    top_n = int(_setting(top_n, "HEMALOOP_AL_TOP_N", 1000))
+    chosen_settings = al_settings_get()
+    strategy = chosen_settings.strategy if strategy is None else strategy
+    exploration = float(chosen_settings.exploration if exploration is None else exploration)
+    max_class_share = float(chosen_settings.max_class_share if max_class_share is None else max_class_share)
+    top_n = int(chosen_settings.top_n if top_n is None else top_n)
     if strategy not in STRATEGIES:
         raise SelectionRefused(f"Unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
     if not 0.0 <= exploration <= 1.0 or not 0.0 < max_class_share <= 1.0 or top_n < 0:
@@ -265,3 +361,51 @@ def queue_priorities_cold_start(*, seed: int = 0) -> list[int]:
         chosen.extend(q[rank] for q in queues if rank < len(q))
     _priorities_write(chosen=chosen)
     return chosen
+
+
+def queue_priorities_refresh() -> tuple[str, list[int]]:
+    """Re-order the labeling queue now: by the active version's predictions and the current settings, or by the
+    cold start when no version is active; returns ("active" or "cold start", the chosen image ids)."""
+    version = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+    if version is None:
+        return "cold start", queue_priorities_cold_start()
+    return "active", queue_priorities_update(model_version=version)
+
+
+# --- settings and hooks ----------------------------------------------------------------------------
+
+AL_SETTINGS_FIELDS = ("strategy", "exploration", "max_class_share", "top_n", "review_min_confidence")
+
+
+def al_settings_update(*, actor: AbstractBaseUser, **values) -> ActiveLearningSettings:
+    """Change the active-learning settings (any of AL_SETTINGS_FIELDS); ValidationError names a bad value."""
+    _admin_check(user=actor, action="change the active-learning settings")
+    unknown = set(values) - set(AL_SETTINGS_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown settings: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        al_settings_get()
+        row = ActiveLearningSettings.objects.select_for_update().get(pk=ActiveLearningSettings.SINGLETON_ID)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.updated_by = actor
+        row.full_clean()
+        row.save()
+    _logger.info("active-learning settings changed by %s: %s", actor, values)
+    return row
+
+
+def queue_after_import(*, batch: ImportBatch) -> str:
+    """After an import: with an active version, queue scoring of the images it has not scored yet (the task then
+    re-orders the queue); without one, a cold-start order across cases. Returns what it did, for the log."""
+    if not batch.imported:
+        return "nothing imported"
+    version = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+    if version is None:
+        return f"cold start over {len(queue_priorities_cold_start(seed=batch.pk))} images"
+    with transaction.atomic():
+        # A pass already queued or running for this version reaches the new images too (they sort after its cursor).
+        if ScoringJob.objects.filter(model_version=version, status__in=UNFINISHED).exists():
+            return f"model version {version.pk} is already scoring"
+        job = _scoring_enqueue(model_version=version, scope=ScoringJob.Scope.MISSING, actor=None)
+    return f"scoring job {job.pk} queued for model version {version.pk}"

@@ -18,7 +18,9 @@ _names = itertools.count(1)
 def _taxonomy_survives_flushes(request):
     """Transactional tests (live_server, threads) end with a flush that empties every table, and the
     taxonomy comes from a data migration that does not run again: seed it back for each such test."""
-    if not {"transactional_db", "live_server"} & set(request.fixturenames):
+    marker = request.node.get_closest_marker("django_db")
+    transactional_mark = marker is not None and marker.kwargs.get("transaction", False)
+    if not transactional_mark and not {"transactional_db", "live_server"} & set(request.fixturenames):
         return
     request.getfixturevalue("transactional_db")
     from django.apps import apps

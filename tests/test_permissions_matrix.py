@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from rest_framework.test import APIClient
 
 from accounts.roles import Role
+from annotation.models import Case
 from tests.annotation.imagedata import batch_make, image_make
 
 ROLES = ("anonymous", "annotator", "adjudicator", "researcher", "admin", "norole")
@@ -77,6 +78,9 @@ url                                         method  anonymous annotator adjudica
 /api/training/models/                       GET     403       403       403         200        200   403
 /api/training/models/999999/                GET     403       403       403         404        404   403
 /api/training/models/999999/activate/       POST    403       403       403         403        404   403
+/api/inference/predict/                     POST    403       403       403         400        400   403
+/api/inference/images/{image}/opinion/      GET     403       403       200         200        200   403
+/api/inference/images/{image}/gradcam.png   GET     403       403       409         409        409   403
 /releases/                                  GET     login     403       403         200        200   403
 /releases/new/                              GET     login     403       403         200        200   403
 /releases/new/                              POST    login     403       403         200        200   403
@@ -92,6 +96,18 @@ url                                         method  anonymous annotator adjudica
 /api/releases/versions/999999/archive/      POST    403       403       403         404        404   403
 /api/releases/versions/999999/archive/download/ GET 403       403       403         404        404   403
 /api/releases/versions/999999/diff/999998/  GET     403       403       403         404        404   403
+/inference/scoring/                         GET     login     403       403         403        200   403
+/inference/scoring/rescore/                 POST    login     403       403         403        302   403
+/inference/scoring/jobs/999999/progress/    GET     login     403       403         403        404   403
+/inference/review/                          GET     login     403       200         200        200   403
+/inference/settings/                        GET     login     403       403         403        200   403
+/inference/settings/                        POST    login     403       403         403        200   403
+/inference/settings/apply/                  POST    login     403       403         403        302   403
+/cases/                                     GET     login     403       200         200        200   403
+/cases/{case}/                              GET     login     403       200         200        200   403
+/cases/{case}/summary.json                  GET     login     403       200         200        200   403
+/cases/999999/                              GET     login     403       404         404        404   403
+/admin/inference/activelearningsettings/    GET     login     302       302         302        302   302
 /api/schema/                                GET     403       200       200         200        200   200
 /api/docs/                                  GET     403       200       200         200        200   200
 """
@@ -108,8 +124,8 @@ class Row:
     method: str
     expected: dict[str, str]
 
-    def concrete_url(self, *, image_id: int, batch_id: int) -> str:
-        return self.url.format(image=image_id, batch=batch_id)
+    def concrete_url(self, *, image_id: int, batch_id: int, case_id: int = 0) -> str:
+        return self.url.format(image=image_id, batch=batch_id, case=case_id)
 
 
 def _parse(table: str) -> list[Row]:
@@ -124,7 +140,9 @@ ROWS = _parse(TABLE)
 @pytest.fixture
 def objects(admin_user):
     batch = batch_make(created_by=admin_user)
-    return {"image_id": image_make(batch=batch, reference_label="myeloblast").id, "batch_id": batch.id}
+    case = Case.objects.create(code="matrix-case")
+    image = image_make(batch=batch, case=case, reference_label="myeloblast")
+    return {"image_id": image.id, "batch_id": batch.id, "case_id": case.id}
 
 
 def _client(role: str, *, api: bool, make_user, api_client_for, client_for) -> Client | APIClient:

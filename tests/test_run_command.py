@@ -5,10 +5,12 @@ import http.cookiejar
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -85,7 +87,18 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_run_serves_demo_answers_worker_ping_stops_cleanly_and_restarts(tmp_path):
+@pytest.fixture
+def run_dir():
+    """A folder outside pytest's basetemp: PostgreSQL runs as its own system user and needs to traverse the
+    path, and another pytest process on the machine resets /tmp/pytest-of-<user> to mode 0700 at any time."""
+    path = Path(tempfile.mkdtemp(prefix="hl-run-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_run_serves_demo_answers_worker_ping_stops_cleanly_and_restarts(run_dir):
+    tmp_path = run_dir
     var_dir = tmp_path / "var"
     stack = RunningStack(var_dir, tmp_path / "run.log")
     try:

@@ -148,6 +148,12 @@ def import_batch_process(*, batch: ImportBatch, on_progress: ProgressCallback | 
     batch = run.finish(status=ImportBatch.Status.DONE, error="")
     if batch.source_is_upload:
         _upload_delete(Path(batch.source_path), Path(batch.csv_path) if batch.csv_path else None)
+    # New images join the queue in order: scored by the active model, or a cold start across cases without one.
+    # Every file committed on its own above, so this sees them all; the scoring task it may queue waits for
+    # on_commit itself. Imported here because inference imports the annotation models.
+    from inference.services import queue_after_import
+
+    queue_after_import(batch=batch)
     return batch
 
 

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "training",
     "inference",
     "releases",
+    "cases",
 ]
 
 MIDDLEWARE = [
@@ -108,7 +109,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # Scoped throttles only (views opt in with throttle_scope); per user, counted in the default cache.
+    "DEFAULT_THROTTLE_RATES": {"inference": env.str("HEMALOOP_INFERENCE_RATE", default="60/min")},
 }
+# Throttle counters. Per process in memory by default; production shares them across workers in Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "HemaLoop API",
     "DESCRIPTION": "Annotation and active learning for peripheral-blood white-cell images.",

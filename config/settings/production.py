@@ -17,6 +17,8 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 REDIS_URL = env.str("REDIS_URL")
 CELERY_BROKER_URL = redis_url_for_celery(REDIS_URL)
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+# One cache for every web worker, so a rate limit is per user, not per user and process.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
 # TLS terminates at the reverse proxy, which sets X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,6 +1,7 @@
 // The consensus page: the oldest disagreement with both labels; the adjudicator chooses the final class
 // with the labeling hotkeys (any class), adds an optional note and resolves with Enter; the next follows.
 import { Alert, api, errorMessage, flash, formatDateTime, isTyping, Toasts, UNCLASSIFIABLE } from "./hemaloop.js";
+import { ModelOpinion } from "./model-opinion.js";
 import { CellViewer } from "./viewer.js";
 
 const root = document.getElementById("consensus-app");
@@ -9,6 +10,7 @@ const urls = {
   resolve: (id) => root.dataset.apiResolve.replace("/0/", `/${id}/`),
   history: (id) => root.dataset.apiHistory.replace("/0/", `/${id}/`),
   detail: (id) => root.dataset.detailUrl.replace("/0/", `/${id}/`),
+  opinion: (id) => root.dataset.apiOpinion.replace("/0/", `/${id}/`),
 };
 const taxonomy = JSON.parse(document.getElementById("taxonomy-data").textContent);
 const names = Object.fromEntries(taxonomy.map((c) => [c.code, c.name]));
@@ -36,6 +38,12 @@ const el = {
   panelEmpty: root.querySelector("[data-panel-empty]"),
 };
 const buttons = [...root.querySelectorAll(".class-btn")];
+// Decision support, present only when the server rendered it (never for annotators).
+const opinionSlot = root.querySelector("[data-opinion-slot]");
+const opinion = opinionSlot
+  ? new ModelOpinion(opinionSlot.querySelector("[data-model-opinion]"), el.stage.querySelector("[data-opinion-heatmap]"),
+    el.stage)
+  : null;
 
 const state = { item: null, selected: null, busy: false };
 
@@ -146,6 +154,10 @@ function showEmpty() {
   el.choicePanel.disabled = true;
   el.choicePanel.hidden = true;
   el.panelEmpty.hidden = false;
+  if (opinion) {
+    opinion.clear("empty");
+    opinionSlot.hidden = true;
+  }
   el.status.textContent = "Queue empty";
   setBusy(false);
 }
@@ -162,6 +174,10 @@ async function show(item) {
   el.historyLink.href = urls.detail(item.image);
   renderLabels(item);
   renderReopened(item.reopened);
+  if (opinion) {
+    opinionSlot.hidden = false;
+    opinion.load(urls.opinion(item.image)); // not awaited: the cell and the keys never wait for the model
+  }
   el.status.textContent = "Loading cell…";
   await viewer.show(item.image_url);
   state.item = item;
@@ -265,6 +281,10 @@ function onKeyDown(event) {
   if (key === "n" && state.item) {
     event.preventDefault();
     el.note.focus();
+    return;
+  }
+  if (key === "h" && opinion && state.item && opinion.toggle()) {
+    event.preventDefault();
     return;
   }
   if (hotkeys.has(key)) {

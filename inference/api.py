@@ -1,0 +1,148 @@
+"""Inference API: predictions on uploaded images (researchers, admins) and the active model's opinion on a
+stored image with its Grad-CAM overlay (adjudicators, researchers, admins; never annotators)."""
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.utils.cache import patch_cache_control
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from accounts.permissions import roles_permission
+from accounts.roles import Role
+from annotation import selectors as annotation_selectors
+from inference import explain
+from inference.predict import PredictRejected, images_predict
+from inference.serializers import OpinionOutput, PredictInput, PredictOutput
+
+CanPredict = roles_permission(Role.RESEARCHER, Role.ADMIN)
+CanSeeOpinion = roles_permission(*explain.EXPLAIN_ROLES)
+
+
+class InferenceThrottle(ScopedRateThrottle):
+    """The "inference" scope, per user. The rate is read per request: DRF binds THROTTLE_RATES at import time,
+    which would make a settings change (or a test's override) invisible."""
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+
+class NoActiveModelError(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "no_active_model"
+
+
+class ModelUnavailableError(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "model_unavailable"
+
+
+class PredictRefused(APIException):
+    default_code = "invalid_image"
+
+    def __init__(self, exc: PredictRejected) -> None:
+        super().__init__(exc.message)
+        self.status_code = exc.status_code
+
+
+_ERRORS = {
+    400: OpenApiResponse(description="Not an image, a decompression bomb, too many files, or no file (the message "
+                                     "names the file)."),
+    403: OpenApiResponse(description="Researchers and admins only."),
+    409: OpenApiResponse(description="No active model yet."),
+    413: OpenApiResponse(description="A file is larger than HEMALOOP_INFERENCE_MAX_FILE_BYTES."),
+    429: OpenApiResponse(description="Rate limit (the 'inference' throttle scope) exceeded."),
+    503: OpenApiResponse(description="The active model's files cannot be read."),
+}
+
+
+class PredictApi(APIView):
+    """Score one or more uploaded images with the active ensemble.
+
+    Multipart: repeat `images` once per file; `heatmap=true` adds a base64 PNG Grad-CAM overlay per image.
+    Limits (settings): HEMALOOP_INFERENCE_MAX_FILES (16), HEMALOOP_INFERENCE_MAX_FILE_BYTES and
+    HEMALOOP_INFERENCE_MAX_PIXELS (the import's limits). Rate-limited per user (scope "inference").
+    """
+
+    permission_classes = [CanPredict]
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [InferenceThrottle]
+    throttle_scope = "inference"
+
+    @extend_schema(request={"multipart/form-data": PredictInput}, responses={200: PredictOutput, **_ERRORS})
+    def post(self, request):
+        data = PredictInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            result = images_predict(files=data.validated_data["images"], heatmap=data.validated_data["heatmap"])
+        except PredictRejected as exc:
+            raise PredictRefused(exc) from None
+        except explain.NoActiveModel as exc:
+            raise NoActiveModelError(str(exc)) from None
+        except explain.ExplanationUnavailable as exc:
+            raise ModelUnavailableError(str(exc)) from None
+        return Response(PredictOutput(result).data)
+
+
+def _image_for(request, image_id: int):
+    image = annotation_selectors.image_get(image_id=image_id)
+    if not explain.opinion_visible_to(user=request.user, image=image):
+        raise PermissionDenied("The model's opinion stays hidden while you may still label this cell.")
+    return image
+
+
+class ImageOpinionApi(APIView):
+    """The active model's top-3 classes (calibrated) for a stored image, and the URL of its Grad-CAM overlay.
+
+    No active model is a state (`no_model`), not an error. Annotators never get this.
+    """
+
+    permission_classes = [CanSeeOpinion]
+
+    @extend_schema(responses={200: OpinionOutput, 403: OpenApiResponse(description="Not for annotators.")})
+    def get(self, request, image_id: int):
+        image = _image_for(request, image_id)
+        result = explain.image_opinion_state(image=image)
+        opinion = result.opinion
+        return Response(OpinionOutput({
+            "state": result.state,
+            "message": result.message,
+            "model_version": None if opinion is None else {
+                "id": opinion.model_version_id, "name": opinion.model_version_name,
+            },
+            "top": [] if opinion is None else opinion.top,
+            "source": "" if opinion is None else opinion.source,
+            "heatmap_url": "" if opinion is None else explain.heatmap_url(image_id=image.pk, opinion=opinion),
+        }).data)  # fmt: skip
+
+
+class ImageHeatmapApi(APIView):
+    """The active model's Grad-CAM overlay of a stored image as a PNG of the image's size (cached on disk)."""
+
+    permission_classes = [CanSeeOpinion]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("class", str, description="Class code to explain; default the predicted one.")],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, 400: OpenApiResponse(description="Unknown class."),
+                   409: OpenApiResponse(description="No active model yet."),
+                   503: OpenApiResponse(description="The active model's files cannot be read.")},
+    )  # fmt: skip
+    def get(self, request, image_id: int):
+        image = _image_for(request, image_id)
+        try:
+            png = explain.image_heatmap_png(image=image, class_code=request.query_params.get("class") or None)
+        except explain.NoActiveModel as exc:
+            raise NoActiveModelError(str(exc)) from None
+        except explain.ExplanationUnavailable as exc:
+            raise ModelUnavailableError(str(exc)) from None
+        except ValueError as exc:
+            raise ValidationError({"class": [str(exc)]}) from None
+        response = HttpResponse(png, content_type="image/png")
+        patch_cache_control(response, private=True, max_age=3600)
+        return response

@@ -1,0 +1,13 @@
+"""Inference API routes under /api/inference/."""
+from django.urls import path
+
+from inference import api
+
+app_name = "inference_api"
+urlpatterns = [
+    # Researchers and admins: score uploaded images.
+    path("predict/", api.PredictApi.as_view(), name="predict"),
+    # Adjudicators, researchers and admins (never annotators): the model's opinion on a stored image.
+    path("images/<int:image_id>/opinion/", api.ImageOpinionApi.as_view(), name="image_opinion"),
+    path("images/<int:image_id>/gradcam.png", api.ImageHeatmapApi.as_view(), name="image_gradcam"),
+]

@@ -1,0 +1,111 @@
+"""Active-learning pages under /inference/: scoring (with live progress and Rescore), the review list of possible
+label errors, and the admin's active-learning settings. Login is checked by the middleware, roles here."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.permissions import role_required
+from accounts.roles import Role
+from inference import selectors
+from inference.forms import ActiveLearningSettingsForm
+from inference.services import (
+    ScoringRefused,
+    SelectionRefused,
+    al_settings_update,
+    queue_priorities_refresh,
+    scoring_jobs_fail_stale,
+    scoring_start,
+)
+
+# The review list shows final labels and the model's opinion: never for annotators (they label blind).
+REVIEW_ROLES = (Role.ADJUDICATOR, Role.ADMIN, Role.RESEARCHER)
+REVIEW_ROWS_PER_PAGE = 48
+
+
+@require_GET
+@role_required(Role.ADMIN)
+def scoring(request):
+    # Stale jobs (a dead worker) would show as running forever and block the Rescore button.
+    scoring_jobs_fail_stale()
+    jobs = selectors.scoring_job_list()
+    context = {
+        "active": selectors.model_version_active(),
+        "rows": [(job, selectors.scoring_job_progress(job=job)) for job in jobs],
+        "section": "scoring",
+    }
+    return render(request, "inference/scoring.html", context)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def rescore(request):
+    try:
+        job = scoring_start(actor=request.user)
+    except ScoringRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Scoring job {job.pk} is queued for model version {job.model_version_id}.")
+    return redirect("inference:scoring")
+
+
+@require_GET
+@role_required(Role.ADMIN)
+def scoring_progress(request, job_id: int):
+    job = selectors.scoring_job_get(job_id=job_id)
+    if job is None:
+        raise Http404("No such scoring job.")
+    return JsonResponse(selectors.scoring_job_progress(job=job))
+
+
+@require_GET
+@role_required(*REVIEW_ROLES)
+def review(request):
+    active = selectors.model_version_active()
+    page = Paginator(selectors.review_list(model_version=active), REVIEW_ROWS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {"active": active, "page": page, "settings": selectors.al_settings_get(), "section": "review"}
+    return render(request, "inference/review.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(Role.ADMIN)
+def al_settings(request):
+    current = selectors.al_settings_get()
+    form = ActiveLearningSettingsForm(request.POST or None, instance=current)
+    if request.method == "POST" and form.is_valid():
+        try:
+            al_settings_update(actor=request.user, **{name: form.cleaned_data[name] for name in form.Meta.fields})
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Active-learning settings saved.")
+            if "apply" in request.POST:
+                _priorities_apply(request)
+            return redirect("inference:settings")
+    context = {"form": form, "current": current, "active": selectors.model_version_active(), "section": "settings"}
+    return render(request, "inference/settings.html", context)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def priorities_apply(request):
+    _priorities_apply(request)
+    return redirect("inference:settings")
+
+
+def _priorities_apply(request) -> None:
+    try:
+        mode, chosen = queue_priorities_refresh()
+    except SelectionRefused as exc:
+        messages.error(request, str(exc))
+        return
+    if mode == "active":
+        messages.success(request, f"Labeling queue re-ordered: {len(chosen)} images prioritised by the active model.")
+    else:
+        messages.info(request, f"No model is active: cold-start order across cases applied to {len(chosen)} images.")

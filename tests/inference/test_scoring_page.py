@@ -1,0 +1,110 @@
+"""The Scoring page: Rescore queues a pass on the inference queue (eager in tests), progress as JSON, refusals."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.roles import Role
+from annotation.models import CellImage
+from inference.models import Prediction, ScoringJob
+from inference.services import al_settings_update
+from tests.annotation.imagedata import image_make
+from tests.inference.fakes import FakeEnsemble
+from training.models import ModelVersion
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def active(make_version):
+    return make_version(ModelVersion.Status.ACTIVE)
+
+
+def test_rescore_runs_a_job_that_scores_the_pool_and_orders_the_queue(
+    active, batch, admin_user, client_for, monkeypatch, django_capture_on_commit_callbacks
+):
+    ensemble = FakeEnsemble().install(monkeypatch)
+    al_settings_update(actor=admin_user, max_class_share=1.0)  # the fake predicts one class for everything
+    unlabeled = [image_make(batch=batch) for _ in range(3)]
+    pool = CellImage.objects.count()  # the fixture's two labeled images are scored too (for the review list)
+    client = client_for(admin_user)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/inference/scoring/rescore/", follow=True)
+
+    assert "is queued for model version" in response.content.decode()
+    job = ScoringJob.objects.get()
+    assert (job.status, job.done, job.total, job.scope) == ("succeeded", pool, pool, "all")
+    assert job.started_by == admin_user
+    assert len(ensemble.scored) == pool
+    assert Prediction.objects.filter(model_version=active).count() == pool
+    assert set(CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)) == {i.pk for i in unlabeled}
+    progress = client.get(f"/inference/scoring/jobs/{job.pk}/progress/").json()
+    assert progress == {"id": job.pk, "model_version": active.pk, "status": "succeeded", "status_display": "Succeeded",
+                        "scope": "all", "done": pool, "total": pool, "percent": 100, "finished": True, "error": ""}
+    page = client.get("/inference/scoring/").content.decode()
+    assert f'data-job="{job.pk}"' in page
+    assert 'data-progress-url="' not in page
+
+
+def test_a_queued_job_shows_live_and_blocks_a_second_rescore(active, batch, admin_user, client_for):
+    image_make(batch=batch)
+    client = client_for(admin_user)
+
+    client.post("/inference/scoring/rescore/")  # no worker runs it here (on_commit never fires in this test)
+
+    job = ScoringJob.objects.get()
+    assert job.status == ScoringJob.Status.QUEUED
+    page = client.get("/inference/scoring/").content.decode()
+    assert f'data-progress-url="/inference/scoring/jobs/{job.pk}/progress/"' in page
+    assert 'aria-valuenow="0"' in page
+    assert client.get(f"/inference/scoring/jobs/{job.pk}/progress/").json()["finished"] is False
+    again = client.post("/inference/scoring/rescore/", follow=True).content.decode()
+    assert f"Scoring job {job.pk}" in again
+    assert "still queued" in again
+    assert ScoringJob.objects.count() == 1
+
+
+def test_a_stale_job_is_failed_and_no_longer_blocks(active, admin_user, client_for):
+    stale = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.RUNNING, total=10, done=3)
+    ScoringJob.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+
+    client_for(admin_user).post("/inference/scoring/rescore/")
+
+    stale.refresh_from_db()
+    assert stale.status == ScoringJob.Status.FAILED
+    assert "stopped reporting" in stale.error
+    assert ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED).count() == 1
+
+
+def test_rescore_is_refused_without_an_active_model(make_version, admin_user, client_for):
+    make_version()  # a candidate only
+
+    response = client_for(admin_user).post("/inference/scoring/rescore/", follow=True)
+
+    assert "No model version is active" in response.content.decode()
+    assert not ScoringJob.objects.exists()
+
+
+def test_a_failing_pass_shows_its_error(active, batch, admin_user, client_for, django_capture_on_commit_callbacks):
+    image_make(batch=batch)  # the version has no ensemble on disk: the pass fails
+    client = client_for(admin_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post("/inference/scoring/rescore/").status_code == 302
+    job = ScoringJob.objects.get()
+    assert job.status == ScoringJob.Status.FAILED
+    progress = client.get(f"/inference/scoring/jobs/{job.pk}/progress/").json()
+    assert progress["finished"] is True
+    assert "ensemble.json" in progress["error"]
+
+
+@pytest.mark.parametrize("role", [Role.ANNOTATOR, Role.ADJUDICATOR, Role.RESEARCHER])
+def test_only_admins_reach_scoring(active, make_user, client_for, role):
+    job = ScoringJob.objects.create(model_version=active)
+    client = client_for(make_user(role))
+    assert client.get("/inference/scoring/").status_code == 403
+    assert client.post("/inference/scoring/rescore/").status_code == 403
+    assert client.get(f"/inference/scoring/jobs/{job.pk}/progress/").status_code == 403
+    assert ScoringJob.objects.count() == 1
