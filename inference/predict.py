@@ -13,7 +13,7 @@ from PIL import Image
 
 from annotation.services.validation import ACCEPTED_FORMATS, FileRejected, ImportLimits, image_validate, megabytes
 from inference.explain import NoActiveModel, ensemble_get, heatmap_render, model_version_name
-from inference.services import prediction_stats
+from training.ml.uncertainty import prediction_stats
 from training.selectors import model_version_active
 
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
@@ -29,6 +28,8 @@ from annotation.models import CellClass, CellImage, ImportBatch, LabelStatus
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from inference.selectors import al_settings_get
 from training.ml.ensemble import load_ensemble
+from training.ml.scoring import ensemble_score_paths
+from training.ml.uncertainty import prediction_stats
 from training.models import ModelVersion
 
 _logger = logging.getLogger(__name__)
@@ -62,19 +63,6 @@ def _admin_check(*, user: AbstractBaseUser, action: str) -> None:
 
 
 # --- scoring ---------------------------------------------------------------------------------------
-
-
-def prediction_stats(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of an (N, C) probability array: top-1 index, confidence, margin (top1 - top2), entropy (nats)."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    top = np.argmax(p, axis=1)
-    ordered = np.sort(p, axis=1)
-    confidence = ordered[:, -1]
-    margin = confidence - (ordered[:, -2] if p.shape[1] > 1 else 0.0)
-    # 0 * log 0 is 0: zero probabilities contribute nothing instead of NaN.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-    return top, confidence, margin, entropy
 
 
 def _pool(*, model_version: ModelVersion, scope: str):
@@ -146,7 +134,10 @@ def pool_score(
             raise ValueError(f"Model classes not in the taxonomy: {', '.join(missing)}")
         column_class = [class_ids[code] for code in ensemble.classes]
         for rows in _id_chunks(images=images, chunk=chunk):
-            probabilities = ensemble.predict_proba([default_storage.path(file) for _, file in rows], batch_size)
+            # Decoding runs in DataLoader workers, overlapped with the forward passes (training.ml.scoring).
+            probabilities = ensemble_score_paths(
+                ensemble, [default_storage.path(file) for _, file in rows], batch_size=batch_size
+            )
             top, confidence, margin, entropy = prediction_stats(probabilities)
             Prediction.objects.bulk_create(
                 [

@@ -14,11 +14,11 @@ from annotation.models import CellClass
 from annotation.services.labeling import annotation_submit
 from inference import explain
 from inference.models import Prediction
-from inference.services import prediction_stats
 from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
 from tests.inference.ensembles import ensemble_write
+from training.ml.uncertainty import prediction_stats
 from training.models import ModelVersion, TrainingRun
 
 

@@ -6,10 +6,10 @@ import pytest
 
 from annotation.models import CellClass, CellImage
 from inference.models import Prediction
-from inference.services import prediction_stats
 from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
 from tests.training.conftest import _validation_gets_whole_cases, labeled_demo  # noqa: F401 - re-exported fixtures
+from training.ml.uncertainty import prediction_stats
 from training.models import ModelVersion, TrainingRun
 
 

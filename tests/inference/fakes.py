@@ -28,4 +28,6 @@ class FakeEnsemble:
 
     def install(self, monkeypatch) -> FakeEnsemble:
         monkeypatch.setattr("inference.services.load_ensemble", lambda out_dir: self)
+        monkeypatch.setattr("inference.services.ensemble_score_paths",
+                            lambda ensemble, paths, batch_size=64: ensemble.predict_proba(paths, batch_size))
         return self

@@ -216,7 +216,7 @@ def test_auto_activation_takes_a_better_candidate(labeled_demo, admin_user, api_
     assert (new.status, worse.status) == ("active", "retired")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_heartbeat_thread_keeps_a_run_alive_through_a_long_stretch_without_batches(admin_user, settings):
     """Final evaluation on a huge test split writes no batch progress; the run must not be reaped meanwhile."""
     settings.HEMALOOP_TRAINING_HEARTBEAT_SECONDS = 0.05

@@ -1,0 +1,357 @@
+"""Label efficiency: simulated active learning with an oracle that answers from the folder's reference labels.
+
+Usage: python bench/active_learning.py --data FOLDER [--out bench/out/active_learning] [--profile quick]
+       [--per-class 150] [--budgets 2,4,8,16,32,64] [--strategies random,margin,entropy] [--seeds 0]
+       [--max-epochs N] [--batch-size N] [--min-steps 4] [--warm-start/--no-warm-start]
+       [--full-reference/--no-full-reference] [--reference-f1 F] [--image-size 48] [--models a,b] [--device auto]
+       [--threads N]
+
+FOLDER is an ImageFolder tree (<label>/<file> or <split>/<label>/<file>; existing splits are pooled). The
+images are split once into a fixed test set (20%), a fixed validation set (10%, early stopping and the
+ensemble temperature, as in the platform's retrains) and the pool (70%), stratified by class and grouped by
+case. The folder has no patient ids, so the cases are synthesised: a hash of each file name assigns it to one
+of N/20 pseudo-cases (about 20 images each); the grouping is honoured but carries no biology.
+
+Per seed, the first budget is a stratified random sample of the pool (shared by every strategy); each further
+budget adds the pool images the strategy picks from the previous round's calibrated ensemble (margin:
+smallest top1 - top2; entropy: largest; random: uniform), and the ensemble is retrained (warm-started from
+the previous round's weights unless --no-warm-start). The whole-pool reference is one more round of the
+first strategy's chain on the whole pool when warm-starting (so it has had as many epochs as the curves'
+last points), else trained from scratch like every round. Every round appends a row to results.csv and prints
+a line; the learning-curve PNG and the summary (labels needed to reach 95% of the macro-F1 of an ensemble
+trained on the whole pool, and the ratio to random) are written at the end from all rows of results.csv with
+the same settings, so runs split over several commands (e.g. one strategy each) add up.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import hashlib
+import math
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+CSV_NAME = "results.csv"
+PNG_NAME = "learning_curves.png"
+FIELDS = ["settings", "strategy", "seed", "round", "budget_pct", "labeled", "pool", "test", "macro_f1",
+          "accuracy", "temperature", "epochs", "train_s", "elapsed_s", "labeled_per_class", "device", "date"]
+TARGET_SHARE = 0.95
+IMAGES_PER_CASE = 20
+# The small profiles' 64 px made the CPU goal (3 strategies, --per-class 150, < 30 min on 2 cores) too tight.
+CPU_IMAGE_SIZE = 48
+
+
+def pseudo_cases(paths: list[str], n_cases: int) -> np.ndarray:
+    """A stable pseudo-case id per file, from a hash of its name (the folder has no patient ids)."""
+    return np.array([int(hashlib.sha256(Path(p).name.encode()).hexdigest()[:12], 16) % n_cases for p in paths])
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray, *, test: float, val: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pool, validation and test indices: stratified by class, no pseudo-case in two of them."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    everything = np.arange(len(labels))
+    folds = StratifiedGroupKFold(n_splits=round(1 / test), shuffle=True, random_state=seed)
+    rest, test_idx = next(folds.split(everything, labels, groups))
+    folds = StratifiedGroupKFold(n_splits=round((1 - test) / val), shuffle=True, random_state=seed + 1)
+    pool_pos, val_pos = next(folds.split(rest, labels[rest], groups[rest]))
+    return rest[pool_pos], rest[val_pos], test_idx
+
+
+def stratified_sample(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` positions with class shares as in `labels` (largest remainders), every class at least once."""
+    classes, sizes = np.unique(labels, return_counts=True)
+    exact = count * sizes / sizes.sum()
+    quota = np.minimum(np.maximum(np.floor(exact).astype(int), 1 if count >= len(classes) else 0), sizes)
+    for i in np.argsort(-(exact - np.floor(exact)), kind="stable"):
+        if quota.sum() >= count:
+            break
+        quota[i] += quota[i] < sizes[i]
+    picks = [rng.choice(np.flatnonzero(labels == c), q, replace=False) for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(picks))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="ImageFolder tree with reference labels")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "active_learning",
+                        help="folder for results.csv and learning_curves.png")
+    parser.add_argument("--profile", default="quick", help="training profile (smoke, quick, paper)")
+    parser.add_argument("--per-class", type=int, help="take N images per class (seeded; all when absent)")
+    parser.add_argument("--budgets", default="2,4,8,16,32,64", help="labeled share of the pool per round, in %%")
+    parser.add_argument("--strategies", default="random,margin,entropy", help="comma-separated")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (initial sample and training)")
+    parser.add_argument("--max-epochs", type=int, help="override the profile's max epochs per training")
+    parser.add_argument("--min-steps", type=int, default=4,
+                        help="optimiser steps per epoch at least (tiny labeled sets are cycled)")
+    parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
+                        help="start each round from the previous round's weights")
+    parser.add_argument("--full-reference", action=argparse.BooleanOptionalAction, default=True,
+                        help="train on the whole pool once per seed for the 95%% target")
+    parser.add_argument("--reference-f1", type=float, help="use this macro-F1 as the reference instead")
+    parser.add_argument("--image-size", type=int,
+                        help="pixels per side (default: 48 for the small profiles, the CPU goal; paper: its 256)")
+    parser.add_argument("--models", help="override the profile's models (comma-separated timm names)")
+    parser.add_argument("--batch-size", type=int, help="override the profile's training batch size")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--workers", type=int, help="decoding processes for the one-off decode")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the fixed pool/val/test split")
+    return parser.parse_args()
+
+
+def main() -> None:  # noqa: C901 - a linear script; splitting it would only scatter the state
+    args = parse_args()
+    started = time.perf_counter()
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from training.ml.calibration import apply_temperature, fit_temperature, probabilities_to_logits, softmax
+    from training.ml.config import config_for_profile
+    from training.ml.data import folder_labels, scan_image_folder
+    from training.ml.ensemble import ensemble_logits, soft_vote
+    from training.ml.loop import class_weights_for, fit, predict_logits, resolve_device, use_channels_last
+    from training.ml.metrics import accuracy, macro_f1
+    from training.ml.models import create_classifier
+    from training.ml.tensor_data import TensorBatches, decode_items
+    from training.ml.uncertainty import select_uncertain
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"device": args.device}
+    if args.max_epochs:
+        overrides["max_epochs"] = args.max_epochs
+    if args.image_size or args.profile != "paper":
+        overrides["image_size"] = args.image_size or CPU_IMAGE_SIZE
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    if args.models:
+        overrides["models"] = tuple(m.strip() for m in args.models.split(","))
+        overrides["ensemble_weights"] = (1.0,) * len(overrides["models"])
+    config = config_for_profile(args.profile, **overrides)
+    if config.pretrained != "none":
+        # The benchmark must run offline and measure label efficiency from scratch.
+        config = config.replace(pretrained="none")
+    if not isinstance(config.image_size, int):
+        raise SystemExit("the benchmark needs a square --image-size, not 'native'")
+    device = resolve_device(config.device)
+    # No cudnn.benchmark: every round has new ragged batch shapes, and autotuning each costs seconds.
+    budgets = [float(b) for b in args.budgets.split(",")]
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    folder = args.data.resolve()
+    settings = (f"{folder.name}|{config.profile}|{'+'.join(config.models)}|{config.image_size}px|"
+                f"per-class {args.per_class or 'all'}|epochs {config.max_epochs}|batch {config.batch_size}|"
+                f"min-steps {args.min_steps}|"
+                f"{'warm' if args.warm_start else 'cold'}|split {args.split_seed}")
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
+
+    # --- data: pick, split, decode once ---------------------------------------------------------------
+    classes = folder_labels(folder)
+    splits = scan_image_folder(folder, classes, val_fraction=0.0, test_fraction=0.0)
+    items = sorted(splits.train + splits.val + splits.test)
+    if args.per_class:
+        rng = np.random.default_rng(args.split_seed)
+        by_class = defaultdict(list)
+        for item in items:
+            by_class[item[1]].append(item)
+        items = sorted(x for members in by_class.values()
+                       for x in (members if len(members) <= args.per_class
+                                 else [members[i] for i in rng.choice(len(members), args.per_class, replace=False)]))
+    paths = [path for path, _ in items]
+    labels = np.array([label for _, label in items])
+    n_cases = max(30, len(items) // IMAGES_PER_CASE)
+    pool_idx, val_idx, test_idx = grouped_split(labels, pseudo_cases(paths, n_cases), test=0.2, val=0.1,
+                                                seed=args.split_seed)
+    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    size = (config.image_size, config.image_size)
+    images, _ = decode_items(items, size, num_workers=workers)
+    images = images.to(device)
+    targets = torch.as_tensor(labels)
+    log(f"{folder}: {len(items)} images, {len(classes)} classes, {n_cases} hash pseudo-cases -> pool "
+        f"{len(pool_idx)}, val {len(val_idx)}, test {len(test_idx)}; decoded at {size[0]} px onto {device}")
+    log(f"settings: {settings}; budgets {budgets}% of the pool; strategies {strategies}; seeds {seeds}")
+    channels_last = use_channels_last(config, device)
+
+    def evaluation_batches(index: np.ndarray) -> TensorBatches:
+        position = torch.as_tensor(index, device=device)
+        return TensorBatches(images[position], targets[index], batch_size=config.eval_batch_size, shuffle=False)
+
+    val_batches, test_batches = evaluation_batches(val_idx), evaluation_batches(test_idx)
+    val_labels, test_labels = labels[val_idx], labels[test_idx]
+
+    def train_round(labeled: np.ndarray, seed: int, warm: list[dict] | None
+                    ) -> tuple[list, float, list[int], float]:
+        """The calibrated ensemble trained on pool positions `labeled`: (models, temperature, epochs, seconds)."""
+        round_started = time.perf_counter()
+        index = pool_idx[labeled]
+        train_batches = TensorBatches(
+            images[torch.as_tensor(index, device=device)], targets[index], batch_size=config.batch_size,
+            shuffle=True, augment=config.augment, rotation_degrees=config.rotation_degrees, hflip=config.hflip,
+            vflip=config.vflip, seed=seed, min_batches=args.min_steps)
+        weights = class_weights_for(labels[index], len(classes), mode=config.class_weighting,
+                                    imbalance_ratio=config.imbalance_ratio)
+        models, val_probabilities, epochs = [], [], []
+        for member, name in enumerate(config.models):
+            torch.manual_seed(seed * 1000 + len(labeled) * 10 + member)
+            model = create_classifier(name, len(classes), pretrained="none")
+            if warm is not None:
+                model.load_state_dict(warm[member])
+            result = fit(model, train_loader=train_batches, val_loader=val_batches, config=config, device=device,
+                         class_weights=weights, model_index=member)
+            models.append(model)
+            val_probabilities.append(softmax(result.best_evaluation.logits))
+            epochs.append(result.best_epoch)
+        temperature = fit_temperature(ensemble_logits(val_probabilities, config.normalized_weights), val_labels)
+        return models, temperature, epochs, time.perf_counter() - round_started
+
+    def ensemble_probabilities(models: list, temperature: float, batches: TensorBatches) -> np.ndarray:
+        member = [softmax(predict_logits(m, batches, device=device, mixed_precision=config.mixed_precision,
+                                         channels_last=channels_last)[0]) for m in models]
+        return apply_temperature(probabilities_to_logits(soft_vote(member, config.normalized_weights)), temperature)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out / CSV_NAME
+    if not csv_path.exists():
+        with csv_path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow(FIELDS)
+
+    def record(strategy: str, seed: int, round_: int, budget: float, labeled: np.ndarray, models: list,
+               temperature: float, epochs: list[int], seconds: float) -> float:
+        predictions = ensemble_probabilities(models, temperature, test_batches).argmax(axis=1)
+        f1 = macro_f1(test_labels, predictions)
+        per_class = np.bincount(labels[pool_idx[labeled]], minlength=len(classes))
+        row = {
+            "settings": settings, "strategy": strategy, "seed": seed, "round": round_, "budget_pct": budget,
+            "labeled": len(labeled), "pool": len(pool_idx), "test": len(test_idx), "macro_f1": round(f1, 4),
+            "accuracy": round(accuracy(test_labels, predictions), 4), "temperature": round(temperature, 3),
+            "epochs": "/".join(map(str, epochs)), "train_s": round(seconds, 1),
+            "elapsed_s": round(time.perf_counter() - started, 1), "labeled_per_class": "/".join(map(str, per_class)),
+            "device": str(device), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        with csv_path.open("a", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, FIELDS).writerow(row)
+        log(f"{strategy:8s} seed {seed} round {round_}: {len(labeled):5d} labels ({budget:g}%) -> test macro-F1 "
+            f"{f1:.4f}, acc {row['accuracy']:.4f}, T {temperature:.2f}, best epochs {row['epochs']}, "
+            f"trained in {seconds:.1f}s")
+        return f1
+
+    # --- the simulation -------------------------------------------------------------------------------
+    counts = [min(len(pool_idx), max(2, round(len(pool_idx) * b / 100))) for b in budgets]
+    everything = np.arange(len(pool_idx))
+    for seed in seeds:
+        reference_due = args.full_reference and args.reference_f1 is None
+        if reference_due and not (args.warm_start and strategies):
+            models, temperature, epochs, seconds = train_round(everything, seed, None)
+            record("full", seed, 0, 100.0, everything, models, temperature, epochs, seconds)
+            reference_due = False
+        initial = stratified_sample(labels[pool_idx], counts[0], np.random.default_rng([seed, 1]))
+        first = train_round(initial, seed, None)  # shared: every strategy starts from the same labels and model
+        for strategy in strategies:
+            labeled = initial
+            models, temperature, epochs, seconds = first
+            for round_, (budget, count) in enumerate(zip(budgets, counts, strict=True)):
+                if round_:
+                    unlabeled = np.setdiff1d(np.arange(len(pool_idx)), labeled)
+                    scores = ensemble_probabilities(models, temperature, evaluation_batches(pool_idx[unlabeled]))
+                    picks = select_uncertain(scores, count - len(labeled), strategy, seed=seed * 100 + round_)
+                    labeled = np.sort(np.concatenate([labeled, unlabeled[picks]]))
+                    warm = [m.state_dict() for m in models] if args.warm_start else None
+                    models, temperature, epochs, seconds = train_round(labeled, seed, warm)
+                record(strategy, seed, round_, budget, labeled, models, temperature, epochs, seconds)
+            if reference_due:
+                # Warm-started curves accumulate epochs over the rounds; a whole-pool model trained from scratch
+                # for one round's epochs would be a weaker, unfair target. So the reference continues the first
+                # strategy's chain for one more round on the whole pool.
+                warm = [m.state_dict() for m in models]
+                models, temperature, epochs, seconds = train_round(everything, seed, warm)
+                record("full", seed, len(budgets), 100.0, everything, models, temperature, epochs, seconds)
+                reference_due = False
+
+    summarise(csv_path, args.out / PNG_NAME, settings, args.reference_f1, log)
+    log(f"done; {platform.node() or 'this machine'}, {os.cpu_count()} CPUs, {device}")
+
+
+def summarise(csv_path: Path, png_path: Path, settings: str, reference_f1: float | None, log) -> None:
+    """Mean curve per strategy over seeds, labels to reach 95% of the reference, the ratio to random, the PNG."""
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["settings"] == settings]
+    curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        curves[row["strategy"]][int(row["labeled"])].append(float(row["macro_f1"]))
+    reference_source = "given"
+    if reference_f1 is None and "full" in curves:
+        reference_f1 = float(np.mean([f for values in curves["full"].values() for f in values]))
+        reference_source = f"whole pool, {next(iter(curves['full']))} labels"
+    strategies = [s for s in curves if s != "full"]
+    if reference_f1 is None:
+        reference_f1 = max(np.mean(v) for s in strategies for v in curves[s].values())
+        reference_source = "no reference run: best point of any curve"
+    target = TARGET_SHARE * reference_f1
+    log(f"reference macro-F1 {reference_f1:.4f} ({reference_source}); target {TARGET_SHARE:.0%}: {target:.4f}")
+
+    needed: dict[str, float | None] = {}
+    for strategy in strategies:
+        points = sorted((n, float(np.mean(f))) for n, f in curves[strategy].items())
+        needed[strategy] = None
+        for i, (n, f1) in enumerate(points):
+            if f1 >= target:
+                # Interpolated on log2(labels) between the last point below the target and the first above it.
+                if i == 0:
+                    needed[strategy] = n
+                else:
+                    n0, f0 = points[i - 1]
+                    share = (target - f0) / (f1 - f0)
+                    needed[strategy] = 2 ** (math.log2(n0) + share * (math.log2(n) - math.log2(n0)))
+                break
+    baseline = needed.get("random")
+    for strategy in strategies:
+        points = sorted((n, float(np.mean(f))) for n, f in curves[strategy].items())
+        seeds = max(len(f) for f in curves[strategy].values())
+        if needed[strategy] is None:
+            log(f"labels to 95%: {strategy:8s} not reached within {points[-1][0]} labels "
+                f"(best mean macro-F1 {max(f for _, f in points):.4f}, {seeds} seed(s))")
+            continue
+        ratio = f"{needed[strategy] / baseline:.2f}x random" if baseline else "random did not reach it"
+        log(f"labels to 95%: {strategy:8s} {needed[strategy]:7.0f} (first point at or above: "
+            f"{next(n for n, f in points if f >= target)}); {ratio} ({seeds} seed(s))")
+    plot_curves(curves, strategies, png_path, reference_f1, target, settings)
+    log(f"wrote {csv_path} and {png_path}")
+
+
+def plot_curves(curves, strategies, png_path: Path, reference_f1: float, target: float, settings: str) -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    for strategy in strategies:
+        points = sorted(curves[strategy].items())
+        x = [n for n, _ in points]
+        mean = np.array([np.mean(f) for _, f in points])
+        spread = np.array([np.std(f) for _, f in points])
+        axes.plot(x, mean, marker="o", label=strategy)
+        axes.fill_between(x, mean - spread, mean + spread, alpha=0.15)
+    axes.axhline(reference_f1, color="grey", linestyle="--", linewidth=1, label="whole pool")
+    axes.axhline(target, color="grey", linestyle=":", linewidth=1, label="95% of whole pool")
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("labeled images")
+    axes.set_ylabel("test macro-F1 (calibrated ensemble)")
+    axes.set_title(settings.replace("|", "  "), fontsize=7)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.savefig(png_path, dpi=110, bbox_inches="tight")
+
+
+if __name__ == "__main__":
+    main()
