@@ -6,8 +6,8 @@ from django.http import HttpResponse
 from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
-from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -19,7 +19,9 @@ from accounts.roles import Role
 from annotation import selectors as annotation_selectors
 from inference import explain
 from inference.predict import PredictRejected, images_predict
+from inference.selectors import scoring_job_get, scoring_job_list, scoring_job_progress
 from inference.serializers import OpinionOutput, PredictInput, PredictOutput
+from inference.services import ScoringRefused, scoring_start
 
 CanPredict = roles_permission(Role.RESEARCHER, Role.ADMIN)
 CanSeeOpinion = roles_permission(*explain.EXPLAIN_ROLES)
@@ -146,3 +148,49 @@ class ImageHeatmapApi(APIView):
         response = HttpResponse(png, content_type="image/png")
         patch_cache_control(response, private=True, max_age=3600)
         return response
+
+
+class ScoringJobOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    model_version = serializers.IntegerField()
+    status = serializers.CharField()
+    status_display = serializers.CharField()
+    scope = serializers.CharField()
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    percent = serializers.IntegerField()
+    finished = serializers.BooleanField()
+    error = serializers.CharField()
+
+
+class ScoringJobsApi(APIView):
+    """Scoring passes of the pool (admins). GET: the most recent ones. POST: rescore the whole pool with the
+    active model on the inference queue (409 without an active model or while another pass is unfinished)."""
+
+    permission_classes = [roles_permission(Role.ADMIN)]
+
+    @extend_schema(responses={200: ScoringJobOutput(many=True)})
+    def get(self, request):
+        return Response([scoring_job_progress(job=job) for job in scoring_job_list(limit=20)])
+
+    @extend_schema(request=None, responses={202: ScoringJobOutput,
+                                            409: OpenApiResponse(description="No active model, or a pass is busy.")})
+    def post(self, request):
+        try:
+            job = scoring_start(actor=request.user)
+        except ScoringRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(scoring_job_progress(job=job), status=status.HTTP_202_ACCEPTED)
+
+
+class ScoringJobApi(APIView):
+    """One scoring pass and its progress (admins)."""
+
+    permission_classes = [roles_permission(Role.ADMIN)]
+
+    @extend_schema(responses={200: ScoringJobOutput, 404: OpenApiResponse(description="No such job.")})
+    def get(self, request, job_id: int):
+        job = scoring_job_get(job_id=job_id)
+        if job is None:
+            raise NotFound("No such scoring job.")
+        return Response(scoring_job_progress(job=job))

@@ -81,6 +81,9 @@ url                                         method  anonymous annotator adjudica
 /api/inference/predict/                     POST    403       403       403         400        400   403
 /api/inference/images/{image}/opinion/      GET     403       403       200         200        200   403
 /api/inference/images/{image}/gradcam.png   GET     403       403       409         409        409   403
+/api/inference/scoring/jobs/                 GET     403       403       403         403        200   403
+/api/inference/scoring/jobs/                 POST    403       403       403         403        409   403
+/api/inference/scoring/jobs/999999/          GET     403       403       403         403        404   403
 /releases/                                  GET     login     403       403         200        200   403
 /releases/new/                              GET     login     403       403         200        200   403
 /releases/new/                              POST    login     403       403         200        200   403

@@ -108,3 +108,27 @@ def test_only_admins_reach_scoring(active, make_user, client_for, role):
     assert client.post("/inference/scoring/rescore/").status_code == 403
     assert client.get(f"/inference/scoring/jobs/{job.pk}/progress/").status_code == 403
     assert ScoringJob.objects.count() == 1
+
+
+def test_the_api_rescores_on_demand_and_reports_progress(
+    active, batch, admin_user, researcher, api_client_for, monkeypatch, django_capture_on_commit_callbacks
+):
+    ensemble = FakeEnsemble().install(monkeypatch)
+    image_make(batch=batch)
+    pool = CellImage.objects.count()
+    api = api_client_for(admin_user)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        started = api.post("/api/inference/scoring/jobs/")
+    assert started.status_code == 202, started.content
+    job_id = started.json()["id"]
+    assert api.get(f"/api/inference/scoring/jobs/{job_id}/").json()["status"] == "succeeded"
+    assert [row["id"] for row in api.get("/api/inference/scoring/jobs/").json()] == [job_id]
+    assert len(ensemble.scored) == pool
+
+    # A pass that is still queued blocks another one, with the reason.
+    api.post("/api/inference/scoring/jobs/")  # on_commit does not fire here: the job stays queued
+    refused = api.post("/api/inference/scoring/jobs/")
+    assert refused.status_code == 409
+    assert "still queued" in refused.json()["detail"]
+    assert api_client_for(researcher).post("/api/inference/scoring/jobs/").status_code == 403
