@@ -56,9 +56,11 @@ class Stack:
         self.children.append((name, process))
 
     def start_processes(self) -> None:
+        # The solo pool runs tasks in the worker process itself: one task at a time, as a prefork pool of one
+        # would, but not in a daemonic child, so training and scoring can start DataLoader decoding workers.
         self.spawn("worker", [
             sys.executable, "-m", "celery", "-A", "config", "worker",
-            "--queues", "default,training,inference", "--concurrency", "1",
+            "--queues", "default,training,inference", "--pool", "solo",
             "--hostname", "hemaloop@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
         ])
         self.spawn("web", [

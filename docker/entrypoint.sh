@@ -11,8 +11,10 @@ case "$role" in
     ;;
   worker)
     # Queues: default (imports, releases), training and inference (GPU hosts).
-    exec celery -A config worker --queues "${1:-default}" --concurrency "${WORKER_CONCURRENCY:-1}" \
-      --hostname "${1:-default}@%h" --loglevel INFO
+    # WORKER_POOL=solo on GPU hosts: tasks then run outside daemonic pool children, so training and
+    # scoring can start their DataLoader decoding workers.
+    exec celery -A config worker --queues "${1:-default}" --pool "${WORKER_POOL:-prefork}" \
+      --concurrency "${WORKER_CONCURRENCY:-1}" --hostname "${1:-default}@%h" --loglevel INFO
     ;;
   manage)
     exec python manage.py "$@"
