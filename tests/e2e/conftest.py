@@ -26,6 +26,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
+@pytest.fixture
+def no_script_errors(page):
+    """Fails a test whose page threw a JavaScript error (refused API calls are expected, not errors)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
+            and not message.text.startswith("Failed to load resource") else None)
+    yield
+    assert errors == []
+
+
 @pytest.fixture(autouse=True)
 def _restore_seed_data(django_db_serialized_rollback):
     """live_server empties every table after a test; restore the migrations' seed data (the taxonomy)."""

@@ -22,17 +22,7 @@ from annotation.services.labeling import annotation_submit
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
 
-
-@pytest.fixture(autouse=True)
-def _no_script_errors(page):
-    """Fails a test whose page threw a JavaScript error (refused API calls are expected, not errors)."""
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
-            and not message.text.startswith("Failed to load resource") else None)
-    yield
-    assert errors == []
-
+pytestmark = pytest.mark.usefixtures("no_script_errors")
 
 @pytest.fixture
 def people(make_user):

@@ -21,16 +21,7 @@ from tests.inference.ensembles import ensemble_write
 from training.ml.uncertainty import prediction_stats
 from training.models import ModelVersion, TrainingRun
 
-
-@pytest.fixture(autouse=True)
-def _no_script_errors(page):
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
-            and not message.text.startswith("Failed to load resource") else None)
-    yield
-    assert errors == []
-
+pytestmark = pytest.mark.usefixtures("no_script_errors")
 
 @pytest.fixture
 def adjudicator(make_user):
