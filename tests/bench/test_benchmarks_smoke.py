@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_inference_throughput_prints_both_rates_and_ratio(jpeg_folder, tmp_path)
     assert "scoring (read + decode + preprocess + both models + voting):" in stdout
     assert "bare timm forward of both models on pre-decoded tensors:" in stdout
     assert "ratio: " in stdout
+    assert re.search(r"decode only \(the same DataLoader, no model\): +\d+\.\d images/s", stdout)
     assert (tmp_path / "f.json").is_file()
 
 
