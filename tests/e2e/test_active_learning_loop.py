@@ -2,22 +2,16 @@
 watches the pass finish, and the annotator's next cell is then the one the model is least sure about."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect
 
 from accounts.roles import Role
-from annotation.models import CellClass
 from inference import explain
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
-from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
-from tests.inference.ensembles import ensemble_write
-from training.models import ModelVersion, TrainingRun
+from tests.inference.ensembles import active_version_write
 
 pytestmark = pytest.mark.usefixtures("no_script_errors")
 
@@ -29,12 +23,7 @@ def active_model(make_user):
     batch = batch_make(created_by=admin)
     image_make(batch=batch, final_label="neutrophil")
     image_make(batch=batch, final_label="lymphocyte")
-    run = TrainingRun.objects.create(dataset_version=dataset_version_create(created_by=admin), profile="smoke",
-                                     config={}, started_by=admin, status=TrainingRun.Status.SUCCEEDED)
-    classes = list(CellClass.objects.order_by("order").values_list("code", flat=True))
-    ensemble_write(Path(settings.MEDIA_ROOT) / f"models/e2e-loop-{run.pk}", classes=classes)
-    version = ModelVersion.objects.create(run=run, out_dir=f"models/e2e-loop-{run.pk}", config={}, temperature=1.0,
-                                          metrics={}, status=ModelVersion.Status.ACTIVE)
+    version = active_version_write(created_by=admin, name="e2e-loop")
     pool = [image_make(batch=batch) for _ in range(6)]
     yield {"admin": admin, "version": version, "pool": pool}
     explain.ensemble_cache_clear()

@@ -3,10 +3,8 @@ heatmap with its key and button, and the class hotkeys still decide and move on;
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect
 
 from accounts.roles import Role
@@ -14,12 +12,10 @@ from annotation.models import CellClass
 from annotation.services.labeling import annotation_submit
 from inference import explain
 from inference.models import Prediction
-from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
-from tests.inference.ensembles import ensemble_write
+from tests.inference.ensembles import active_version_write
 from training.ml.uncertainty import prediction_stats
-from training.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.usefixtures("no_script_errors")
 
@@ -35,12 +31,8 @@ def disputed(make_user):
     batch = batch_make(created_by=admin)
     image_make(batch=batch, final_label="neutrophil")
     image_make(batch=batch, final_label="lymphocyte")
-    run = TrainingRun.objects.create(dataset_version=dataset_version_create(created_by=admin), profile="smoke",
-                                     config={}, started_by=admin, status=TrainingRun.Status.SUCCEEDED)
+    version = active_version_write(created_by=admin, name="e2e-opinion", temperature=1.5)
     classes = list(CellClass.objects.order_by("order").values_list("code", flat=True))
-    ensemble_write(Path(settings.MEDIA_ROOT) / f"models/e2e-opinion-{run.pk}", classes=classes)
-    version = ModelVersion.objects.create(run=run, out_dir=f"models/e2e-opinion-{run.pk}", config={}, temperature=1.5,
-                                          metrics={}, status=ModelVersion.Status.ACTIVE)
     cells = [image_make(batch=batch) for _ in range(2)]
     annotators = [make_user(Role.ANNOTATOR) for _ in range(2)]
     for cell in cells:

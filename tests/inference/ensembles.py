@@ -48,3 +48,18 @@ def version_factory(make_version):
         return version
 
     return make
+
+
+def active_version_write(*, created_by, name: str, temperature: float = 1.0) -> ModelVersion:
+    """An ACTIVE ModelVersion over a frozen dataset version (needs final labels) with a real ensemble on disk,
+    for browser tests that reach the model through the pages."""
+    from releases.services.versions import dataset_version_create
+    from training.models import TrainingRun
+
+    run = TrainingRun.objects.create(dataset_version=dataset_version_create(created_by=created_by), profile="smoke",
+                                     config={}, started_by=created_by, status=TrainingRun.Status.SUCCEEDED)
+    out_dir = f"models/{name}-{run.pk}"
+    classes = list(CellClass.objects.order_by("order").values_list("code", flat=True))
+    ensemble_write(Path(settings.MEDIA_ROOT) / out_dir, classes=classes)
+    return ModelVersion.objects.create(run=run, out_dir=out_dir, config={}, temperature=temperature, metrics={},
+                                       status=ModelVersion.Status.ACTIVE)
