@@ -4,6 +4,10 @@ from django.shortcuts import render
 
 from accounts.roles import Role, user_has_role
 from annotation.selectors import batch_active_count, consensus_count, image_stats, labeling_progress
+from cases.selectors import case_count
+from inference.selectors import review_list
+from releases.selectors import version_latest
+from training.selectors import model_version_active, training_run_current, training_run_percent
 
 
 class LoginView(auth_views.LoginView):
@@ -12,11 +16,19 @@ class LoginView(auth_views.LoginView):
 
 
 def home(request):
+    user = request.user
     context = {"stats": image_stats()}
-    if user_has_role(request.user, Role.ADMIN):
+    if user_has_role(user, Role.ADMIN):
         context["active_imports"] = batch_active_count()
-    if user_has_role(request.user, Role.ANNOTATOR):
-        context["progress"] = labeling_progress(annotator=request.user)
-    if user_has_role(request.user, Role.ADJUDICATOR, Role.ADMIN):
+    if user_has_role(user, Role.ANNOTATOR):
+        context["progress"] = labeling_progress(annotator=user)
+    if user_has_role(user, Role.ADJUDICATOR, Role.ADMIN):
         context["consensus_waiting"] = consensus_count()
+    if user_has_role(user, Role.RESEARCHER, Role.ADMIN):
+        run = training_run_current()
+        context.update(model_active=model_version_active(), run_current=run,
+                       run_percent=training_run_percent(run=run) if run else 0, dataset_latest=version_latest())
+    if user_has_role(user, Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN):
+        # Review rows and case summaries carry model opinions: never computed for annotator-only users.
+        context.update(review_waiting=review_list().count(), cases=case_count())
     return render(request, "accounts/home.html", context)

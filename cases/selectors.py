@@ -191,6 +191,10 @@ def case_list_flags(case: Case) -> tuple[bool, bool]:
     )
 
 
+def case_count() -> int:
+    return Case.objects.count()
+
+
 def case_get(*, case_id: int) -> Case | None:
     return Case.objects.filter(pk=case_id).first()
 

@@ -21,6 +21,11 @@ def training_run_get(*, run_id: int) -> TrainingRun | None:
     return training_run_list().filter(pk=run_id).first()
 
 
+def training_run_current() -> TrainingRun | None:
+    """The queued or running run (one at a time), for the home page; stale runs are failed first."""
+    return training_run_list().filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
+
+
 def training_run_percent(*, run: TrainingRun) -> int:
     """Share of the run's batches done, treating every model as running all max_epochs (early stopping is a bonus)."""
     if run.status == TrainingRun.Status.SUCCEEDED:

@@ -176,6 +176,47 @@ def test_home_tiles_follow_the_roles(client_for, admin_user, researcher, annotat
     assert "no role yet" in client_for(make_user(None)).get(reverse("home")).content.decode()
 
 
+def test_home_shows_the_model_review_cases_and_datasets_to_those_who_may_see_them(
+        client_for, admin_user, researcher, annotator, batch):
+    from releases.services.versions import dataset_version_create
+    from training.models import ModelVersion, TrainingRun
+
+    image_make(batch=batch, final_label="neutrophil")
+    admin_html = client_for(admin_user).get(reverse("home")).content.decode()
+    assert "No model version is active yet." in admin_html
+    assert "No training run in progress." in admin_html
+    assert "No dataset version yet." in admin_html
+    assert "0</span> possible label errors" in admin_html
+    assert reverse("cases:case_list") in admin_html
+
+    dataset = dataset_version_create(created_by=admin_user)
+    done = TrainingRun.objects.create(dataset_version=dataset, profile="smoke", config={}, started_by=admin_user,
+                                      status=TrainingRun.Status.SUCCEEDED)
+    ModelVersion.objects.create(run=done, out_dir="models/none", config={}, temperature=1.0,
+                                metrics={"ensemble": {"test": {"macro_f1": 0.7361}}}, status=ModelVersion.Status.ACTIVE)
+    running = TrainingRun.objects.create(dataset_version=dataset, profile="smoke", config={}, started_by=admin_user,
+                                         status=TrainingRun.Status.RUNNING)
+    researcher_html = client_for(researcher).get(reverse("home")).content.decode()
+    assert "model version" in researcher_html
+    assert "0.736" in researcher_html
+    assert f"Training run #{running.pk} running" in researcher_html
+    assert reverse("training:run_detail", args=[running.pk]) in researcher_html
+    assert f"v{dataset.number}" in researcher_html
+
+    annotator_html = client_for(annotator).get(reverse("home")).content.decode()
+    for hidden in ("possible label error", "macro-F1", reverse("inference:review"), reverse("cases:case_list")):
+        assert hidden not in annotator_html
+
+
+def test_every_page_links_the_favicon_that_static_files_serve(client_for, annotator):
+    from django.contrib.staticfiles import finders
+
+    html = client_for(annotator).get(reverse("home")).content.decode()
+    assert 'rel="icon"' in html
+    assert "favicon.svg" in html
+    assert finders.find("img/favicon.svg")
+
+
 # --- import pages ----------------------------------------------------------------------------------------
 
 
