@@ -27,8 +27,8 @@ CanPredict = roles_permission(Role.RESEARCHER, Role.ADMIN)
 CanSeeOpinion = roles_permission(*explain.EXPLAIN_ROLES)
 
 
-class InferenceThrottle(ScopedRateThrottle):
-    """The "inference" scope, per user. The rate is read per request: DRF binds THROTTLE_RATES at import time,
+class SettingsScopedRateThrottle(ScopedRateThrottle):
+    """The view's `throttle_scope`, per user. The rate is read per request: DRF binds THROTTLE_RATES at import time,
     which would make a settings change (or a test's override) invisible."""
 
     def get_rate(self):
@@ -74,7 +74,7 @@ class PredictApi(APIView):
 
     permission_classes = [CanPredict]
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [InferenceThrottle]
+    throttle_classes = [SettingsScopedRateThrottle]
     throttle_scope = "inference"
 
     @extend_schema(request={"multipart/form-data": PredictInput}, responses={200: PredictOutput, **_ERRORS})
@@ -92,6 +92,9 @@ class PredictApi(APIView):
         return Response(PredictOutput(result).data)
 
 
+_EXPLAIN_THROTTLED = OpenApiResponse(description="Rate limit (the 'explain' throttle scope) exceeded.")
+
+
 def _image_for(request, image_id: int):
     image = annotation_selectors.image_get(image_id=image_id)
     if not explain.opinion_visible_to(user=request.user, image=image):
@@ -102,12 +105,16 @@ def _image_for(request, image_id: int):
 class ImageOpinionApi(APIView):
     """The active model's top-3 classes (calibrated) for a stored image, and the URL of its Grad-CAM overlay.
 
-    No active model is a state (`no_model`), not an error. Annotators never get this.
+    No active model is a state (`no_model`), not an error. Annotators never get this. Rate-limited per user
+    (scope "explain", shared with the overlay).
     """
 
     permission_classes = [CanSeeOpinion]
+    throttle_classes = [SettingsScopedRateThrottle]
+    throttle_scope = "explain"
 
-    @extend_schema(responses={200: OpinionOutput, 403: OpenApiResponse(description="Not for annotators.")})
+    @extend_schema(responses={200: OpinionOutput, 403: OpenApiResponse(description="Not for annotators."),
+                              429: _EXPLAIN_THROTTLED})
     def get(self, request, image_id: int):
         image = _image_for(request, image_id)
         result = explain.image_opinion_state(image=image)
@@ -125,14 +132,18 @@ class ImageOpinionApi(APIView):
 
 
 class ImageHeatmapApi(APIView):
-    """The active model's Grad-CAM overlay of a stored image as a PNG of the image's size (cached on disk)."""
+    """The active model's Grad-CAM overlay of a stored image as a PNG of the image's size (cached on disk).
+    Rate-limited per user (scope "explain", shared with the opinion)."""
 
     permission_classes = [CanSeeOpinion]
+    throttle_classes = [SettingsScopedRateThrottle]
+    throttle_scope = "explain"
 
     @extend_schema(
         parameters=[OpenApiParameter("class", str, description="Class code to explain; default the predicted one.")],
         responses={(200, "image/png"): OpenApiTypes.BINARY, 400: OpenApiResponse(description="Unknown class."),
                    409: OpenApiResponse(description="No active model yet."),
+                   429: _EXPLAIN_THROTTLED,
                    503: OpenApiResponse(description="The active model's files cannot be read.")},
     )  # fmt: skip
     def get(self, request, image_id: int):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ _logger = logging.getLogger(__name__)
 TOP_K = 3
 EXPLAIN_ROLES = (Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN)
 HEATMAP_DIR = "explanations"
+_HEATMAP_VERSION_DIR = re.compile(r"model-(\d+)")
 _gradcam_lock = threading.Lock()
 
 
@@ -180,9 +183,42 @@ def image_opinion(*, image: CellImage, model_version: ModelVersion | None = None
 # --- Grad-CAM overlay, cached on disk ----------------------------------------------------------------
 
 
+def heatmap_cache_dir(*, model_version_id: int) -> Path:
+    """The folder holding every overlay cached for one model version."""
+    return Path(settings.MEDIA_ROOT) / HEATMAP_DIR / f"model-{model_version_id}"
+
+
 def heatmap_cache_path(*, image: CellImage, model_version: ModelVersion, class_code: str) -> Path:
     """Where the overlay of `image` for `class_code` by `model_version` is kept (content-addressed by SHA-256)."""
-    return Path(settings.MEDIA_ROOT) / HEATMAP_DIR / f"model-{model_version.pk}" / f"{image.sha256}-{class_code}.png"
+    return heatmap_cache_dir(model_version_id=model_version.pk) / f"{image.sha256}-{class_code}.png"
+
+
+def heatmap_cache_prune() -> int:
+    """Delete the cached overlays of every version but the active one; returns how many files went.
+
+    Run after an activation commits (see `inference.services.inference_after_activation`). Only the active version's
+    overlays are ever served, so everything else is stale: the versions just retired, and any map a request for
+    the old version finished writing after the previous prune. The active version is read here, after the commit,
+    so its folder is never deleted.
+    """
+    root = Path(settings.MEDIA_ROOT) / HEATMAP_DIR
+    if not root.is_dir():
+        return 0
+    active = model_version_active()
+    removed = 0
+    for folder in sorted(root.iterdir()):
+        match = _HEATMAP_VERSION_DIR.fullmatch(folder.name)
+        if match is None or not folder.is_dir() or (active is not None and int(match[1]) == active.pk):
+            continue
+        files = sum(1 for path in folder.rglob("*") if path.is_file())
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:  # a request writing into it right now; the next prune takes the rest
+            _logger.warning("could not delete all of the heatmap cache %s: %s", folder, exc)
+            files -= sum(1 for path in folder.rglob("*") if path.is_file())
+        _logger.info("deleted %d cached heatmap(s) of model version %s (not active)", files, match[1])
+        removed += files
+    return removed
 
 
 def image_heatmap_png(*, image: CellImage, class_code: str | None = None,
@@ -203,7 +239,10 @@ def image_heatmap_png(*, image: CellImage, class_code: str | None = None,
     ensemble = ensemble_get(model_version=version)
     png = heatmap_render(ensemble=ensemble, image=load_image(default_storage.path(image.file)),
                          class_index=classes.index(class_code))
-    _write_atomically(path, png)
+    try:
+        _write_atomically(path, png)
+    except OSError as exc:  # the cache only saves time: a prune racing this write, or a full disk, costs no answer
+        _logger.warning("heatmap of image %s not cached at %s: %s", image.pk, path, exc)
     return png
 
 

@@ -3,8 +3,9 @@
 `pool_score` writes one Prediction per (image, version); `queue_priorities_update` turns the ACTIVE version's
 predictions into CellImage.priority (the labeling queue orders by -priority), and
 `queue_priorities_cold_start` spreads the first labels across cases while no model is active.
-`scoring_start` (the Rescore button), `al_settings_update` (the admin's settings) and `queue_after_import`
-(the import hook) start those from the pages and the import.
+`scoring_start` (the Rescore button), `queue_priorities_refresh_start` (Apply now), `al_settings_update` (the
+admin's settings), `queue_after_import` (the import hook) and `inference_after_activation` (the activation hook)
+start those from the pages, the import and the Training page.
 """
 from __future__ import annotations
 
@@ -363,6 +364,21 @@ def queue_priorities_refresh() -> tuple[str, list[int]]:
     return "active", queue_priorities_update(model_version=version)
 
 
+def queue_priorities_refresh_start(*, actor: AbstractBaseUser) -> ModelVersion | None:
+    """Queue `queue_priorities_refresh` on the inference queue (the Apply now button), after the caller commits.
+
+    Returns the version the task will order by as things stand (None: the cold start); the task reads the active
+    version and the settings again when it runs, so a change made in between counts.
+    """
+    _admin_check(user=actor, action="re-order the labeling queue")
+    # Imported here because the task module imports this one.
+    from inference.tasks import queue_priorities_refresh as queue_priorities_refresh_task
+
+    transaction.on_commit(queue_priorities_refresh_task.delay)
+    _logger.info("labeling queue re-order queued by %s", actor)
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+
+
 # --- settings and hooks ----------------------------------------------------------------------------
 
 AL_SETTINGS_FIELDS = ("strategy", "exploration", "max_class_share", "top_n", "review_min_confidence")
@@ -400,3 +416,17 @@ def queue_after_import(*, batch: ImportBatch) -> str:
             return f"model version {version.pk} is already scoring"
         job = _scoring_enqueue(model_version=version, scope=ScoringJob.Scope.MISSING, actor=None)
     return f"scoring job {job.pk} queued for model version {version.pk}"
+
+
+def inference_after_activation(*, model_version: ModelVersion) -> None:
+    """The activation hook, called inside the transaction that makes `model_version` active. Once it commits: the
+    heatmaps cached for the versions it retired are deleted, and the pool is re-scored on the inference queue
+    (the task then re-orders the labeling queue)."""
+    # Imported here: the task module imports this one, and explain imports training.services (through
+    # training.selectors), which imports this one.
+    from inference.explain import heatmap_cache_prune
+    from inference.tasks import pool_score as pool_score_task
+
+    # robust: a cache left on disk must not keep the pool from being re-scored.
+    transaction.on_commit(heatmap_cache_prune, robust=True)
+    transaction.on_commit(lambda: pool_score_task.delay(model_version.pk))

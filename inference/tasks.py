@@ -1,10 +1,12 @@
-"""Celery task for the inference queue: score the pool with a version, then re-order the queue if it is active."""
+"""Celery tasks for the inference queue: score the pool with a version (then re-order the labeling queue if it is
+active), and re-order the labeling queue alone (Apply now)."""
 from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
 
 from inference.services import pool_score as pool_score_service
+from inference.services import queue_priorities_refresh as queue_priorities_refresh_service
 from inference.services import queue_priorities_update
 from training.models import ModelVersion
 
@@ -26,3 +28,14 @@ def pool_score(model_version_id: int) -> str:
         return f"scored {scored}"
     chosen = queue_priorities_update(model_version=version)
     return f"scored {scored}, prioritised {len(chosen)}"
+
+
+@shared_task(
+    name="inference.tasks.queue_priorities_refresh",
+    acks_late=True,  # the same settings and predictions give the same order, so a redelivery is harmless
+    soft_time_limit=10 * 60,
+    time_limit=11 * 60,
+)
+def queue_priorities_refresh() -> str:
+    mode, chosen = queue_priorities_refresh_service()
+    return f"{mode}: prioritised {len(chosen)}"

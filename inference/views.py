@@ -15,9 +15,8 @@ from inference import selectors
 from inference.forms import ActiveLearningSettingsForm
 from inference.services import (
     ScoringRefused,
-    SelectionRefused,
     al_settings_update,
-    queue_priorities_refresh,
+    queue_priorities_refresh_start,
     scoring_jobs_fail_stale,
     scoring_start,
 )
@@ -100,12 +99,12 @@ def priorities_apply(request):
 
 
 def _priorities_apply(request) -> None:
-    try:
-        mode, chosen = queue_priorities_refresh()
-    except SelectionRefused as exc:
-        messages.error(request, str(exc))
-        return
-    if mode == "active":
-        messages.success(request, f"Labeling queue re-ordered: {len(chosen)} images prioritised by the active model.")
+    # Re-ordering a large pool takes longer than a request should: the inference queue does it.
+    version = queue_priorities_refresh_start(actor=request.user)
+    done = "each cell's new priority shows on its image page once the inference queue has run it."
+    if version is None:
+        messages.info(request, f"No model is active: re-ordering the queue by the cold-start order across cases is "
+                               f"queued; {done}")
     else:
-        messages.info(request, f"No model is active: cold-start order across cases applied to {len(chosen)} images.")
+        messages.success(request, f"Re-ordering the labeling queue by model version {version.pk}'s predictions is "
+                                  f"queued; {done}")

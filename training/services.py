@@ -22,7 +22,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from accounts.roles import Role, user_has_role
-from inference.tasks import pool_score as pool_score_task
+from inference.services import inference_after_activation
 from releases.models import DatasetVersion, Split
 from releases.services.versions import dataset_version_create
 from training.ml.config import TrainConfig, config_for_profile
@@ -357,6 +357,7 @@ def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) ->
         version.activated_at = timezone.now()
         version.activated_by = actor
         version.save(update_fields=["status", "activated_at", "activated_by"])
-        # The new model re-scores the pool and re-orders the labeling queue (inference queue, GPU host).
-        transaction.on_commit(lambda: pool_score_task.delay(version.pk))
+        # After commit: the new model re-scores the pool and re-orders the labeling queue (inference queue, GPU
+        # host), and the retired model's cached heatmaps are deleted.
+        inference_after_activation(model_version=version)
     return version

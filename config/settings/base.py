@@ -110,7 +110,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     # Scoped throttles only (views opt in with throttle_scope); per user, counted in the default cache.
-    "DEFAULT_THROTTLE_RATES": {"inference": env.str("HEMALOOP_INFERENCE_RATE", default="60/min")},
+    # "explain" (a stored image's model opinion and Grad-CAM overlay) is generous: adjudicators toggle heatmaps
+    # with a hotkey and cached PNGs are cheap, but an uncached Grad-CAM costs about a second of CPU.
+    "DEFAULT_THROTTLE_RATES": {
+        "inference": env.str("HEMALOOP_INFERENCE_RATE", default="60/min"),
+        "explain": env.str("HEMALOOP_EXPLAIN_RATE", default="600/min"),
+    },
 }
 # Throttle counters. Per process in memory by default; production shares them across workers in Redis.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -6,9 +6,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from accounts.roles import Role
 from annotation.models import CellImage
+from config.celery import app
 from inference.models import ActiveLearningSettings
 from inference.selectors import al_settings_get
-from inference.services import al_settings_update, queue_priorities_update
+from inference.services import al_settings_update, queue_priorities_refresh_start, queue_priorities_update
 from tests.annotation.imagedata import image_make
 from training.models import ModelVersion
 
@@ -32,20 +33,26 @@ def _first_in_queue() -> int:
     return CellImage.objects.order_by("-priority", "id").values_list("pk", flat=True).first()
 
 
-def test_admin_changes_the_strategy_and_the_queue_follows(pool, admin_user, client_for):
+def test_admin_changes_the_strategy_and_the_queue_follows(pool, admin_user, client_for,
+                                                          django_capture_on_commit_callbacks):
     client = client_for(admin_user)
 
-    response = client.post("/inference/settings/", {**FORM, "strategy": "margin", "apply": "1"})
+    # The re-ordering is a task on the inference queue (eager in tests), sent once the request's writes commit.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/inference/settings/", {**FORM, "strategy": "margin", "apply": "1"})
     assert response.status_code == 302
     assert _first_in_queue() == pool["a"].pk
     assert CellImage.objects.filter(priority__gt=0).count() == 2  # top_n
 
-    client.post("/inference/settings/", {**FORM, "strategy": "least_confidence", "apply": "1"})
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/inference/settings/", {**FORM, "strategy": "least_confidence", "apply": "1"})
     assert _first_in_queue() == pool["c"].pk
     settings_row = al_settings_get()
     assert (settings_row.strategy, settings_row.top_n, settings_row.updated_by) == ("least_confidence", 2, admin_user)
     # Saved without "apply": later passes (the scoring task) read it, the current order stays until then.
-    client.post("/inference/settings/", {**FORM, "strategy": "margin"})
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        client.post("/inference/settings/", {**FORM, "strategy": "margin"})
+    assert callbacks == []
     assert _first_in_queue() == pool["c"].pk
     assert queue_priorities_update(model_version=ModelVersion.objects.get(status="active"))[0] == pool["a"].pk
 
@@ -77,18 +84,44 @@ def test_only_admins_change_settings(pool, make_user, client_for, role):
     assert client.get("/inference/settings/").status_code == 403
     assert client.post("/inference/settings/", {**FORM, "strategy": "random"}).status_code == 403
     assert client.post("/inference/settings/apply/").status_code == 403
+    assert client.post("/inference/settings/", {**FORM, "apply": "1"}).status_code == 403
+    assert not CellImage.objects.filter(priority__gt=0).exists()
     with pytest.raises(PermissionDenied):
         al_settings_update(actor=user, strategy="random")
+    with pytest.raises(PermissionDenied):
+        queue_priorities_refresh_start(actor=user)
     assert al_settings_get().strategy == "margin"
 
 
-def test_apply_now_without_a_model_uses_the_cold_start(batch, admin_user, client_for):
+def test_apply_now_without_a_model_uses_the_cold_start(batch, admin_user, client_for,
+                                                        django_capture_on_commit_callbacks):
     images = [image_make(batch=batch) for _ in range(3)]
 
-    response = client_for(admin_user).post("/inference/settings/apply/", follow=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(admin_user).post("/inference/settings/apply/", follow=True)
 
-    assert "cold-start" in response.content.decode()
+    assert "cold-start order across cases is queued" in response.content.decode()
     assert sorted(CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)) == [i.pk for i in images]
+
+
+def test_apply_now_queues_the_reordering_instead_of_doing_it_in_the_request(pool, admin_user, client_for,
+                                                                           django_capture_on_commit_callbacks):
+    version = ModelVersion.objects.get(status="active")
+    al_settings_update(actor=admin_user, strategy="least_confidence", top_n=2, exploration=0, max_class_share=1)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client_for(admin_user).post("/inference/settings/apply/", follow=True)
+
+    assert f"by model version {version.pk}&#x27;s predictions is queued" in response.content.decode()
+    assert not CellImage.objects.filter(priority__gt=0).exists()  # the request itself changed nothing
+    assert len(callbacks) == 1
+    callbacks[0]()  # what the commit does: send the task (run eagerly here)
+    assert _first_in_queue() == pool["c"].pk
+    assert CellImage.objects.filter(priority__gt=0).count() == 2
+
+
+def test_the_reordering_task_goes_to_the_inference_queue():
+    assert app.amqp.router.route({}, "inference.tasks.queue_priorities_refresh")["queue"].name == "inference"
 
 
 def test_the_django_admin_edits_the_single_row(admin_user, client_for):

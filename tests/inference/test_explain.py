@@ -3,17 +3,21 @@ on disk, the per-process ensemble cache, and a clear state when no model is acti
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
+from django.core.cache import cache
 from PIL import Image
 
+from accounts.roles import Role
 from inference import explain
 from inference.models import Prediction
 from inference.services import pool_score
 from tests.annotation.imagedata import image_make
 from tests.inference.ensembles import version_factory
 from training.models import ModelVersion
+from training.services import model_version_activate
 
 pytestmark = pytest.mark.django_db
 
@@ -154,3 +158,115 @@ def test_the_heatmap_url_refuses_an_unknown_class(version_with_ensemble, batch, 
     response = client_for(researcher).get(f"/api/inference/images/{image.id}/gradcam.png", {"class": "blast"})
     assert response.status_code == 400
     assert "Unknown class 'blast'" in response.json()["class"][0]
+
+
+# --- the heatmap cache when the active model changes ----------------------------------------------------
+
+
+def _cached(version: ModelVersion) -> list[str]:
+    folder = explain.heatmap_cache_dir(model_version_id=version.pk)
+    return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_activating_another_version_deletes_the_retired_versions_heatmaps(
+    version_with_ensemble, batch, admin_user, django_capture_on_commit_callbacks, caplog
+):
+    first = version_with_ensemble()
+    image = image_make(batch=batch)
+    explain.image_heatmap_png(image=image, class_code="neutrophil")
+    explain.image_heatmap_png(image=image, class_code="myeloblast")
+    second = version_with_ensemble(ModelVersion.Status.CANDIDATE)
+    kept = explain.heatmap_cache_path(image=image, model_version=second, class_code="neutrophil")
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"png")
+    assert len(_cached(first)) == 2
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        model_version_activate(version=second, actor=admin_user)
+    assert len(_cached(first)) == 2  # nothing is deleted before the activation commits
+    with caplog.at_level(logging.INFO, logger="inference.explain"):
+        for callback in callbacks:
+            callback()
+
+    assert not explain.heatmap_cache_dir(model_version_id=first.pk).exists()
+    assert _cached(second) == [kept.name]  # the active version's cache stays
+    assert f"deleted 2 cached heatmap(s) of model version {first.pk}" in caplog.text
+
+    # Rolling back retires the second version: its cache goes, and the first one's maps are drawn afresh.
+    with django_capture_on_commit_callbacks(execute=True):
+        model_version_activate(version=first, actor=admin_user)
+    assert not explain.heatmap_cache_dir(model_version_id=second.pk).exists()
+    explain.image_heatmap_png(image=image, class_code="neutrophil")
+    assert len(_cached(first)) == 1
+
+
+def test_the_prune_keeps_the_active_version_and_unrelated_files(make_version, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path  # other tests' maps stay out of the count
+    active = make_version(ModelVersion.Status.ACTIVE)
+    retired = make_version(ModelVersion.Status.RETIRED)
+    root = explain.heatmap_cache_dir(model_version_id=active.pk).parent
+    for version, names in ((active, ["a.png", "b.png"]), (retired, ["a.png", "b.png", "c.png.tmp"])):
+        folder = explain.heatmap_cache_dir(model_version_id=version.pk)
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(b"png")
+    (root / "README").write_text("not a version folder")
+
+    assert explain.heatmap_cache_prune() == 3
+
+    assert _cached(active) == ["a.png", "b.png"]
+    assert not explain.heatmap_cache_dir(model_version_id=retired.pk).exists()
+    assert (root / "README").exists()
+    assert explain.heatmap_cache_prune() == 0
+
+
+# --- rate limit ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def _fresh_throttle_counts():
+    # Throttle history lives in the cache, which outlives a test's database transaction.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def _rates(settings, **rates) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+
+
+@pytest.mark.usefixtures("_fresh_throttle_counts")
+def test_opinion_and_heatmap_requests_beyond_the_explain_rate_get_429(batch, adjudicator, client_for, settings):
+    _rates(settings, inference="60/min", explain="3/min")
+    client = client_for(adjudicator)
+    image = image_make(batch=batch)
+    opinion, heatmap = f"/api/inference/images/{image.id}/opinion/", f"/api/inference/images/{image.id}/gradcam.png"
+
+    statuses = [client.get(url).status_code for url in (opinion, heatmap, opinion, heatmap, opinion)]
+
+    assert statuses == [200, 409, 200, 429, 429]  # one budget for both; 409: no active model yet
+    assert "throttled" in client.get(opinion).json()["detail"]
+
+
+@pytest.mark.usefixtures("_fresh_throttle_counts")
+def test_the_explain_rate_is_per_user_and_apart_from_predict(batch, researcher, make_user, client_for, settings):
+    _rates(settings, inference="60/min", explain="1/min")
+    image = image_make(batch=batch)
+    url = f"/api/inference/images/{image.id}/opinion/"
+    client, colleague = client_for(researcher), client_for(make_user(Role.ADJUDICATOR))
+
+    assert [client.get(url).status_code, client.get(url).status_code, colleague.get(url).status_code] == [
+        200, 429, 200,
+    ]
+    # The prediction API counts in its own scope: a used-up "explain" budget does not stop it.
+    assert client.post("/api/inference/predict/", {}).status_code == 400
+
+
+def test_the_default_explain_rate_is_generous(settings):
+    assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["explain"] == "600/min"
+
+
+def test_the_explain_rate_limit_is_in_the_openapi_schema(researcher, client_for):
+    paths = client_for(researcher).get("/api/schema/", {"format": "json"}).json()["paths"]
+    assert "429" in paths["/api/inference/images/{image_id}/opinion/"]["get"]["responses"]
+    assert "429" in paths["/api/inference/images/{image_id}/gradcam.png"]["get"]["responses"]
