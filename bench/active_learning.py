@@ -4,7 +4,7 @@ Usage: python bench/active_learning.py --data FOLDER [--out bench/out/active_lea
        [--per-class 150] [--budgets 2,4,8,16,32,64] [--strategies random,margin,entropy] [--seeds 0]
        [--max-epochs N] [--batch-size N] [--min-steps 4] [--warm-start/--no-warm-start]
        [--full-reference/--no-full-reference] [--reference-f1 F] [--image-size 48] [--models a,b] [--device auto]
-       [--threads N]
+       [--exploration 0.1] [--max-class-share 0.3] [--threads N]
 
 FOLDER is an ImageFolder tree (<label>/<file> or <split>/<label>/<file>; existing splits are pooled). The
 images are split once into a fixed test set (20%), a fixed validation set (10%, early stopping and the
@@ -15,7 +15,12 @@ of N/20 pseudo-cases (about 20 images each); the grouping is honoured but carrie
 Per seed, the first budget is a stratified random sample of the pool (shared by every strategy); each further
 budget adds the pool images the strategy picks from the previous round's calibrated ensemble (margin:
 smallest top1 - top2; entropy: largest; random: uniform), and the ensemble is retrained (warm-started from
-the previous round's weights unless --no-warm-start). The whole-pool reference is one more round of the
+the previous round's weights unless --no-warm-start). The uncertainty strategies pick as the platform's queue
+does (training.ml.uncertainty.select_for_queue): no predicted class takes more than --max-class-share of the
+uncertainty picks and an --exploration share is drawn at random (defaults: the platform's, 0.3 and 0.1;
+--exploration 0 --max-class-share 1 is plain top-k). Where the cap leaves too few candidates, the round is
+topped up at random from the rest, as annotators would go on into the unprioritised queue. Random stays
+uniform. The whole-pool reference is one more round of the
 first strategy's chain on the whole pool when warm-starting (so it has had as many epochs as the curves'
 last points), else trained from scratch like every round. Every round appends a row to results.csv and prints
 a line; the learning-curve PNG and the summary (labels needed to reach 95% of the macro-F1 of an ensemble
@@ -105,12 +110,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--workers", type=int, help="decoding processes for the one-off decode")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument("--exploration", type=float, default=0.1,
+                        help="share of each round's uncertainty picks drawn at random (the platform's default)")
+    parser.add_argument("--max-class-share", type=float, default=0.3,
+                        help="most of a round's uncertainty picks one predicted class may take (platform default)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the fixed pool/val/test split")
     return parser.parse_args()
 
 
 def main() -> None:  # noqa: C901 - a linear script; splitting it would only scatter the state
     args = parse_args()
+    if not 0.0 <= args.exploration <= 1.0 or not 0.0 < args.max_class_share <= 1.0:
+        raise SystemExit("--exploration must be in [0, 1] and --max-class-share in (0, 1]")
     started = time.perf_counter()
     sys.path.insert(0, str(REPO))
     import torch
@@ -123,7 +134,7 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     from training.ml.metrics import accuracy, macro_f1
     from training.ml.models import create_classifier
     from training.ml.tensor_data import TensorBatches, decode_items
-    from training.ml.uncertainty import select_uncertain
+    from training.ml.uncertainty import select_for_queue, select_uncertain
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,7 +163,8 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     settings = (f"{folder.name}|{config.profile}|{'+'.join(config.models)}|{config.image_size}px|"
                 f"per-class {args.per_class or 'all'}|epochs {config.max_epochs}|batch {config.batch_size}|"
                 f"min-steps {args.min_steps}|"
-                f"{'warm' if args.warm_start else 'cold'}|split {args.split_seed}")
+                f"{'warm' if args.warm_start else 'cold'}|split {args.split_seed}|"
+                f"explore {args.exploration:g}|cap {args.max_class_share:g}")
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
@@ -265,7 +277,18 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
                 if round_:
                     unlabeled = np.setdiff1d(np.arange(len(pool_idx)), labeled)
                     scores = ensemble_probabilities(models, temperature, evaluation_batches(pool_idx[unlabeled]))
-                    picks = select_uncertain(scores, count - len(labeled), strategy, seed=seed * 100 + round_)
+                    wanted, round_seed = count - len(labeled), seed * 100 + round_
+                    if strategy == "random":
+                        picks = select_uncertain(scores, wanted, strategy, seed=round_seed)
+                    else:
+                        picks = select_for_queue(scores, wanted, strategy, exploration=args.exploration,
+                                                 max_class_share=args.max_class_share, seed=round_seed)
+                    if len(picks) < wanted:
+                        log(f"{strategy:8s} seed {seed} round {round_}: the class cap left {len(picks)} of "
+                            f"{wanted} picks; {wanted - len(picks)} more at random")
+                        rest = np.setdiff1d(np.arange(len(unlabeled)), picks)
+                        extra = np.random.default_rng([round_seed, 2]).choice(rest, wanted - len(picks), replace=False)
+                        picks = np.concatenate([picks, extra])
                     labeled = np.sort(np.concatenate([labeled, unlabeled[picks]]))
                     warm = [m.state_dict() for m in models] if args.warm_start else None
                     models, temperature, epochs, seconds = train_round(labeled, seed, warm)

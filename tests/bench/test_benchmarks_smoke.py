@@ -51,15 +51,21 @@ def test_active_learning_writes_curves_and_summary(jpeg_folder, tmp_path):
     out = tmp_path / "al"
     stdout = run_script("bench/active_learning.py", "--data", str(jpeg_folder), "--out", str(out),
                         "--profile", "smoke", "--budgets", "10,40", "--max-epochs", "1", "--min-steps", "2",
-                        "--workers", "0", "--device", "cpu")
+                        "--workers", "0", "--device", "cpu", "--exploration", "0.25", "--max-class-share", "0.1")
 
     with (out / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["strategy"], r["round"]) for r in rows} == {
         ("full", "2"), *((s, r) for s in ("random", "margin", "entropy") for r in ("0", "1"))}
+    assert all(r["settings"].endswith("|explore 0.25|cap 0.1") for r in rows)
     pool = int(rows[0]["pool"])
     assert [int(r["labeled"]) for r in rows if r["strategy"] == "full"] == [pool]
+    # 4 classes with a cap of 1 pick each cannot fill round 1's uncertainty picks: the rest come at random, so
+    # every strategy still reaches the same budget.
     assert {int(r["labeled"]) for r in rows if r["round"] == "1"} == {round(pool * 0.4)}
+    for strategy in ("margin", "entropy"):
+        assert re.search(rf"{strategy} +seed 0 round 1: the class cap left \d of \d+ picks", stdout)
+    assert "random   seed 0 round 1: the class cap" not in stdout
     assert all(0.0 <= float(r["macro_f1"]) <= 1.0 for r in rows)
     assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "target 95%" in stdout
