@@ -2,9 +2,12 @@
 
 Usage: python bench/inference_throughput.py FOLDER [--image-size 256] [--batch-size 256] [--amp/--no-amp]
        [--device auto] [--num-workers N] [--limit N] [--count N] [--warmup 3] [--models a,b] [--json OUT]
+       [--decoders pil,device]
 FOLDER is an ImageFolder tree (<label>/<file> or <split>/<label>/<file>). The scoring path is what the
 platform's pool scoring runs, minus the database: read + decode in DataLoader workers + preprocess + both
-members + calibrated soft voting (`training.ml.scoring.ensemble_score_paths`). The baseline, in the same run,
+members + calibrated soft voting (`training.ml.scoring.ensemble_score_paths`), once per decoder: "pil" (decoding
+and resizing in the workers, as training does; the platform's default) and "device" (workers only read the
+files; JPEGs are decoded in batches on the device, nvJPEG on a GPU). The baseline, in the same run,
 is a bare forward of the two timm networks on pre-decoded, normalised tensors already on the device. Models are
 randomly initialised (no weights download); speed does not depend on the weights.
 """
@@ -38,17 +41,19 @@ def main() -> None:
     parser.add_argument("--count", type=int, help="score N paths, cycling through the folder (e.g. 42000)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (cudnn autotune, workers)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument("--decoders", default="pil,device", help="comma-separated: pil (workers), device (batched)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
     import torch
+    from torch.utils.data import DataLoader
 
     from training.ml.data import create_loader, default_num_workers, folder_labels, scan_image_folder
     from training.ml.ensemble import Ensemble
     from training.ml.loop import autocast, resolve_device
     from training.ml.models import create_classifier
-    from training.ml.scoring import ensemble_score_paths
+    from training.ml.scoring import DECODERS, EncodedFiles, _as_list, decode_batch, ensemble_score_paths
     from training.ml.tensor_data import decode_items
     from training.ml.transforms import build_transform
 
@@ -82,26 +87,56 @@ def main() -> None:
     ensemble = Ensemble(models, weights=weights, temperature=1.5, classes=classes, image_size=size, device=device,
                         mixed_precision=args.amp)
 
+    decoders = [name.strip() for name in args.decoders.split(",") if name.strip()]
+    unknown = sorted(set(decoders) - set(DECODERS))
+    if unknown or not decoders:
+        parser.error(f"--decoders: choose from {', '.join(DECODERS)} (got {args.decoders!r})")
+
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    # Scoring path: timed from the end of the warm-up batches to the returned calibrated probabilities.
-    stamps: dict[str, float] = {}
+    def scoring(decoder: str) -> tuple[float, int]:
+        """Images/s of the platform's scoring path, timed from the end of the warm-up batches to the returned
+        calibrated probabilities; and how many images were timed."""
+        stamps: dict[str, float] = {}
 
-    def on_batch(index: int, done: int) -> None:
-        if index == args.warmup - 1:
-            sync()
-            stamps["start"], stamps["done"] = time.perf_counter(), done
+        def on_batch(index: int, done: int) -> None:
+            if index == args.warmup - 1:
+                sync()
+                stamps["start"], stamps["done"] = time.perf_counter(), done
 
-    if args.warmup == 0:
-        stamps["start"], stamps["done"] = time.perf_counter(), 0
-    probabilities = ensemble_score_paths(ensemble, paths, batch_size=args.batch_size, num_workers=workers,
-                                         channels_last=channels_last, on_batch=on_batch)
-    sync()
-    scoring_seconds = time.perf_counter() - stamps["start"]
-    scoring_images = len(probabilities) - stamps["done"]
-    scoring_rate = scoring_images / scoring_seconds
+        if args.warmup == 0:
+            stamps["start"], stamps["done"] = time.perf_counter(), 0
+        probabilities = ensemble_score_paths(ensemble, paths, batch_size=args.batch_size, num_workers=workers,
+                                             channels_last=channels_last, decoder=decoder, on_batch=on_batch)
+        sync()
+        timed = len(probabilities) - stamps["done"]
+        return timed / (time.perf_counter() - stamps["start"]), timed
+
+    def decode_only(decoder: str) -> float:
+        """Images/s of the same input pipeline with no model: near the scoring rate, the input is the bottleneck;
+        far above it, the overlap with the networks is."""
+        transform = build_transform(size, train=False)
+        if decoder == "pil":
+            loader = create_loader([(str(path), 0) for path in paths], transform=transform,
+                                   batch_size=args.batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
+            batches = (images.to(device, non_blocking=True) for images, _ in loader)
+        else:
+            files = DataLoader(EncodedFiles(paths, transform), batch_size=args.batch_size, shuffle=False,
+                               num_workers=workers, collate_fn=_as_list)
+            batches = (decode_batch(items, size, device, transform) for items in files)
+        done, started, index = 0, time.perf_counter(), -1
+        for index, images in enumerate(batches):
+            if index == args.warmup - 1:
+                sync()
+                done, started = 0, time.perf_counter()
+            elif index >= args.warmup:
+                done += len(images)
+        sync()
+        return done / (time.perf_counter() - started) if index >= args.warmup else float("nan")
+
+    per_decoder = {decoder: scoring(decoder) for decoder in decoders}
 
     # Baseline: the same images decoded once (the scoring path's own decoding) and normalised per member on the
     # device; then only the two networks' forward passes, cycling through the batch tensors.
@@ -129,27 +164,22 @@ def main() -> None:
         for step in range(steps):
             bare_step(step)
         sync()
-    bare_seconds = time.perf_counter() - started
-    bare_images = steps * min(args.batch_size, len(decoded))
-    bare_rate = bare_images / bare_seconds
-    ratio = scoring_rate / bare_rate
+    bare_rate = steps * min(args.batch_size, len(decoded)) / (time.perf_counter() - started)
 
-    # The input pipeline alone: the scoring path's DataLoader (same workers, batch and pinning) with no model.
-    # Near the scoring rate, decoding is the bottleneck; far above it, the overlap with the GPU is.
-    loader = create_loader([(str(path), 0) for path in paths], transform=build_transform(size, train=False),
-                           batch_size=args.batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
-    decode_done = 0
-    for index, (images, _) in enumerate(loader):
-        if index == args.warmup:
-            decode_started, decode_done = time.perf_counter(), 0
-        decode_done += len(images)
-    decode_rate = decode_done / (time.perf_counter() - decode_started) if args.warmup < index + 1 else float("nan")
-
+    results = {}
+    for decoder, (rate, timed) in per_decoder.items():
+        results[decoder] = {
+            "scoring_images_per_s": round(rate, 1), "images_timed": timed, "ratio": round(rate / bare_rate, 3),
+            "decode_only_images_per_s": round(decode_only(decoder), 1),
+            "seconds_for_42000": round(PLATFORM_POOL / rate, 1),
+        }
+    first = results[decoders[0]]
     figures = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
@@ -161,26 +191,29 @@ def main() -> None:
         "channels_last": channels_last,
         "num_workers": workers,
         "images_scored": len(paths),
-        "images_timed": scoring_images,
         "warmup_batches": args.warmup,
-        "scoring_images_per_s": round(scoring_rate, 1),
         "bare_forward_images_per_s": round(bare_rate, 1),
-        "ratio": round(ratio, 3),
-        "decode_only_images_per_s": round(decode_rate, 1),
-        "seconds_for_42000": round(PLATFORM_POOL / scoring_rate, 1),
+        # The first decoder's figures at the top level, as earlier result files have them.
+        "decoder": decoders[0],
+        **first,
+        "decoders": results,
     }
     print(f"{figures['date']}  {figures['device']}{' ' + figures['gpu'] if cuda else ''} "
-          f"({figures['cpu_count']} CPUs, {figures['torch_threads']} torch threads), torch {figures['torch']}, "
-          f"load average {figures['load_average_1m_at_end']}")
+          f"({figures['cpu_count']} CPUs, {figures['usable_cpus']} usable, {figures['torch_threads']} torch "
+          f"threads), torch {figures['torch']}, load average {figures['load_average_1m_at_end']}")
     print(f"{' + '.join(names)} @ {args.image_size}px, batch {args.batch_size}, "
-          f"AMP {'bf16 + channels-last' if figures['amp'] else 'off'}, {workers} decoding workers, "
-          f"{scoring_images} images timed after {args.warmup} warm-up batches")
-    print(f"scoring (read + decode + preprocess + both models + voting): {scoring_rate:10.1f} images/s")
+          f"AMP {'bf16 + channels-last' if figures['amp'] else 'off'}, {workers} DataLoader workers, "
+          f"{first['images_timed']} images timed after {args.warmup} warm-up batches")
     print(f"bare timm forward of both models on pre-decoded tensors:    {bare_rate:10.1f} images/s")
-    print(f"ratio: {ratio:.3f} (goal >= 0.9)")
-    print(f"decode only (the same DataLoader, no model):                 {decode_rate:10.1f} images/s")
-    print(f"{PLATFORM_POOL:,} images rescored in {figures['seconds_for_42000']} s at this rate "
-          "(goal <= 20 s on an H100 at 256 px with AMP)")
+    for decoder, result in results.items():
+        print(f"decoder {decoder}:")
+        print(f"scoring (read + decode + preprocess + both models + voting): {result['scoring_images_per_s']:10.1f}"
+              " images/s")
+        print(f"ratio: {result['ratio']:.3f} (goal >= 0.9)")
+        print(f"decode only (the same DataLoader, no model):                 "
+              f"{result['decode_only_images_per_s']:10.1f} images/s")
+        print(f"{PLATFORM_POOL:,} images rescored in {result['seconds_for_42000']} s at this rate "
+              "(goal <= 20 s on an H100 at 256 px with AMP)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

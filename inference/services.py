@@ -135,9 +135,11 @@ def pool_score(
             raise ValueError(f"Model classes not in the taxonomy: {', '.join(missing)}")
         column_class = [class_ids[code] for code in ensemble.classes]
         for rows in _id_chunks(images=images, chunk=chunk):
-            # Decoding runs in DataLoader workers, overlapped with the forward passes (training.ml.scoring).
+            # Decoding runs in DataLoader workers (or, decoder 'device', batched on the GPU), overlapped with the
+            # forward passes (training.ml.scoring).
             probabilities = ensemble_score_paths(
-                ensemble, [default_storage.path(file) for _, file in rows], batch_size=batch_size
+                ensemble, [default_storage.path(file) for _, file in rows], batch_size=batch_size,
+                decoder=settings.HEMALOOP_SCORING_DECODER,
             )
             top, confidence, margin, entropy = prediction_stats(probabilities)
             Prediction.objects.bulk_create(

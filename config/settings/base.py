@@ -154,6 +154,9 @@ HEMALOOP_LABELS_PER_IMAGE = env.int("HEMALOOP_LABELS_PER_IMAGE", default=2)
 HEMALOOP_LEASE_SECONDS = env.int("HEMALOOP_LEASE_SECONDS", default=600)
 HEMALOOP_SKIP_COOLDOWN_HOURS = env.int("HEMALOOP_SKIP_COOLDOWN_HOURS", default=24)
 HEMALOOP_AUTO_ACTIVATE = env.bool("HEMALOOP_AUTO_ACTIVATE", default=False)
+# Pool scoring's JPEG decoding: "pil" in DataLoader workers, exactly as training decodes; "device" decodes in
+# batches on the scoring device (nvJPEG on a GPU), for GPU hosts with few CPU cores (bench/inference_throughput.py).
+HEMALOOP_SCORING_DECODER = env.str("HEMALOOP_SCORING_DECODER", default="pil")
 HEMALOOP_TRAINING_HEARTBEAT_MINUTES = env.int("HEMALOOP_TRAINING_HEARTBEAT_MINUTES", default=30)
 
 LOGGING = {

@@ -51,7 +51,7 @@ def test_researcher_sorts_cases_by_blasts_and_reads_a_flagged_case(page, live_se
                                   predicted_class_id=classes[code], confidence=0.9, margin=0.8, entropy=0.4)
     log_in(researcher)
 
-    page.get_by_role("link", name="Cases").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Cases").click()
     page.wait_for_url("**/cases/")
     expect(page.get_by_text("Decision support, not a diagnosis")).to_be_visible()
     # Most blasts first by default; the column header toggles the order.

@@ -53,6 +53,13 @@ def test_pool_score_writes_one_calibrated_prediction_per_image(labeled_demo, adm
         CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)
     )
 
+    # The device decoder (batched, nvJPEG on a GPU) re-scores the same pool to nearly the same probabilities.
+    before = {row.image_id: row.probabilities for row in Prediction.objects.filter(model_version=version)}
+    settings.HEMALOOP_SCORING_DECODER = "device"
+    assert pool_score(model_version=version, batch_size=8, chunk=16) == pool
+    for row in Prediction.objects.filter(model_version=version):
+        np.testing.assert_allclose(row.probabilities, before[row.image_id], atol=2e-2)
+
 
 def test_a_version_without_an_ensemble_fails_its_scoring_job(make_version, batch):
     version = make_version()  # registered, but nothing on disk under out_dir

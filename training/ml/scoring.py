@@ -1,24 +1,113 @@
-"""Scoring many image files with an `Ensemble`: DataLoader decode workers feed both members, then calibrated voting.
+"""Scoring many image files with an `Ensemble`: DataLoader workers feed both members, then calibrated voting.
 
 `Ensemble.predict_proba` decodes in the calling process, which caps a GPU at one core's JPEG decoding; this
 path overlaps decoding (in worker processes) with the forward passes and returns the same probabilities.
+
+Two decoders: "pil" decodes and resizes in the workers exactly as training does. "device" has the workers
+only read the files and decodes JPEGs in batches on the ensemble's device (nvJPEG on a GPU), then resizes there
+with an antialiased bilinear filter (within one grey level of PIL's at 256 px), which takes the decoding off the
+CPU for hosts with few cores per GPU. Other formats, and JPEGs the device decoder refuses, go through PIL.
 """
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from training.ml.calibration import apply_temperature, probabilities_to_logits
 from training.ml.data import create_loader, default_num_workers
 from training.ml.ensemble import Ensemble, soft_vote
 from training.ml.loop import autocast
-from training.ml.transforms import build_transform
+from training.ml.transforms import CellTransform, Size, build_transform, load_image
 
 _logger = logging.getLogger(__name__)
+
+DECODERS = ("pil", "device")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class EncodedFiles(Dataset):
+    """(path, data) per file: a JPEG's bytes as a 1-D uint8 tensor (decoded later, batched, on the device); any
+    other file, and a JPEG that training decodes at a reduced scale, decoded and resized here by `transform`, as a
+    (3, H, W) uint8 tensor."""
+
+    def __init__(self, paths: Sequence[str | Path], transform: CellTransform) -> None:
+        self.paths = [str(path) for path in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> tuple[str, torch.Tensor]:
+        path = self.paths[position]
+        data = Path(path).read_bytes()
+        if data[:3] == _JPEG_MAGIC and not self._reduced_by_libjpeg(data):
+            return path, torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return path, self.transform(load_image(path, self.transform.size))
+
+    def _reduced_by_libjpeg(self, data: bytes) -> bool:
+        # Training decodes a JPEG at least twice the model size at a reduced DCT scale (`load_image`), which a
+        # full decode plus resize only approximates; such files are decoded here, as in training. Reading the
+        # header and choosing the scale costs microseconds; the pool's usual case (256 px from 360 px) is not one.
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                full = image.size
+                image.draft("RGB", (self.transform.size[1], self.transform.size[0]))
+                return image.size != full
+        except OSError:
+            return True  # unreadable: let `load_image` fail with the file's name
+
+
+def _as_list(batch: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    return batch  # module level so worker processes can pickle it; the tensors differ in length
+
+
+def _jpeg_pil(path: str, data: torch.Tensor, transform: CellTransform) -> torch.Tensor:
+    try:
+        image = Image.open(io.BytesIO(data.numpy().tobytes()))
+        image.draft("RGB", (transform.size[1], transform.size[0]))
+        return transform(image.convert("RGB"))
+    except OSError as exc:
+        raise OSError(f"{path}: not a readable JPEG ({exc.__class__.__name__})") from exc
+
+
+def decode_batch(items: Sequence[tuple[str, torch.Tensor]], size: Size, device: torch.device,
+                 transform: CellTransform) -> torch.Tensor:
+    """(N, 3, H, W) uint8 on `device` from `EncodedFiles` items: JPEG bytes decoded on the device in one call."""
+    from torchcodec.decoders import decode_jpeg  # loads its codec libraries; only this decoder needs them
+
+    images: list[torch.Tensor | None] = [None] * len(items)
+    jpegs = [i for i, (_, data) in enumerate(items) if data.dim() == 1]
+    for i, (_, data) in enumerate(items):
+        if data.dim() != 1:
+            images[i] = data.to(device, non_blocking=True)
+    if jpegs:
+        try:
+            decoded = decode_jpeg([items[i][1] for i in jpegs], mode="RGB", device=device)
+        except RuntimeError as exc:  # e.g. a JPEG variant the device decoder does not support
+            _logger.warning("device JPEG decoding failed (%s); decoding this batch with PIL", exc)
+            decoded = [_jpeg_pil(*items[i], transform).to(device) for i in jpegs]
+        for i, image in zip(jpegs, decoded, strict=True):
+            images[i] = image
+    # Resize by shape group: a pool from one analyzer is mostly one size, so usually one call per batch.
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    out = torch.empty((len(items), 3, *size), dtype=torch.uint8, device=device)
+    for shape, members in groups.items():
+        stack = torch.stack([images[i] for i in members])
+        if shape[1:] != tuple(size):
+            stack = F.interpolate(stack.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+            stack = stack.round_().clamp_(0, 255).to(torch.uint8)
+        out[members] = stack
+    return out
 
 
 @torch.no_grad()
@@ -30,6 +119,7 @@ def ensemble_score_paths(
     num_workers: int | None = None,
     channels_last: bool | None = None,
     calibrated: bool = True,
+    decoder: str = "pil",
     on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """(N, C) ensemble probabilities of image files, as `Ensemble.predict_proba` computes them.
@@ -38,25 +128,33 @@ def ensemble_score_paths(
         ensemble: the loaded ensemble (its device, image size, weights and temperature are used).
         paths: image files, decoded like the training images.
         batch_size: images per forward pass.
-        num_workers: decoding processes (None: `default_num_workers` for the ensemble's device).
+        num_workers: decoding (or, with decoder "device", reading) processes (None: `default_num_workers`).
         channels_last: channels-last inputs and weights (None: on CUDA only, where convolutions gain from it).
         calibrated: apply the ensemble temperature.
+        decoder: "pil" (in the workers, as in training) or "device" (batched on the ensemble's device).
         on_batch: called after each batch is queued with (batch index, images so far); benchmarks time with it.
     """
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     device = ensemble.device
     workers = default_num_workers(device.type) if num_workers is None else num_workers
     channels_last = device.type == "cuda" if channels_last is None else channels_last
     if channels_last:
         for model in ensemble.models:
             model.to(memory_format=torch.channels_last)
-    loader = create_loader([(str(path), 0) for path in paths], transform=build_transform(ensemble.image_size,
-                           train=False), batch_size=batch_size, shuffle=False, num_workers=workers,
-                           pin_memory=device.type == "cuda")
+    transform = build_transform(ensemble.image_size, train=False)
+    if decoder == "pil":
+        loader = create_loader([(str(path), 0) for path in paths], transform=transform, batch_size=batch_size,
+                               shuffle=False, num_workers=workers, pin_memory=device.type == "cuda")
+        batches = (images.to(device, non_blocking=True) for images, _ in loader)
+    else:
+        files = DataLoader(EncodedFiles(paths, transform), batch_size=batch_size, shuffle=False,
+                           num_workers=workers, collate_fn=_as_list, persistent_workers=False)
+        batches = (decode_batch(items, ensemble.image_size, device, transform) for items in files)
     # Softmax outputs stay on the device until the end, so the host never waits for a batch to finish.
     outputs: list[list[torch.Tensor]] = [[] for _ in ensemble.models]
     done = 0
-    for index, (images, _) in enumerate(loader):
-        images = images.to(device, non_blocking=True)
+    for index, images in enumerate(batches):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         for member, model in enumerate(ensemble.models):
