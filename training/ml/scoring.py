@@ -5,7 +5,7 @@ path overlaps decoding (in worker processes) with the forward passes and returns
 
 Two decoders: "pil" decodes and resizes in the workers exactly as training does. "device" has the workers
 only read the files and decodes JPEGs in batches on the ensemble's device (nvJPEG on a GPU), then resizes there
-with an antialiased bilinear filter (within one grey level of PIL's at 256 px), which takes the decoding off the
+with an antialiased bilinear filter (within one grey level of the training decoding), which takes the decoding off the
 CPU for hosts with few cores per GPU. Other formats, and JPEGs the device decoder refuses, go through PIL.
 """
 from __future__ import annotations

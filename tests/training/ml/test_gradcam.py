@@ -11,6 +11,7 @@ from PIL import Image
 from training.ml.ensemble import Ensemble
 from training.ml.gradcam import ensemble_cam, gradcam_png, member_cam, overlay_png
 from training.ml.models import create_classifier
+from training.ml.transforms import build_transform
 
 SIZE = 96  # the members see 96 px: a 3x3 last conv block, so maps have structure
 
@@ -39,8 +40,7 @@ def test_the_map_has_the_images_size_and_spans_zero_to_one(cell):
 def test_a_near_zero_weight_leaves_the_other_members_map(cell):
     ensemble = _ensemble(weights=(1.0, 1e-9))
     only_first = ensemble_cam(ensemble, cell, class_index=1)
-    batch = torch.from_numpy(np.asarray(cell.resize((SIZE, SIZE), Image.Resampling.BILINEAR)).copy())
-    batch = batch.permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    batch = build_transform((SIZE, SIZE), train=False)(cell).unsqueeze(0).float() / 255.0  # what the members see
     expected = member_cam(ensemble.models[0], batch, 1)[0].numpy()
     expected = np.asarray(Image.fromarray(expected / expected.max()).resize(cell.size, Image.Resampling.BILINEAR))
     assert np.abs(only_first - np.clip(expected, 0, 1)).max() < 1e-4
