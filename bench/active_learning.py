@@ -4,7 +4,7 @@ Usage: python bench/active_learning.py --data FOLDER [--out bench/out/active_lea
        [--per-class 150] [--budgets 2,4,8,16,32,64] [--strategies random,margin,entropy] [--seeds 0]
        [--max-epochs N] [--batch-size N] [--min-steps 4] [--warm-start/--no-warm-start]
        [--full-reference/--no-full-reference] [--reference-f1 F] [--image-size 48] [--models a,b] [--device auto]
-       [--exploration 0.1] [--max-class-share 0.3] [--threads N]
+       [--exploration 0.1] [--max-class-share 0.3] [--threads N] [--pretrained none|timm|local] [--weights-dir DIR]
 
 FOLDER is an ImageFolder tree (<label>/<file> or <split>/<label>/<file>; existing splits are pooled). The
 images are split once into a fixed test set (20%), a fixed validation set (10%, early stopping and the
@@ -107,6 +107,9 @@ def parse_args() -> argparse.Namespace:
                         help="pixels per side (default: 48 for the small profiles, the CPU goal; paper: its 256)")
     parser.add_argument("--models", help="override the profile's models (comma-separated timm names)")
     parser.add_argument("--batch-size", type=int, help="override the profile's training batch size")
+    parser.add_argument("--pretrained", choices=("none", "timm", "local"), default="none",
+                        help="initial weights: none (random init, the default), timm (hub) or local (--weights-dir)")
+    parser.add_argument("--weights-dir", type=Path, help="safetensors ImageNet weights for --pretrained local")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--workers", type=int, help="decoding processes for the one-off decode")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
@@ -148,10 +151,14 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     if args.models:
         overrides["models"] = tuple(m.strip() for m in args.models.split(","))
         overrides["ensemble_weights"] = (1.0,) * len(overrides["models"])
-    config = config_for_profile(args.profile, **overrides)
-    if config.pretrained != "none":
-        # The benchmark must run offline and measure label efficiency from scratch.
-        config = config.replace(pretrained="none")
+    # Random init unless asked: the benchmark must run offline. With ImageNet weights ("local": safetensors in
+    # --weights-dir, for machines without the hub) the first round starts from them; later rounds warm-start.
+    overrides["pretrained"] = args.pretrained
+    overrides["weights_dir"] = str(args.weights_dir) if args.weights_dir else None
+    try:
+        config = config_for_profile(args.profile, **overrides)
+    except ValueError as exc:
+        raise SystemExit(f"bad settings: {exc}") from exc
     if not isinstance(config.image_size, int):
         raise SystemExit("the benchmark needs a square --image-size, not 'native'")
     device = resolve_device(config.device)
@@ -164,7 +171,8 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
                 f"per-class {args.per_class or 'all'}|epochs {config.max_epochs}|batch {config.batch_size}|"
                 f"min-steps {args.min_steps}|"
                 f"{'warm' if args.warm_start else 'cold'}|split {args.split_seed}|"
-                f"explore {args.exploration:g}|cap {args.max_class_share:g}")
+                f"explore {args.exploration:g}|cap {args.max_class_share:g}"
+                + (f"|init {config.pretrained}" if config.pretrained != "none" else ""))
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
@@ -217,7 +225,8 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
         models, val_probabilities, epochs = [], [], []
         for member, name in enumerate(config.models):
             torch.manual_seed(seed * 1000 + len(labeled) * 10 + member)
-            model = create_classifier(name, len(classes), pretrained="none")
+            model = create_classifier(name, len(classes), pretrained=config.pretrained if warm is None else "none",
+                                      weights_dir=config.weights_dir)
             if warm is not None:
                 model.load_state_dict(warm[member])
             result = fit(model, train_loader=train_batches, val_loader=val_batches, config=config, device=device,

@@ -110,3 +110,30 @@ def test_selection_takes_the_most_uncertain_rows():
     assert list(select_uncertain(probabilities, 2, "entropy")) == [2, 1]
     assert list(select_uncertain(probabilities, 1, "least_confidence")) == [2]
     assert sorted(select_uncertain(probabilities, 4, "random", seed=3)) == [0, 1, 2, 3]
+
+
+def test_active_learning_starts_from_local_imagenet_weights_when_asked(jpeg_folder, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("test_efficientnet", "test_efficientnet_gn"):  # the smoke profile's members
+        state = timm.create_model(name, pretrained=False, num_classes=1000).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(weights / f"{name}.safetensors"))
+    out = tmp_path / "al"
+
+    stdout = run_script("bench/active_learning.py", "--data", str(jpeg_folder), "--out", str(out),
+                        "--profile", "smoke", "--budgets", "10,40", "--max-epochs", "1", "--min-steps", "2",
+                        "--workers", "0", "--device", "cpu", "--strategies", "random", "--no-full-reference",
+                        "--pretrained", "local", "--weights-dir", str(weights))
+
+    with (out / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["settings"].rsplit("|", 1)[-1] for row in rows} == {"init local"}
+    assert "labels to 95%: random" in stdout
+    missing = subprocess.run([sys.executable, "bench/active_learning.py", "--data", str(jpeg_folder), "--out",
+                              str(tmp_path / "none"), "--profile", "smoke", "--pretrained", "local"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0
+    assert "pretrained='local' needs weights_dir" in missing.stderr
