@@ -30,7 +30,7 @@ from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from inference.selectors import al_settings_get
 from training.ml.ensemble import load_ensemble
 from training.ml.scoring import ensemble_score_paths
-from training.ml.uncertainty import prediction_stats
+from training.ml.uncertainty import prediction_stats, spread_exploration
 from training.models import ModelVersion
 
 _logger = logging.getLogger(__name__)
@@ -225,21 +225,6 @@ def scoring_start(*, actor: AbstractBaseUser) -> ScoringJob:
 # --- selection -------------------------------------------------------------------------------------
 
 
-def _spread(*, exploit: list[int], explore: list[int]) -> list[int]:
-    """Exploration picks placed evenly among the exploitation picks, so annotators meet them from the start
-    rather than only after the whole uncertain batch (which a day's labeling may never reach)."""
-    total = len(exploit) + len(explore)
-    merged, e, x = [], iter(exploit), iter(explore)
-    used = 0
-    for rank in range(total):
-        if used < round((rank + 1) * len(explore) / total):
-            merged.append(next(x))
-            used += 1
-        else:
-            merged.append(next(e))
-    return merged
-
-
 def _priorities_write(*, chosen: list[int]) -> int:
     # One UPDATE resets the rest; the chosen ones get descending priorities, first chosen highest.
     n = len(chosen)
@@ -326,7 +311,7 @@ def queue_priorities_update(
         picked = set(exploit)
         rest = sorted(set(candidates.values_list("image_id", flat=True)) - picked)
         explore = rng.sample(rest, min(n_explore, len(rest)))
-    chosen = _spread(exploit=exploit, explore=explore)
+    chosen = spread_exploration(exploit, explore)
     _priorities_write(chosen=chosen)
     return chosen
 

@@ -92,11 +92,13 @@ def select_for_queue(probabilities: np.ndarray, count: int, strategy: str, *, ex
     rest = np.setdiff1d(np.arange(len(probabilities)), exploit)
     # A generator separate from the "random" order's, so exploration is not the order's next rows.
     explore = np.random.default_rng([seed, 1]).choice(rest, min(n_explore, len(rest)), replace=False)
-    return _spread(exploit, [int(row) for row in explore])
+    return np.array(spread_exploration(exploit, [int(row) for row in explore]), dtype=int)
 
 
-def _spread(exploit: list[int], explore: list[int]) -> np.ndarray:
-    # As the platform's queue: exploration picks evenly among the uncertainty picks, not all at the end.
+def spread_exploration(exploit: list[int], explore: list[int]) -> list[int]:
+    """Exploration picks placed evenly among the uncertainty picks (both orders kept), so annotators meet them
+    from the start rather than only after the whole uncertain batch, which a day's labeling may never reach.
+    The platform's queue (inference.services) and `select_for_queue` both order their picks with it."""
     total, merged, used = len(exploit) + len(explore), [], 0
     exploit_rows, explore_rows = iter(exploit), iter(explore)
     for rank in range(total):
@@ -105,4 +107,4 @@ def _spread(exploit: list[int], explore: list[int]) -> np.ndarray:
             used += 1
         else:
             merged.append(next(exploit_rows))
-    return np.array(merged, dtype=int)
+    return merged
