@@ -26,8 +26,11 @@ class FakeEnsemble:
             rows.append(row)
         return np.array(rows)
 
+    @staticmethod
+    def _score_paths(ensemble, paths, batch_size: int = 64, decoder: str = "pil") -> np.ndarray:
+        return ensemble.predict_proba(paths, batch_size)
+
     def install(self, monkeypatch) -> FakeEnsemble:
         monkeypatch.setattr("inference.services.load_ensemble", lambda out_dir: self)
-        monkeypatch.setattr("inference.services.ensemble_score_paths",
-                            lambda ensemble, paths, batch_size=64: ensemble.predict_proba(paths, batch_size))
+        monkeypatch.setattr("inference.services.ensemble_score_paths", self._score_paths)
         return self
