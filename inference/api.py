@@ -2,6 +2,8 @@
 stored image with its Grad-CAM overlay (adjudicators, researchers, admins; never annotators)."""
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import TooManyFilesSent
 from django.http import HttpResponse
 from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
@@ -18,7 +20,7 @@ from accounts.permissions import roles_permission
 from accounts.roles import Role
 from annotation import selectors as annotation_selectors
 from inference import explain
-from inference.predict import PredictRejected, images_predict
+from inference.predict import PredictLimits, PredictRejected, images_predict
 from inference.selectors import scoring_job_get, scoring_job_list, scoring_job_progress
 from inference.serializers import OpinionOutput, PredictInput, PredictOutput
 from inference.services import ScoringRefused, scoring_start
@@ -79,7 +81,13 @@ class PredictApi(APIView):
 
     @extend_schema(request={"multipart/form-data": PredictInput}, responses={200: PredictOutput, **_ERRORS})
     def post(self, request):
-        data = PredictInput(data=request.data)
+        try:
+            payload = request.data
+        except TooManyFilesSent:  # Django's own cap stops parsing before we can count the files
+            most = PredictLimits.from_settings().max_files
+            raise ValidationError({"detail": f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files sent; at most "
+                                             f"{most} images per request."}) from None
+        data = PredictInput(data=payload)
         data.is_valid(raise_exception=True)
         try:
             result = images_predict(files=data.validated_data["images"], heatmap=data.validated_data["heatmap"])

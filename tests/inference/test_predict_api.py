@@ -110,6 +110,16 @@ def test_too_many_files_is_a_400(version_with_ensemble, client, settings):
     assert response.json()["detail"] == "3 images sent; at most 2 per request."
 
 
+def test_more_files_than_django_parses_is_the_same_json_400(version_with_ensemble, client, settings):
+    # Django refuses to parse more than DATA_UPLOAD_MAX_NUMBER_FILES parts before the view can count them.
+    version_with_ensemble()
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    files = [upload(f"{i}.png", png((32, 32), i)) for i in range(4)]
+    response = client.post(URL, {"images": files}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "More than 3 files sent; at most 16 images per request."
+
+
 def test_a_file_over_the_size_limit_is_named_in_a_413(version_with_ensemble, client, settings):
     version_with_ensemble()
     small, large = png((32, 32)), png((300, 300), 5)
