@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
@@ -29,13 +30,14 @@ from annotation.models import CellClass, CellImage, ImportBatch, LabelStatus
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from inference.selectors import al_settings_get
 from training.ml.ensemble import load_ensemble
-from training.ml.scoring import ensemble_score_paths
+from training.ml.scoring import ensemble_score_stream
 from training.ml.uncertainty import prediction_stats, spread_exploration
 from training.models import ModelVersion
 
 _logger = logging.getLogger(__name__)
 
-SCORING_CHUNK = 512
+SCORING_CHUNK = 512  # images written back (and progress reported) per round
+SCORING_LOADER_CHUNK = 8192  # images per DataLoader (worker start-up amortised)
 STRATEGIES = ("margin", "entropy", "least_confidence", "random")
 # The uncertainty order of each strategy as a database ordering: most uncertain first, ties by image id.
 _UNCERTAINTY_ORDER = {
@@ -103,6 +105,25 @@ def _job_claim(*, model_version: ModelVersion) -> ScoringJob:
     return job
 
 
+def _predictions_write(*, model_version: ModelVersion, rows: list[tuple[int, str]], probabilities: np.ndarray,
+                       column_class: list[int]) -> None:
+    """Upsert one Prediction per (image id, file) row from its calibrated probabilities."""
+    top, confidence, margin, entropy = prediction_stats(probabilities)
+    Prediction.objects.bulk_create(
+        [
+            Prediction(
+                image_id=image_id, model_version=model_version, probabilities=[float(x) for x in row],
+                predicted_class_id=column_class[int(top[i])], confidence=float(confidence[i]),
+                margin=float(margin[i]), entropy=float(entropy[i]),
+            )
+            for i, ((image_id, _), row) in enumerate(zip(rows, probabilities, strict=True))
+        ],
+        update_conflicts=True,
+        unique_fields=["image", "model_version"],
+        update_fields=["probabilities", "predicted_class", "confidence", "margin", "entropy", "created_at"],
+    )  # fmt: skip
+
+
 def pool_score(
     *,
     model_version: ModelVersion,
@@ -120,7 +141,7 @@ def pool_score(
         model_version: the version whose ensemble scores the pool.
         batch_size: images per forward pass.
         on_progress: called after each chunk with (images scored, images in the pool).
-        chunk: images read from the database and written back per round.
+        chunk: images written back and reported per round (the DataLoader spans SCORING_LOADER_CHUNK).
     """
     job = _job_claim(model_version=model_version)
     images = _pool(model_version=model_version, scope=job.scope)
@@ -134,33 +155,29 @@ def pool_score(
         if missing:
             raise ValueError(f"Model classes not in the taxonomy: {', '.join(missing)}")
         column_class = [class_ids[code] for code in ensemble.classes]
-        for rows in _id_chunks(images=images, chunk=chunk):
-            # Decoding runs in DataLoader workers (or, decoder 'device', batched on the GPU), overlapped with the
-            # forward passes (training.ml.scoring).
-            probabilities = ensemble_score_paths(
+        for rows in _id_chunks(images=images, chunk=max(chunk, SCORING_LOADER_CHUNK)):
+            # One DataLoader per SCORING_LOADER_CHUNK images (starting decoding workers costs a pipeline's
+            # worth of idle device time), written back and reported every `chunk` images. Decoding runs in the
+            # workers (or, decoder "device", batched on the GPU), overlapped with the forward passes.
+            stream = ensemble_score_stream(
                 ensemble, [default_storage.path(file) for _, file in rows], batch_size=batch_size,
                 decoder=settings.HEMALOOP_SCORING_DECODER,
             )
-            top, confidence, margin, entropy = prediction_stats(probabilities)
-            Prediction.objects.bulk_create(
-                [
-                    Prediction(
-                        image_id=image_id, model_version=model_version, probabilities=[float(x) for x in row],
-                        predicted_class_id=column_class[int(top[i])], confidence=float(confidence[i]),
-                        margin=float(margin[i]), entropy=float(entropy[i]),
-                    )
-                    for i, ((image_id, _), row) in enumerate(zip(rows, probabilities, strict=True))
-                ],
-                update_conflicts=True,
-                unique_fields=["image", "model_version"],
-                update_fields=["probabilities", "predicted_class", "confidence", "margin", "entropy", "created_at"],
-            )  # fmt: skip
-            done += len(rows)
-            # The pool may grow while it is scored: the total never reads less than what is done.
-            total = max(total, done)
-            ScoringJob.objects.filter(pk=job.pk).update(done=done, total=total, updated_at=timezone.now())
-            if on_progress is not None:
-                on_progress(done, total)
+            written, pending = 0, []
+            for batch in stream:
+                pending.append(batch)
+                scored = written + sum(len(b) for b in pending)
+                if scored - written >= chunk or scored == len(rows):
+                    probabilities = np.concatenate(pending)
+                    _predictions_write(model_version=model_version, rows=rows[written:scored],
+                                       probabilities=probabilities, column_class=column_class)
+                    written, pending = scored, []
+                    done += len(probabilities)
+                    # The pool may grow while it is scored: the total never reads less than what is done.
+                    total = max(total, done)
+                    ScoringJob.objects.filter(pk=job.pk).update(done=done, total=total, updated_at=timezone.now())
+                    if on_progress is not None:
+                        on_progress(done, total)
     except Exception as exc:
         _logger.exception("scoring the pool with model version %s failed", model_version.pk)
         now = timezone.now()

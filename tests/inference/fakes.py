@@ -27,10 +27,12 @@ class FakeEnsemble:
         return np.array(rows)
 
     @staticmethod
-    def _score_paths(ensemble, paths, batch_size: int = 64, decoder: str = "pil") -> np.ndarray:
-        return ensemble.predict_proba(paths, batch_size)
+    def _score_stream(ensemble, paths, batch_size: int = 64, decoder: str = "pil"):
+        probabilities = ensemble.predict_proba(paths, batch_size)
+        for start in range(0, len(probabilities), batch_size):
+            yield probabilities[start:start + batch_size]
 
     def install(self, monkeypatch) -> FakeEnsemble:
         monkeypatch.setattr("inference.services.load_ensemble", lambda out_dir: self)
-        monkeypatch.setattr("inference.services.ensemble_score_paths", self._score_paths)
+        monkeypatch.setattr("inference.services.ensemble_score_stream", self._score_stream)
         return self

@@ -73,3 +73,31 @@ def test_a_version_without_an_ensemble_fails_its_scoring_job(make_version, batch
     assert job.finished_at is not None
     assert "ensemble.json" in job.error
     assert not Prediction.objects.exists()
+
+
+def test_one_loader_spans_many_write_rounds_and_every_image_gets_its_own_row(make_version, batch, monkeypatch):
+    from inference import services
+    from tests.inference.fakes import FakeEnsemble
+
+    ensemble = FakeEnsemble().install(monkeypatch)
+    loaders = []
+    stream = services.ensemble_score_stream
+    monkeypatch.setattr(services, "ensemble_score_stream",
+                        lambda e, paths, **options: loaders.append(len(paths)) or stream(e, paths, **options))
+    monkeypatch.setattr(services, "SCORING_LOADER_CHUNK", 5)
+    version = make_version()
+    for _ in range(5):
+        image_make(batch=batch)
+    assert CellImage.objects.count() == 7  # the fixture's two labeled images too
+    progress = []
+
+    assert pool_score(model_version=version, batch_size=3, chunk=2, on_progress=lambda *p: progress.append(p)) == 7
+
+    assert loaders == [5, 2]  # a loader per 5 images, however often the rows are written
+    assert progress == [(3, 7), (5, 7), (7, 7)]  # written as soon as a batch brings the round to 2 or more
+    rows = {p.image_id: p for p in Prediction.objects.filter(model_version=version)}
+    assert set(rows) == set(CellImage.objects.values_list("pk", flat=True))
+    # The fake's confidence falls with the position inside each loader's paths: 0.9, 0.85, ... per loader.
+    expected = [*ensemble.predict_proba([None] * 5)[:, 0], *ensemble.predict_proba([None] * 2)[:, 0]]
+    ordered = [rows[pk].probabilities[0] for pk in sorted(rows)]
+    assert ordered == pytest.approx(expected)  # each row's probabilities belong to its own image

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +110,7 @@ def decode_batch(items: Sequence[tuple[str, torch.Tensor]], size: Size, device: 
     return out
 
 
-@torch.no_grad()
-def ensemble_score_paths(
+def ensemble_score_stream(
     ensemble: Ensemble,
     paths: Sequence[str | Path],
     *,
@@ -121,8 +120,10 @@ def ensemble_score_paths(
     calibrated: bool = True,
     decoder: str = "pil",
     on_batch: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """(N, C) ensemble probabilities of image files, as `Ensemble.predict_proba` computes them.
+) -> Iterator[np.ndarray]:
+    """Ensemble probabilities of image files, one (n, C) array per batch in file order, as
+    `Ensemble.predict_proba` computes them; one DataLoader spans all of `paths`, so a caller that writes results
+    as they come (pool scoring) never restarts the decoding workers.
 
     Args:
         ensemble: the loaded ensemble (its device, image size, weights and temperature are used).
@@ -149,23 +150,36 @@ def ensemble_score_paths(
         batches = (images.to(device, non_blocking=True) for images, _ in loader)
     else:
         files = DataLoader(EncodedFiles(paths, transform), batch_size=batch_size, shuffle=False,
-                           num_workers=workers, collate_fn=_as_list, persistent_workers=False)
+                           num_workers=workers, collate_fn=_as_list)
         batches = (decode_batch(items, ensemble.image_size, device, transform) for items in files)
-    # Softmax outputs stay on the device until the end, so the host never waits for a batch to finish.
-    outputs: list[list[torch.Tensor]] = [[] for _ in ensemble.models]
+
+    def finish(member_outputs: list[torch.Tensor]) -> np.ndarray:
+        vote = soft_vote([p.cpu().numpy().astype(np.float64) for p in member_outputs], ensemble.weights)
+        return apply_temperature(probabilities_to_logits(vote), ensemble.temperature) if calibrated else vote
+
+    # A batch's results are copied to the host only after the next batch is queued, so the device never idles
+    # while the host waits for one batch to finish.
+    pending: list[torch.Tensor] | None = None
     done = 0
-    for index, images in enumerate(batches):
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        for member, model in enumerate(ensemble.models):
-            with autocast(device, ensemble.mixed_precision):
-                logits = model(images)
-            outputs[member].append(torch.softmax(logits.float(), dim=1))
-        done += len(images)
-        if on_batch is not None:
-            on_batch(index, done)
-    if not done:
-        return np.zeros((0, len(ensemble.classes)))
-    probabilities = [torch.cat(chunks).cpu().numpy().astype(np.float64) for chunks in outputs]
-    vote = soft_vote(probabilities, ensemble.weights)
-    return apply_temperature(probabilities_to_logits(vote), ensemble.temperature) if calibrated else vote
+    with torch.no_grad():
+        for index, images in enumerate(batches):
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            outputs = []
+            for model in ensemble.models:
+                with autocast(device, ensemble.mixed_precision):
+                    outputs.append(torch.softmax(model(images).float(), dim=1))
+            done += len(images)
+            if on_batch is not None:
+                on_batch(index, done)
+            if pending is not None:
+                yield finish(pending)
+            pending = outputs
+    if pending is not None:
+        yield finish(pending)
+
+
+def ensemble_score_paths(ensemble: Ensemble, paths: Sequence[str | Path], **options) -> np.ndarray:
+    """(N, C) ensemble probabilities of image files: `ensemble_score_stream`'s batches (same options) stacked."""
+    chunks = list(ensemble_score_stream(ensemble, paths, **options))
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(ensemble.classes)))

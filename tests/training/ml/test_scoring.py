@@ -10,7 +10,7 @@ from PIL import Image
 
 from training.ml.ensemble import Ensemble
 from training.ml.models import create_classifier
-from training.ml.scoring import EncodedFiles, decode_batch, ensemble_score_paths
+from training.ml.scoring import EncodedFiles, decode_batch, ensemble_score_paths, ensemble_score_stream
 from training.ml.transforms import build_transform, load_image
 
 SIZE = (32, 32)
@@ -127,3 +127,18 @@ def test_jpegs_that_training_decodes_at_a_reduced_scale_are_decoded_as_in_traini
     assert data.dim() == 3
     assert torch.equal(decode_batch([(path, data)], SIZE, torch.device("cpu"), transform)[0],
                        _training_pixels([str(large)])[0])
+
+
+def test_the_stream_yields_each_batch_in_file_order(files):
+    torch.manual_seed(0)
+    ensemble = Ensemble([create_classifier("test_efficientnet", 3, pretrained="none")], weights=[1.0],
+                        temperature=1.3, classes=["a", "b", "c"], image_size=SIZE, device=torch.device("cpu"))
+    seen = []
+
+    batches = list(ensemble_score_stream(ensemble, files, batch_size=4, num_workers=0,
+                                         on_batch=lambda index, done: seen.append((index, done))))
+
+    assert len(files) == 12
+    assert [len(b) for b in batches] == [4, 4, 4]
+    assert seen == [(0, 4), (1, 8), (2, 12)]
+    np.testing.assert_allclose(np.concatenate(batches), ensemble.predict_proba(files, batch_size=4), atol=1e-6)
