@@ -101,23 +101,18 @@ def test_a_file_that_is_not_an_image_is_named_in_a_400(version_with_ensemble, cl
     assert response.json()["detail"].startswith("notes.png: not a JPEG, PNG, BMP or TIFF image")
 
 
-def test_too_many_files_is_a_400(version_with_ensemble, client, settings):
-    version_with_ensemble()
-    settings.HEMALOOP_INFERENCE_MAX_FILES = 2
-    files = [upload(f"{i}.png", png((96, 96), i)) for i in range(3)]
-    response = client.post(URL, {"images": files}, format="multipart")
-    assert response.status_code == 400
-    assert response.json()["detail"] == "3 images sent; at most 2 per request."
-
-
-def test_more_files_than_django_parses_is_the_same_json_400(version_with_ensemble, client, settings):
+@pytest.mark.parametrize(("limit", "detail"), [
+    ("HEMALOOP_INFERENCE_MAX_FILES", "3 images sent; at most 2 per request."),
     # Django refuses to parse more than DATA_UPLOAD_MAX_NUMBER_FILES parts before the view can count them.
+    ("DATA_UPLOAD_MAX_NUMBER_FILES", "More than 2 files sent; at most 16 images per request."),
+])
+def test_too_many_files_is_a_json_400_naming_the_limit(version_with_ensemble, client, settings, limit, detail):
     version_with_ensemble()
-    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
-    files = [upload(f"{i}.png", png((32, 32), i)) for i in range(4)]
+    setattr(settings, limit, 2)
+    files = [upload(f"{i}.png", png((32, 32), i)) for i in range(3)]
     response = client.post(URL, {"images": files}, format="multipart")
     assert response.status_code == 400
-    assert response.json()["detail"] == "More than 3 files sent; at most 16 images per request."
+    assert response.json()["detail"] == detail
 
 
 def test_a_file_over_the_size_limit_is_named_in_a_413(version_with_ensemble, client, settings):
