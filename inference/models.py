@@ -57,6 +57,8 @@ class ScoringJob(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     started_at = models.DateTimeField(auto_now_add=True)
+    # When a worker took it (started_at is when it was queued): the start of the images/s and the ETA.
+    running_at = models.DateTimeField(null=True, blank=True)
     # Touched on every chunk: a job that stops reporting is stale (its worker died) and no longer blocks a rescore.
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)

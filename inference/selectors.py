@@ -2,8 +2,11 @@
 active-learning settings."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db.models import F, QuerySet
+from django.utils import timezone
 
 from annotation.models import LabelStatus
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
@@ -58,12 +61,39 @@ def scoring_job_get(*, job_id: int) -> ScoringJob | None:
     return ScoringJob.objects.filter(pk=job_id).first()
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def scoring_job_speed(*, job: ScoringJob, now: datetime | None = None) -> tuple[float | None, float | None, str]:
+    """(images/s since a worker took the job, seconds left while it runs, the line the page shows)."""
+    if job.running_at is None or not job.done:
+        return None, None, ""
+    end = job.finished_at if job.is_finished and job.finished_at else (now or timezone.now())
+    seconds = (end - job.running_at).total_seconds()
+    if seconds <= 0:
+        return None, None, ""
+    rate = job.done / seconds
+    shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
+    if job.is_finished:
+        return rate, None, f"{job.done:,} images in {_duration(seconds)} · {shown} images/s"
+    left = max(0, job.total - job.done) / rate
+    return rate, left, f"{shown} images/s · about {_duration(left)} left"
+
+
 def scoring_job_progress(*, job: ScoringJob) -> dict:
     """What the progress bar shows (and the JSON endpoint returns) for one scoring pass."""
+    rate, left, speed = scoring_job_speed(job=job)
     return {
         "id": job.pk, "model_version": job.model_version_id, "status": job.status,
         "status_display": job.get_status_display(), "scope": job.scope, "done": job.done, "total": job.total,
         "percent": job.percent, "finished": job.is_finished, "error": job.error,
+        "images_per_second": None if rate is None else round(rate, 1),
+        "seconds_left": None if left is None else round(left), "speed": speed,
     }  # fmt: skip
 
 

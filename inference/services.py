@@ -97,11 +97,13 @@ def _job_claim(*, model_version: ModelVersion) -> ScoringJob:
             .order_by("id")
             .first()
         )
+        now = timezone.now()
         if job is None:
-            return ScoringJob.objects.create(model_version=model_version, status=ScoringJob.Status.RUNNING)
+            return ScoringJob.objects.create(model_version=model_version, status=ScoringJob.Status.RUNNING,
+                                             running_at=now)
         job.status = ScoringJob.Status.RUNNING
-        job.updated_at = timezone.now()
-        job.save(update_fields=["status", "updated_at"])
+        job.running_at = job.updated_at = now
+        job.save(update_fields=["status", "running_at", "updated_at"])
     return job
 
 

@@ -42,8 +42,13 @@ def test_rescore_runs_a_job_that_scores_the_pool_and_orders_the_queue(
     assert Prediction.objects.filter(model_version=active).count() == pool
     assert set(CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)) == {i.pk for i in unlabeled}
     progress = client.get(f"/inference/scoring/jobs/{job.pk}/progress/").json()
+    speed = {key: progress.pop(key) for key in ("images_per_second", "seconds_left", "speed")}
     assert progress == {"id": job.pk, "model_version": active.pk, "status": "succeeded", "status_display": "Succeeded",
                         "scope": "all", "done": pool, "total": pool, "percent": 100, "finished": True, "error": ""}
+    assert job.running_at is not None  # the worker's claim set it
+    assert speed["images_per_second"] > 0
+    assert speed["seconds_left"] is None
+    assert speed["speed"].startswith(f"{pool} images in ")
     page = client.get("/inference/scoring/").content.decode()
     assert f'data-job="{job.pk}"' in page
     assert 'data-progress-url="' not in page
@@ -77,6 +82,36 @@ def test_a_stale_job_is_failed_and_no_longer_blocks(active, admin_user, client_f
     assert stale.status == ScoringJob.Status.FAILED
     assert "stopped reporting" in stale.error
     assert ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED).count() == 1
+
+
+def test_jobs_show_their_speed_and_time_left_from_when_a_worker_took_them(active, admin_user, client_for):
+    now = timezone.now()
+    # Queued long before a worker took it: the wait does not count against the speed.
+    running = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.RUNNING, total=42_000,
+                                        done=2_000, running_at=now - timedelta(seconds=10))
+    finished = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.SUCCEEDED, total=600,
+                                         done=600, running_at=now - timedelta(minutes=12),
+                                         finished_at=now - timedelta(minutes=2))
+    ScoringJob.objects.filter(pk__in=[running.pk, finished.pk]).update(started_at=now - timedelta(hours=3))
+    client = client_for(admin_user)
+
+    live = client.get(f"/inference/scoring/jobs/{running.pk}/progress/").json()
+    assert live["images_per_second"] == pytest.approx(200, rel=0.05)
+    assert live["seconds_left"] == pytest.approx(200, rel=0.05)  # 40,000 more at 200 images/s
+    assert live["speed"].startswith(("19", "20"))
+    assert live["speed"].endswith("images/s · about 3 min left")
+    done = client.get(f"/inference/scoring/jobs/{finished.pk}/progress/").json()
+    assert (done["images_per_second"], done["seconds_left"]) == (1.0, None)
+    assert done["speed"] == "600 images in 10 min · 1.0 images/s"
+    page = client.get("/inference/scoring/").content.decode()
+    assert "600 images in 10 min · 1.0 images/s" in page
+    assert "about 3 min left" in page
+
+
+def test_a_job_no_worker_has_taken_shows_no_speed(active, admin_user, client_for):
+    queued = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.QUEUED, total=10)
+    progress = client_for(admin_user).get(f"/inference/scoring/jobs/{queued.pk}/progress/").json()
+    assert (progress["images_per_second"], progress["seconds_left"], progress["speed"]) == (None, None, "")
 
 
 def test_rescore_is_refused_without_an_active_model(make_version, admin_user, client_for):
