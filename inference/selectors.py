@@ -62,6 +62,8 @@ def scoring_job_get(*, job_id: int) -> ScoringJob | None:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{round(seconds)} s"
     if seconds < 90 * 60:

@@ -108,6 +108,14 @@ def test_jobs_show_their_speed_and_time_left_from_when_a_worker_took_them(active
     assert "about 3 min left" in page
 
 
+def test_a_pass_of_a_few_seconds_shows_tenths(active, admin_user, client_for):
+    now = timezone.now()
+    quick = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.SUCCEEDED, total=8, done=8,
+                                      running_at=now - timedelta(seconds=0.5), finished_at=now)
+    progress = client_for(admin_user).get(f"/inference/scoring/jobs/{quick.pk}/progress/").json()
+    assert progress["speed"] == "8 images in 0.5 s · 16.0 images/s"
+
+
 def test_a_job_no_worker_has_taken_shows_no_speed(active, admin_user, client_for):
     queued = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.QUEUED, total=10)
     progress = client_for(admin_user).get(f"/inference/scoring/jobs/{queued.pk}/progress/").json()
