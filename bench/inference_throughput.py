@@ -47,15 +47,13 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     import torch
-    from torch.utils.data import DataLoader
 
-    from training.ml.data import create_loader, default_num_workers, folder_labels, scan_image_folder
+    from training.ml.data import default_num_workers, folder_labels, scan_image_folder
     from training.ml.ensemble import Ensemble
     from training.ml.loop import autocast, resolve_device
     from training.ml.models import create_classifier
-    from training.ml.scoring import DECODERS, EncodedFiles, _as_list, decode_batch, ensemble_score_paths
+    from training.ml.scoring import DECODERS, ensemble_score_paths, input_batches
     from training.ml.tensor_data import decode_items
-    from training.ml.transforms import build_transform
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,15 +115,8 @@ def main() -> None:
     def decode_only(decoder: str) -> float:
         """Images/s of the same input pipeline with no model: near the scoring rate, the input is the bottleneck;
         far above it, the overlap with the networks is."""
-        transform = build_transform(size, train=False)
-        if decoder == "pil":
-            loader = create_loader([(str(path), 0) for path in paths], transform=transform,
-                                   batch_size=args.batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
-            batches = (images.to(device, non_blocking=True) for images, _ in loader)
-        else:
-            files = DataLoader(EncodedFiles(paths, transform), batch_size=args.batch_size, shuffle=False,
-                               num_workers=workers, collate_fn=_as_list)
-            batches = (decode_batch(items, size, device, transform) for items in files)
+        batches = input_batches(paths, size=size, device=device, batch_size=args.batch_size, num_workers=workers,
+                                decoder=decoder)
         done, started, index = 0, time.perf_counter(), -1
         for index, images in enumerate(batches):
             if index == args.warmup - 1:

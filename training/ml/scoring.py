@@ -110,6 +110,22 @@ def decode_batch(items: Sequence[tuple[str, torch.Tensor]], size: Size, device: 
     return out
 
 
+def input_batches(paths: Sequence[str | Path], *, size: Size, device: torch.device, batch_size: int,
+                  num_workers: int, decoder: str = "pil") -> Iterator[torch.Tensor]:
+    """(n, 3, H, W) uint8 batches of image files on `device`, in file order, decoded by `decoder`: what the
+    networks of `ensemble_score_stream` consume (the benchmark times it alone as "decode only")."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+    transform = build_transform(size, train=False)
+    if decoder == "pil":
+        loader = create_loader([(str(path), 0) for path in paths], transform=transform, batch_size=batch_size,
+                               shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
+        return (images.to(device, non_blocking=True) for images, _ in loader)
+    files = DataLoader(EncodedFiles(paths, transform), batch_size=batch_size, shuffle=False,
+                       num_workers=num_workers, collate_fn=_as_list)
+    return (decode_batch(items, size, device, transform) for items in files)
+
+
 def ensemble_score_stream(
     ensemble: Ensemble,
     paths: Sequence[str | Path],
@@ -135,23 +151,14 @@ def ensemble_score_stream(
         decoder: "pil" (in the workers, as in training) or "device" (batched on the ensemble's device).
         on_batch: called after each batch is queued with (batch index, images so far); benchmarks time with it.
     """
-    if decoder not in DECODERS:
-        raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     device = ensemble.device
     workers = default_num_workers(device.type) if num_workers is None else num_workers
     channels_last = device.type == "cuda" if channels_last is None else channels_last
     if channels_last:
         for model in ensemble.models:
             model.to(memory_format=torch.channels_last)
-    transform = build_transform(ensemble.image_size, train=False)
-    if decoder == "pil":
-        loader = create_loader([(str(path), 0) for path in paths], transform=transform, batch_size=batch_size,
-                               shuffle=False, num_workers=workers, pin_memory=device.type == "cuda")
-        batches = (images.to(device, non_blocking=True) for images, _ in loader)
-    else:
-        files = DataLoader(EncodedFiles(paths, transform), batch_size=batch_size, shuffle=False,
-                           num_workers=workers, collate_fn=_as_list)
-        batches = (decode_batch(items, ensemble.image_size, device, transform) for items in files)
+    batches = input_batches(paths, size=ensemble.image_size, device=device, batch_size=batch_size,
+                            num_workers=workers, decoder=decoder)
 
     def finish(member_outputs: list[torch.Tensor]) -> np.ndarray:
         vote = soft_vote([p.cpu().numpy().astype(np.float64) for p in member_outputs], ensemble.weights)
