@@ -23,6 +23,7 @@ run: $(VENV)/.runtime-installed
 
 test: $(VENV)/.dev-installed chromium
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 chromium:
@@ -30,6 +31,7 @@ chromium:
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench-import: $(VENV)/.runtime-installed
 	$(BIN)/python bench/import_speed.py $(DATA)

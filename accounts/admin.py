@@ -1,4 +1,5 @@
 """The user admin shows each user's HemaLoop roles (role groups) at a glance and filters by them."""
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin

@@ -1,4 +1,5 @@
 """Who am I, and token issue for API clients."""
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken

@@ -1,4 +1,5 @@
 """Every page requires login; the API answers 401/403 itself (DRF) so token clients are not redirected."""
+
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 

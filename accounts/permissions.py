@@ -1,4 +1,5 @@
 """Role checks for DRF views and page views."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """The four roles of DESIGN.md, stored as Django groups. A superuser counts as admin."""
+
 from __future__ import annotations
 
 from enum import StrEnum

@@ -1,4 +1,5 @@
 """Writes for accounts: users with a role, and the role groups with their model permissions."""
+
 from __future__ import annotations
 
 import json

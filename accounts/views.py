@@ -1,4 +1,5 @@
 """Login and the home page with one tile per thing the user's roles allow."""
+
 from django.contrib.auth import views as auth_views
 from django.shortcuts import render
 
@@ -26,8 +27,12 @@ def home(request):
         context["consensus_waiting"] = consensus_count()
     if user_has_role(user, Role.RESEARCHER, Role.ADMIN):
         run = training_run_current()
-        context.update(model_active=model_version_active(), run_current=run,
-                       run_percent=training_run_percent(run=run) if run else 0, dataset_latest=version_latest())
+        context.update(
+            model_active=model_version_active(),
+            run_current=run,
+            run_percent=training_run_percent(run=run) if run else 0,
+            dataset_latest=version_latest(),
+        )
     if user_has_role(user, Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN):
         # Review rows and case summaries carry model opinions: never computed for annotator-only users.
         context.update(review_waiting=review_list().count(), cases=case_count())

@@ -1,4 +1,5 @@
 """Django admin: the taxonomy and cases are editable; imports and images are read-only records."""
+
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
@@ -32,8 +33,18 @@ class CaseAdmin(admin.ModelAdmin):
 
 @admin.register(ImportBatch)
 class ImportBatchAdmin(ReadOnlyAdmin):
-    list_display = ["id", "source_name", "created_by", "created_at", "status", "total", "imported", "duplicates",
-                    "rejected", "report"]
+    list_display = [
+        "id",
+        "source_name",
+        "created_by",
+        "created_at",
+        "status",
+        "total",
+        "imported",
+        "duplicates",
+        "rejected",
+        "report",
+    ]
     list_filter = ["status", "trusted"]
     search_fields = ["source_name"]
     list_select_related = ["created_by"]

@@ -1,4 +1,5 @@
 """Annotation API routes under /api/annotation/."""
+
 from django.urls import path
 
 from annotation.api import images, labeling

@@ -1,4 +1,5 @@
 """Streaming stored image files to logged-in users; shared by the pages and the API (no public media URLs)."""
+
 from __future__ import annotations
 
 from django.core.files.storage import default_storage

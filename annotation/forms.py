@@ -1,4 +1,5 @@
 """Page forms for annotation: the image-list filters, the import upload, re-opening a label, agreement filters."""
+
 from __future__ import annotations
 
 from django import forms

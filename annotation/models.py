@@ -1,4 +1,5 @@
 """Taxonomy, cases, cell images and their import batches."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -127,7 +128,10 @@ class CellImage(models.Model):
         indexes = [
             # The labeling queue's order, over the images that still need labels only.
             models.Index(
-                "label_status", models.F("priority").desc(), models.F("label_count").desc(), "id",
+                "label_status",
+                models.F("priority").desc(),
+                models.F("label_count").desc(),
+                "id",
                 name="labeling_queue_order",
             ),
             models.Index(fields=["label_status", "final_label"], name="image_status_final"),
@@ -177,7 +181,8 @@ class Annotation(models.Model):
         constraints = [
             # The last line of defence against a double submit: one live label per image and annotator.
             models.UniqueConstraint(
-                fields=["image", "annotator"], condition=models.Q(undone_at__isnull=True),
+                fields=["image", "annotator"],
+                condition=models.Q(undone_at__isnull=True),
                 name="one_live_label_per_image_and_annotator",
             ),
         ]

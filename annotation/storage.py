@@ -1,4 +1,5 @@
 """Content-addressed file storage for cell images and thumbnails, on top of Django's default storage."""
+
 from __future__ import annotations
 
 import os

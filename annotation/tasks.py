@@ -1,4 +1,5 @@
 """Celery entry points for annotation: each loads its row and calls one service."""
+
 from __future__ import annotations
 
 from celery import shared_task

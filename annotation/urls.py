@@ -1,4 +1,5 @@
 """Annotation pages; every one needs login (middleware) and a role (views)."""
+
 from django.urls import path
 
 from annotation import views

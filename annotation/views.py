@@ -1,5 +1,6 @@
 """Annotation pages: image list and detail (with label history and re-opening), role-checked image files,
 import pages, and the labeling, consensus and agreement pages (their JavaScript calls the JSON API)."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -190,7 +191,9 @@ def _consensus_item(image: CellImage, *, reopened: LabelEvent | None) -> dict:
             }
             for label in image.live_labels
         ],
-        "reopened": None if reopened is None else {
+        "reopened": None
+        if reopened is None
+        else {
             "actor": reopened.actor.username if reopened.actor else None,
             "cell_class": reopened.cell_class.code if reopened.cell_class else UNCLASSIFIABLE,
             "note": reopened.note,
@@ -235,6 +238,13 @@ def agreement(request):
         query = form.query_params()
         heatmap_url = reverse("annotation_api:agreement_heatmap") + (f"?{urlencode(query)}" if query else "")
     filtered = form.is_valid() and bool(form.query_params())
-    return render(request, "annotation/agreement.html", {
-        "form": form, "stats": stats, "heatmap_url": heatmap_url, "filtered": filtered,
-    })
+    return render(
+        request,
+        "annotation/agreement.html",
+        {
+            "form": form,
+            "stats": stats,
+            "heatmap_url": heatmap_url,
+            "filtered": filtered,
+        },
+    )

@@ -27,6 +27,7 @@ a line; the learning-curve PNG and the summary (labels needed to reach 95% of th
 trained on the whole pool, and the ratio to random) are written at the end from all rows of results.csv with
 the same settings, so runs split over several commands (e.g. one strategy each) add up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,25 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 CSV_NAME = "results.csv"
 PNG_NAME = "learning_curves.png"
-FIELDS = ["settings", "strategy", "seed", "round", "budget_pct", "labeled", "pool", "test", "macro_f1",
-          "accuracy", "temperature", "epochs", "train_s", "elapsed_s", "labeled_per_class", "device", "date"]
+FIELDS = [
+    "settings",
+    "strategy",
+    "seed",
+    "round",
+    "budget_pct",
+    "labeled",
+    "pool",
+    "test",
+    "macro_f1",
+    "accuracy",
+    "temperature",
+    "epochs",
+    "train_s",
+    "elapsed_s",
+    "labeled_per_class",
+    "device",
+    "date",
+]
 TARGET_SHARE = 0.95
 IMAGES_PER_CASE = 20
 # The small profiles' 64 px made the CPU goal (3 strategies, --per-class 150, < 30 min on 2 cores) too tight.
@@ -59,8 +77,9 @@ def pseudo_cases(paths: list[str], n_cases: int) -> np.ndarray:
     return np.array([int(hashlib.sha256(Path(p).name.encode()).hexdigest()[:12], 16) % n_cases for p in paths])
 
 
-def grouped_split(labels: np.ndarray, groups: np.ndarray, *, test: float, val: float, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grouped_split(
+    labels: np.ndarray, groups: np.ndarray, *, test: float, val: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pool, validation and test indices: stratified by class, no pseudo-case in two of them."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -88,35 +107,63 @@ def stratified_sample(labels: np.ndarray, count: int, rng: np.random.Generator) 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder tree with reference labels")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "active_learning",
-                        help="folder for results.csv and learning_curves.png")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "out" / "active_learning",
+        help="folder for results.csv and learning_curves.png",
+    )
     parser.add_argument("--profile", default="quick", help="training profile (smoke, quick, paper)")
     parser.add_argument("--per-class", type=int, help="take N images per class (seeded; all when absent)")
     parser.add_argument("--budgets", default="2,4,8,16,32,64", help="labeled share of the pool per round, in %%")
     parser.add_argument("--strategies", default="random,margin,entropy", help="comma-separated")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (initial sample and training)")
     parser.add_argument("--max-epochs", type=int, help="override the profile's max epochs per training")
-    parser.add_argument("--min-steps", type=int, default=4,
-                        help="optimiser steps per epoch at least (tiny labeled sets are cycled)")
-    parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
-                        help="start each round from the previous round's weights")
-    parser.add_argument("--full-reference", action=argparse.BooleanOptionalAction, default=True,
-                        help="train on the whole pool once per seed for the 95%% target")
+    parser.add_argument(
+        "--min-steps", type=int, default=4, help="optimiser steps per epoch at least (tiny labeled sets are cycled)"
+    )
+    parser.add_argument(
+        "--warm-start",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start each round from the previous round's weights",
+    )
+    parser.add_argument(
+        "--full-reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train on the whole pool once per seed for the 95%% target",
+    )
     parser.add_argument("--reference-f1", type=float, help="use this macro-F1 as the reference instead")
-    parser.add_argument("--image-size", type=int,
-                        help="pixels per side (default: 48 for the small profiles, the CPU goal; paper: its 256)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="pixels per side (default: 48 for the small profiles, the CPU goal; paper: its 256)",
+    )
     parser.add_argument("--models", help="override the profile's models (comma-separated timm names)")
     parser.add_argument("--batch-size", type=int, help="override the profile's training batch size")
-    parser.add_argument("--pretrained", choices=("none", "timm", "local"), default="none",
-                        help="initial weights: none (random init, the default), timm (hub) or local (--weights-dir)")
+    parser.add_argument(
+        "--pretrained",
+        choices=("none", "timm", "local"),
+        default="none",
+        help="initial weights: none (random init, the default), timm (hub) or local (--weights-dir)",
+    )
     parser.add_argument("--weights-dir", type=Path, help="safetensors ImageNet weights for --pretrained local")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--workers", type=int, help="decoding processes for the one-off decode")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own)")
-    parser.add_argument("--exploration", type=float, default=0.1,
-                        help="share of each round's uncertainty picks drawn at random (the platform's default)")
-    parser.add_argument("--max-class-share", type=float, default=0.3,
-                        help="most of a round's uncertainty picks one predicted class may take (platform default)")
+    parser.add_argument(
+        "--exploration",
+        type=float,
+        default=0.1,
+        help="share of each round's uncertainty picks drawn at random (the platform's default)",
+    )
+    parser.add_argument(
+        "--max-class-share",
+        type=float,
+        default=0.3,
+        help="most of a round's uncertainty picks one predicted class may take (platform default)",
+    )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the fixed pool/val/test split")
     return parser.parse_args()
 
@@ -167,12 +214,14 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     folder = args.data.resolve()
-    settings = (f"{folder.name}|{config.profile}|{'+'.join(config.models)}|{config.image_size}px|"
-                f"per-class {args.per_class or 'all'}|epochs {config.max_epochs}|batch {config.batch_size}|"
-                f"min-steps {args.min_steps}|"
-                f"{'warm' if args.warm_start else 'cold'}|split {args.split_seed}|"
-                f"explore {args.exploration:g}|cap {args.max_class_share:g}"
-                + (f"|init {config.pretrained}" if config.pretrained != "none" else ""))
+    settings = (
+        f"{folder.name}|{config.profile}|{'+'.join(config.models)}|{config.image_size}px|"
+        f"per-class {args.per_class or 'all'}|epochs {config.max_epochs}|batch {config.batch_size}|"
+        f"min-steps {args.min_steps}|"
+        f"{'warm' if args.warm_start else 'cold'}|split {args.split_seed}|"
+        f"explore {args.exploration:g}|cap {args.max_class_share:g}"
+        + (f"|init {config.pretrained}" if config.pretrained != "none" else "")
+    )
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True)
@@ -186,21 +235,30 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
         by_class = defaultdict(list)
         for item in items:
             by_class[item[1]].append(item)
-        items = sorted(x for members in by_class.values()
-                       for x in (members if len(members) <= args.per_class
-                                 else [members[i] for i in rng.choice(len(members), args.per_class, replace=False)]))
+        items = sorted(
+            x
+            for members in by_class.values()
+            for x in (
+                members
+                if len(members) <= args.per_class
+                else [members[i] for i in rng.choice(len(members), args.per_class, replace=False)]
+            )
+        )
     paths = [path for path, _ in items]
     labels = np.array([label for _, label in items])
     n_cases = max(30, len(items) // IMAGES_PER_CASE)
-    pool_idx, val_idx, test_idx = grouped_split(labels, pseudo_cases(paths, n_cases), test=0.2, val=0.1,
-                                                seed=args.split_seed)
+    pool_idx, val_idx, test_idx = grouped_split(
+        labels, pseudo_cases(paths, n_cases), test=0.2, val=0.1, seed=args.split_seed
+    )
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
     size = (config.image_size, config.image_size)
     images, _ = decode_items(items, size, num_workers=workers)
     images = images.to(device)
     targets = torch.as_tensor(labels)
-    log(f"{folder}: {len(items)} images, {len(classes)} classes, {n_cases} hash pseudo-cases -> pool "
-        f"{len(pool_idx)}, val {len(val_idx)}, test {len(test_idx)}; decoded at {size[0]} px onto {device}")
+    log(
+        f"{folder}: {len(items)} images, {len(classes)} classes, {n_cases} hash pseudo-cases -> pool "
+        f"{len(pool_idx)}, val {len(val_idx)}, test {len(test_idx)}; decoded at {size[0]} px onto {device}"
+    )
     log(f"settings: {settings}; budgets {budgets}% of the pool; strategies {strategies}; seeds {seeds}")
     channels_last = use_channels_last(config, device)
 
@@ -211,26 +269,45 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     val_batches, test_batches = evaluation_batches(val_idx), evaluation_batches(test_idx)
     val_labels, test_labels = labels[val_idx], labels[test_idx]
 
-    def train_round(labeled: np.ndarray, seed: int, warm: list[dict] | None
-                    ) -> tuple[list, float, list[int], float]:
+    def train_round(labeled: np.ndarray, seed: int, warm: list[dict] | None) -> tuple[list, float, list[int], float]:
         """The calibrated ensemble trained on pool positions `labeled`: (models, temperature, epochs, seconds)."""
         round_started = time.perf_counter()
         index = pool_idx[labeled]
         train_batches = TensorBatches(
-            images[torch.as_tensor(index, device=device)], targets[index], batch_size=config.batch_size,
-            shuffle=True, augment=config.augment, rotation_degrees=config.rotation_degrees, hflip=config.hflip,
-            vflip=config.vflip, seed=seed, min_batches=args.min_steps)
-        weights = class_weights_for(labels[index], len(classes), mode=config.class_weighting,
-                                    imbalance_ratio=config.imbalance_ratio)
+            images[torch.as_tensor(index, device=device)],
+            targets[index],
+            batch_size=config.batch_size,
+            shuffle=True,
+            augment=config.augment,
+            rotation_degrees=config.rotation_degrees,
+            hflip=config.hflip,
+            vflip=config.vflip,
+            seed=seed,
+            min_batches=args.min_steps,
+        )
+        weights = class_weights_for(
+            labels[index], len(classes), mode=config.class_weighting, imbalance_ratio=config.imbalance_ratio
+        )
         models, val_probabilities, epochs = [], [], []
         for member, name in enumerate(config.models):
             torch.manual_seed(seed * 1000 + len(labeled) * 10 + member)
-            model = create_classifier(name, len(classes), pretrained=config.pretrained if warm is None else "none",
-                                      weights_dir=config.weights_dir)
+            model = create_classifier(
+                name,
+                len(classes),
+                pretrained=config.pretrained if warm is None else "none",
+                weights_dir=config.weights_dir,
+            )
             if warm is not None:
                 model.load_state_dict(warm[member])
-            result = fit(model, train_loader=train_batches, val_loader=val_batches, config=config, device=device,
-                         class_weights=weights, model_index=member)
+            result = fit(
+                model,
+                train_loader=train_batches,
+                val_loader=val_batches,
+                config=config,
+                device=device,
+                class_weights=weights,
+                model_index=member,
+            )
             models.append(model)
             val_probabilities.append(softmax(result.best_evaluation.logits))
             epochs.append(result.best_epoch)
@@ -238,8 +315,14 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
         return models, temperature, epochs, time.perf_counter() - round_started
 
     def ensemble_probabilities(models: list, temperature: float, batches: TensorBatches) -> np.ndarray:
-        member = [softmax(predict_logits(m, batches, device=device, mixed_precision=config.mixed_precision,
-                                         channels_last=channels_last)[0]) for m in models]
+        member = [
+            softmax(
+                predict_logits(
+                    m, batches, device=device, mixed_precision=config.mixed_precision, channels_last=channels_last
+                )[0]
+            )
+            for m in models
+        ]
         return apply_temperature(probabilities_to_logits(soft_vote(member, config.normalized_weights)), temperature)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -248,24 +331,46 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
         with csv_path.open("w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerow(FIELDS)
 
-    def record(strategy: str, seed: int, round_: int, budget: float, labeled: np.ndarray, models: list,
-               temperature: float, epochs: list[int], seconds: float) -> float:
+    def record(
+        strategy: str,
+        seed: int,
+        round_: int,
+        budget: float,
+        labeled: np.ndarray,
+        models: list,
+        temperature: float,
+        epochs: list[int],
+        seconds: float,
+    ) -> float:
         predictions = ensemble_probabilities(models, temperature, test_batches).argmax(axis=1)
         f1 = macro_f1(test_labels, predictions)
         per_class = np.bincount(labels[pool_idx[labeled]], minlength=len(classes))
         row = {
-            "settings": settings, "strategy": strategy, "seed": seed, "round": round_, "budget_pct": budget,
-            "labeled": len(labeled), "pool": len(pool_idx), "test": len(test_idx), "macro_f1": round(f1, 4),
-            "accuracy": round(accuracy(test_labels, predictions), 4), "temperature": round(temperature, 3),
-            "epochs": "/".join(map(str, epochs)), "train_s": round(seconds, 1),
-            "elapsed_s": round(time.perf_counter() - started, 1), "labeled_per_class": "/".join(map(str, per_class)),
-            "device": str(device), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "settings": settings,
+            "strategy": strategy,
+            "seed": seed,
+            "round": round_,
+            "budget_pct": budget,
+            "labeled": len(labeled),
+            "pool": len(pool_idx),
+            "test": len(test_idx),
+            "macro_f1": round(f1, 4),
+            "accuracy": round(accuracy(test_labels, predictions), 4),
+            "temperature": round(temperature, 3),
+            "epochs": "/".join(map(str, epochs)),
+            "train_s": round(seconds, 1),
+            "elapsed_s": round(time.perf_counter() - started, 1),
+            "labeled_per_class": "/".join(map(str, per_class)),
+            "device": str(device),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         with csv_path.open("a", newline="", encoding="utf-8") as handle:
             csv.DictWriter(handle, FIELDS).writerow(row)
-        log(f"{strategy:8s} seed {seed} round {round_}: {len(labeled):5d} labels ({budget:g}%) -> test macro-F1 "
+        log(
+            f"{strategy:8s} seed {seed} round {round_}: {len(labeled):5d} labels ({budget:g}%) -> test macro-F1 "
             f"{f1:.4f}, acc {row['accuracy']:.4f}, T {temperature:.2f}, best epochs {row['epochs']}, "
-            f"trained in {seconds:.1f}s")
+            f"trained in {seconds:.1f}s"
+        )
         return f1
 
     # --- the simulation -------------------------------------------------------------------------------
@@ -290,11 +395,19 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
                     if strategy == "random":
                         picks = select_uncertain(scores, wanted, strategy, seed=round_seed)
                     else:
-                        picks = select_for_queue(scores, wanted, strategy, exploration=args.exploration,
-                                                 max_class_share=args.max_class_share, seed=round_seed)
+                        picks = select_for_queue(
+                            scores,
+                            wanted,
+                            strategy,
+                            exploration=args.exploration,
+                            max_class_share=args.max_class_share,
+                            seed=round_seed,
+                        )
                     if len(picks) < wanted:
-                        log(f"{strategy:8s} seed {seed} round {round_}: the class cap left {len(picks)} of "
-                            f"{wanted} picks; {wanted - len(picks)} more at random")
+                        log(
+                            f"{strategy:8s} seed {seed} round {round_}: the class cap left {len(picks)} of "
+                            f"{wanted} picks; {wanted - len(picks)} more at random"
+                        )
                         rest = np.setdiff1d(np.arange(len(unlabeled)), picks)
                         extra = np.random.default_rng([round_seed, 2]).choice(rest, wanted - len(picks), replace=False)
                         picks = np.concatenate([picks, extra])
@@ -352,12 +465,16 @@ def summarise(csv_path: Path, png_path: Path, settings: str, reference_f1: float
         points = sorted((n, float(np.mean(f))) for n, f in curves[strategy].items())
         seeds = max(len(f) for f in curves[strategy].values())
         if needed[strategy] is None:
-            log(f"labels to 95%: {strategy:8s} not reached within {points[-1][0]} labels "
-                f"(best mean macro-F1 {max(f for _, f in points):.4f}, {seeds} seed(s))")
+            log(
+                f"labels to 95%: {strategy:8s} not reached within {points[-1][0]} labels "
+                f"(best mean macro-F1 {max(f for _, f in points):.4f}, {seeds} seed(s))"
+            )
             continue
         ratio = f"{needed[strategy] / baseline:.2f}x random" if baseline else "random did not reach it"
-        log(f"labels to 95%: {strategy:8s} {needed[strategy]:7.0f} (first point at or above: "
-            f"{next(n for n, f in points if f >= target)}); {ratio} ({seeds} seed(s))")
+        log(
+            f"labels to 95%: {strategy:8s} {needed[strategy]:7.0f} (first point at or above: "
+            f"{next(n for n, f in points if f >= target)}); {ratio} ({seeds} seed(s))"
+        )
     plot_curves(curves, strategies, png_path, reference_f1, target, settings)
     log(f"wrote {csv_path} and {png_path}")
 

@@ -3,6 +3,7 @@
 Usage: python bench/import_speed.py FOLDER [--limit N] [--workers N] [--tracemalloc] [--json OUT]
 Runs on the test settings (a throw-away embedded PostgreSQL and a temporary MEDIA_ROOT).
 """
+
 from __future__ import annotations
 
 import argparse

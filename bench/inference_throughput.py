@@ -11,6 +11,7 @@ files; JPEGs are decoded in batches on the device, nvJPEG on a GPU). The baselin
 is a bare forward of the two timm networks on pre-decoded, normalised tensors already on the device. Models are
 randomly initialised (no weights download); speed does not depend on the weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,12 @@ def main() -> None:
     parser.add_argument("--weights", default="0.4,0.6", help="soft-voting weights, one per model")
     parser.add_argument("--image-size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                        help="bf16 autocast and channels-last on CUDA (no effect on a CPU)")
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bf16 autocast and channels-last on CUDA (no effect on a CPU)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--num-workers", type=int, help="decoding processes (default: the platform's choice)")
     parser.add_argument("--limit", type=int, help="use only the first N images of the folder")
@@ -69,21 +74,30 @@ def main() -> None:
     folder = args.folder.resolve()
     classes = folder_labels(folder)
     splits = scan_image_folder(folder, classes, val_fraction=0.0, test_fraction=0.0)
-    items = sorted(splits.train + splits.val + splits.test)[:args.limit]
+    items = sorted(splits.train + splits.val + splits.test)[: args.limit]
     paths = [path for path, _ in items]
     if args.count:
-        paths = (paths * (args.count // len(paths) + 1))[:args.count]
+        paths = (paths * (args.count // len(paths) + 1))[: args.count]
     size = (args.image_size, args.image_size)
     workers = default_num_workers(device.type) if args.num_workers is None else args.num_workers
     if len(paths) <= args.warmup * args.batch_size:
-        parser.error(f"{len(paths)} images leave nothing to time after {args.warmup} warm-up batches of "
-                     f"{args.batch_size}; lower --warmup or --batch-size, or raise --count")
+        parser.error(
+            f"{len(paths)} images leave nothing to time after {args.warmup} warm-up batches of "
+            f"{args.batch_size}; lower --warmup or --batch-size, or raise --count"
+        )
 
     torch.manual_seed(0)
     models = [create_classifier(name, len(classes), pretrained="none") for name in names]
     # A temperature other than 1 so the calibration step does real work.
-    ensemble = Ensemble(models, weights=weights, temperature=1.5, classes=classes, image_size=size, device=device,
-                        mixed_precision=args.amp)
+    ensemble = Ensemble(
+        models,
+        weights=weights,
+        temperature=1.5,
+        classes=classes,
+        image_size=size,
+        device=device,
+        mixed_precision=args.amp,
+    )
 
     decoders = [name.strip() for name in args.decoders.split(",") if name.strip()]
     unknown = sorted(set(decoders) - set(DECODERS))
@@ -106,8 +120,15 @@ def main() -> None:
 
         if args.warmup == 0:
             stamps["start"], stamps["done"] = time.perf_counter(), 0
-        probabilities = ensemble_score_paths(ensemble, paths, batch_size=args.batch_size, num_workers=workers,
-                                             channels_last=channels_last, decoder=decoder, on_batch=on_batch)
+        probabilities = ensemble_score_paths(
+            ensemble,
+            paths,
+            batch_size=args.batch_size,
+            num_workers=workers,
+            channels_last=channels_last,
+            decoder=decoder,
+            on_batch=on_batch,
+        )
         sync()
         timed = len(probabilities) - stamps["done"]
         return timed / (time.perf_counter() - stamps["start"]), timed
@@ -115,8 +136,9 @@ def main() -> None:
     def decode_only(decoder: str) -> float:
         """Images/s of the same input pipeline with no model: near the scoring rate, the input is the bottleneck;
         far above it, the overlap with the networks is."""
-        batches = input_batches(paths, size=size, device=device, batch_size=args.batch_size, num_workers=workers,
-                                decoder=decoder)
+        batches = input_batches(
+            paths, size=size, device=device, batch_size=args.batch_size, num_workers=workers, decoder=decoder
+        )
         done, started, index = 0, time.perf_counter(), -1
         for index, images in enumerate(batches):
             if index == args.warmup - 1:
@@ -131,7 +153,7 @@ def main() -> None:
 
     # Baseline: the same images decoded once (the scoring path's own decoding) and normalised per member on the
     # device; then only the two networks' forward passes, cycling through the batch tensors.
-    decoded, _ = decode_items([(path, 0) for path in paths[:args.batch_size * 8]], size, num_workers=workers)
+    decoded, _ = decode_items([(path, 0) for path in paths[: args.batch_size * 8]], size, num_workers=workers)
     decoded = decoded.to(device)
     inputs = []
     for model in ensemble.models:
@@ -145,7 +167,7 @@ def main() -> None:
         start = (step % batches) * args.batch_size
         for net, x in zip(nets, inputs, strict=True):
             with autocast(device, args.amp):
-                net(x[start:start + args.batch_size])
+                net(x[start : start + args.batch_size])
 
     with torch.no_grad():
         for step in range(args.warmup):
@@ -160,7 +182,9 @@ def main() -> None:
     results = {}
     for decoder, (rate, timed) in per_decoder.items():
         results[decoder] = {
-            "scoring_images_per_s": round(rate, 1), "images_timed": timed, "ratio": round(rate / bare_rate, 3),
+            "scoring_images_per_s": round(rate, 1),
+            "images_timed": timed,
+            "ratio": round(rate / bare_rate, 3),
             "decode_only_images_per_s": round(decode_only(decoder), 1),
             "seconds_for_42000": round(PLATFORM_POOL / rate, 1),
         }
@@ -189,22 +213,32 @@ def main() -> None:
         **first,
         "decoders": results,
     }
-    print(f"{figures['date']}  {figures['device']}{' ' + figures['gpu'] if cuda else ''} "
-          f"({figures['cpu_count']} CPUs, {figures['usable_cpus']} usable, {figures['torch_threads']} torch "
-          f"threads), torch {figures['torch']}, load average {figures['load_average_1m_at_end']}")
-    print(f"{' + '.join(names)} @ {args.image_size}px, batch {args.batch_size}, "
-          f"AMP {'bf16 + channels-last' if figures['amp'] else 'off'}, {workers} DataLoader workers, "
-          f"{first['images_timed']} images timed after {args.warmup} warm-up batches")
+    print(
+        f"{figures['date']}  {figures['device']}{' ' + figures['gpu'] if cuda else ''} "
+        f"({figures['cpu_count']} CPUs, {figures['usable_cpus']} usable, {figures['torch_threads']} torch "
+        f"threads), torch {figures['torch']}, load average {figures['load_average_1m_at_end']}"
+    )
+    print(
+        f"{' + '.join(names)} @ {args.image_size}px, batch {args.batch_size}, "
+        f"AMP {'bf16 + channels-last' if figures['amp'] else 'off'}, {workers} DataLoader workers, "
+        f"{first['images_timed']} images timed after {args.warmup} warm-up batches"
+    )
     print(f"bare timm forward of both models on pre-decoded tensors:    {bare_rate:10.1f} images/s")
     for decoder, result in results.items():
         print(f"decoder {decoder}:")
-        print(f"scoring (read + decode + preprocess + both models + voting): {result['scoring_images_per_s']:10.1f}"
-              " images/s")
+        print(
+            f"scoring (read + decode + preprocess + both models + voting): {result['scoring_images_per_s']:10.1f}"
+            " images/s"
+        )
         print(f"ratio: {result['ratio']:.3f} (goal >= 0.9)")
-        print(f"decode only (the same DataLoader, no model):                 "
-              f"{result['decode_only_images_per_s']:10.1f} images/s")
-        print(f"{PLATFORM_POOL:,} images rescored in {result['seconds_for_42000']} s at this rate "
-              "(goal <= 20 s on an H100 at 256 px with AMP)")
+        print(
+            f"decode only (the same DataLoader, no model):                 "
+            f"{result['decode_only_images_per_s']:10.1f} images/s"
+        )
+        print(
+            f"{PLATFORM_POOL:,} images rescored in {result['seconds_for_42000']} s at this rate "
+            "(goal <= 20 s on an H100 at 256 px with AMP)"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

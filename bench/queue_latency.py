@@ -8,6 +8,7 @@ simulated annotators in threads through the service layer (queue_next + annotati
 smaller run through real HTTP (a threaded WSGI server on loopback, token auth). Prints p50/p95/p99 of
 each operation and, as the baseline measured in the same run, a primary-key fetch of one image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -124,8 +125,9 @@ def run_http(users, codes, seconds: float, think: float) -> dict[str, list[float
 
     def call(token: str, path: str, body: dict | None) -> tuple[int, dict]:
         data = None if body is None else json.dumps(body).encode()  # None: a GET
-        request = urllib.request.Request(base + path, data=data, headers={
-            "Authorization": f"Token {token}", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            base + path, data=data, headers={"Authorization": f"Token {token}", "Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 raw = response.read()
@@ -177,8 +179,12 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=50)
     parser.add_argument("--processes", type=int, default=5, help="client processes the annotators are spread over")
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--think-ms", type=float, default=1500,
-                        help="mean pause between next-cell and submit (an expert looks at the cell); 0 = stress")
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=1500,
+        help="mean pause between next-cell and submit (an expert looks at the cell); 0 = stress",
+    )
     parser.add_argument("--http-annotators", type=int, default=10)
     parser.add_argument("--http-seconds", type=float, default=15)
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -212,33 +218,40 @@ def main() -> None:
     from django.db import connections
 
     connections.close_all()  # forked children must open their own connections
-    groups = [users[i::args.processes] for i in range(args.processes)]
+    groups = [users[i :: args.processes] for i in range(args.processes)]
     with multiprocessing.get_context("fork").Pool(args.processes) as pool:
-        parts = pool.starmap(run_service, [(group, codes, args.seconds, args.think_ms / 1000, image_ids)
-                                           for group in groups if group])
+        parts = pool.starmap(
+            run_service, [(group, codes, args.seconds, args.think_ms / 1000, image_ids) for group in groups if group]
+        )
     service = {key: [v for part in parts for v in part[key]] for key in ("next", "submit", "pk_fetch")}
     http = run_http(http_users, codes, args.http_seconds, args.think_ms / 1000) if args.http_annotators else {}
 
     figures = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "images": args.images, "fill_seconds": round(fill_s, 1),
-        "annotators": args.annotators, "think_ms": args.think_ms,
+        "images": args.images,
+        "fill_seconds": round(fill_s, 1),
+        "annotators": args.annotators,
+        "think_ms": args.think_ms,
         "service": {k: percentiles(v) for k, v in service.items()},
         "http": {k: percentiles(v) for k, v in http.items()},
     }
     base = figures["service"]["pk_fetch"]
-    print(f"{args.images:,} images filled in {fill_s:.1f}s; "
-          f"{args.annotators} annotators in {args.processes} processes, "
-          f"think {args.think_ms:.0f} ms")
+    print(
+        f"{args.images:,} images filled in {fill_s:.1f}s; "
+        f"{args.annotators} annotators in {args.processes} processes, "
+        f"think {args.think_ms:.0f} ms"
+    )
     print(f"{'operation':<22}{'n':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'p95 / baseline p95':>22}")
     for layer, rows in (("service", figures["service"]), ("http", figures["http"])):
         for op, stats in rows.items():
             if not stats.get("n"):
                 continue
             ratio = stats["p95"] / base["p95"] if base.get("n") else float("nan")
-            print(f"{layer + ' ' + op:<22}{stats['n']:>8}{stats['p50']:>10.2f}{stats['p95']:>10.2f}"
-                  f"{stats['p99']:>10.2f}{ratio:>22.1f}")
+            print(
+                f"{layer + ' ' + op:<22}{stats['n']:>8}{stats['p50']:>10.2f}{stats['p95']:>10.2f}"
+                f"{stats['p99']:>10.2f}{ratio:>22.1f}"
+            )
     goal = figures["service"]["next"].get("p95", float("inf"))
     print(f"goal next-cell p95 <= 25 ms: {'met' if goal <= 25 else 'NOT met'} ({goal:.2f} ms)")
     if args.json:

@@ -8,6 +8,7 @@ the number of images. Runs on the test settings (a
 throw-away embedded PostgreSQL and a temporary MEDIA_ROOT). The baseline packs the same stored files with
 Info-ZIP's `zip -0 -q -r` (Debian package `zip`) in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,11 @@ def main() -> None:
 
     zip_binary = shutil.which("zip")
     if zip_binary is None:
-        print("zip is NOT installed: the baseline cannot run (Debian: apt-get install zip). "
-              "Only the build itself is measured.", file=sys.stderr)
+        print(
+            "zip is NOT installed: the baseline cannot run (Debian: apt-get install zip). "
+            "Only the build itself is measured.",
+            file=sys.stderr,
+        )
 
     sys.path.insert(0, str(REPO))
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
@@ -111,8 +115,9 @@ def main() -> None:
         versions = []
         for root in parts:
             started = time.perf_counter()
-            batch = import_batch_create(created_by=admin, source=root, source_name=root.name, trusted=True,
-                                        enqueue=False)
+            batch = import_batch_create(
+                created_by=admin, source=root, source_name=root.name, trusted=True, enqueue=False
+            )
             import_batch_process(batch=batch)
             import_s += time.perf_counter() - started
             started = time.perf_counter()

@@ -6,6 +6,7 @@ FOLDER is an ImageFolder tree (<label>/<file> or <split>/<label>/<file>). Both l
 architecture from the same random init with Adam at the same batch size and image size; the baseline feeds
 pre-decoded uint8 tensors, so the ratio shows what decoding, augmentation and the loop's bookkeeping cost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,18 +103,33 @@ def main() -> None:
             self.times.append(time.perf_counter())
 
     loop_items = (items * (1 + args.batch * total_steps // len(items)))[: max(len(items), args.batch * total_steps)]
-    loader = create_loader(loop_items, transform=build_transform(size, train=True), batch_size=args.batch,
-                           shuffle=True, num_workers=args.workers, seed=0, pin_memory=device.type == "cuda")
+    loader = create_loader(
+        loop_items,
+        transform=build_transform(size, train=True),
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=args.workers,
+        seed=0,
+        pin_memory=device.type == "cuda",
+    )
     loop_model, loop_optimizer = fresh_model()
 
     def run_pipeline() -> list[float]:
         stamps = Stamps()
-        train_one_epoch(loop_model, loader, loop_optimizer, device=device, mixed_precision=True,
-                        channels_last=channels_last, callbacks=CallbackList([stamps]), max_steps=total_steps)
+        train_one_epoch(
+            loop_model,
+            loader,
+            loop_optimizer,
+            device=device,
+            mixed_precision=True,
+            channels_last=channels_last,
+            callbacks=CallbackList([stamps]),
+            max_steps=total_steps,
+        )
         return stamps.times
 
     def rates(stamps: list[float]) -> tuple[float, float]:
-        timed = stamps[args.warmup - 1:] if args.warmup else stamps
+        timed = stamps[args.warmup - 1 :] if args.warmup else stamps
         elapsed = args.batch * (len(timed) - 1) / (timed[-1] - timed[0])
         median = args.batch / statistics.median(b - a for a, b in itertools.pairwise(timed))
         return elapsed, median
@@ -153,16 +169,24 @@ def main() -> None:
         "ratio_median_step": round(pipeline_median / baseline_median, 3),
         "runs": runs,
     }
-    print(f"{figures['date']}  {figures['device']} ({figures['cpu_count']} CPUs, {figures['torch_threads']} torch "
-          f"threads), torch {figures['torch']}, load average {figures['load_average_1m_at_end']}")
-    print(f"{args.model} @ {args.size}px, batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"{args.workers} workers")
-    print("                                       elapsed   median step   (images/s, best of "
-          f"{args.repeats} alternating runs)")
+    print(
+        f"{figures['date']}  {figures['device']} ({figures['cpu_count']} CPUs, {figures['torch_threads']} torch "
+        f"threads), torch {figures['torch']}, load average {figures['load_average_1m_at_end']}"
+    )
+    print(
+        f"{args.model} @ {args.size}px, batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up, "
+        f"{args.workers} workers"
+    )
+    print(
+        "                                       elapsed   median step   (images/s, best of "
+        f"{args.repeats} alternating runs)"
+    )
     print(f"bare timm loop on pre-decoded tensors: {baseline:8.1f}   {baseline_median:8.1f}")
     print(f"training loop with DataLoader:         {pipeline:8.1f}   {pipeline_median:8.1f}")
-    print(f"ratio:                                 {ratio:8.3f}   {pipeline_median / baseline_median:8.3f}"
-          "   (goal >= 0.9)")
+    print(
+        f"ratio:                                 {ratio:8.3f}   {pipeline_median / baseline_median:8.3f}"
+        "   (goal >= 0.9)"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 

@@ -1,5 +1,6 @@
 """Geometry of the case page's bar chart (final labels vs model, % of white cells per class), drawn as inline SVG
 by the template: no image files, no plotting library in the request."""
+
 from __future__ import annotations
 
 import math
@@ -47,15 +48,25 @@ def differential_chart(*, summary: CaseSummary) -> dict:
     rows = []
     for index, (label_row, model_row) in enumerate(zip(summary.by_label.rows, model_rows, strict=True)):
         top = TOP + index * ROW_HEIGHT
-        rows.append(ChartRow(
-            name=label_row.name, y=top + BAR_HEIGHT + 3, label=bar(label_row.percent, top + 2),
-            model=bar(model_row.percent, top + 2 + BAR_HEIGHT) if model_row else None,
-            is_blast=label_row.code in ("myeloblast", "lymphoblast"),
-        ))  # fmt: skip
+        rows.append(
+            ChartRow(
+                name=label_row.name,
+                y=top + BAR_HEIGHT + 3,
+                label=bar(label_row.percent, top + 2),
+                model=bar(model_row.percent, top + 2 + BAR_HEIGHT) if model_row else None,
+                is_blast=label_row.code in ("myeloblast", "lymphoblast"),
+            )
+        )
     ticks = [
         {"x": round(LABEL_WIDTH + PLOT_WIDTH * value / scale_max, 1), "value": value}
         for value in range(0, scale_max + 1, max(10, scale_max // 5))
     ]
     height = TOP + len(rows) * ROW_HEIGHT + 8
-    return {"rows": rows, "ticks": ticks, "width": LABEL_WIDTH + PLOT_WIDTH + 60, "height": height,
-            "plot_left": LABEL_WIDTH, "plot_bottom": height - 8}
+    return {
+        "rows": rows,
+        "ticks": ticks,
+        "width": LABEL_WIDTH + PLOT_WIDTH + 60,
+        "height": height,
+        "plot_left": LABEL_WIDTH,
+        "plot_bottom": height - 8,
+    }

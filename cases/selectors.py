@@ -5,6 +5,7 @@ damaged cells) are not white cells: they are counted apart and left out of every
 fraction. The model's differential covers every image of the case it has scored (labeled or not); the model
 never answers "unclassifiable". All of it is decision support, not a diagnosis.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,10 +22,13 @@ BLAST_CODES = ("myeloblast", "lymphoblast")
 # WHO: at least 20% blasts among the white cells supports acute leukemia.
 BLAST_THRESHOLD = Fraction(1, 5)
 SORTS = {
-    "blasts": ("blast_fraction", False), "-blasts": ("blast_fraction", True),
-    "model_blasts": ("model_blast_fraction", False), "-model_blasts": ("model_blast_fraction", True),
-    "code": ("code", False), "-code": ("code", True),
-}  # fmt: skip
+    "blasts": ("blast_fraction", False),
+    "-blasts": ("blast_fraction", True),
+    "model_blasts": ("model_blast_fraction", False),
+    "-model_blasts": ("model_blast_fraction", True),
+    "code": ("code", False),
+    "-code": ("code", True),
+}
 DEFAULT_SORT = "-blasts"
 
 
@@ -86,14 +90,17 @@ class Differential:
     def as_dict(self) -> dict:
         ratio = self.myeloblast_lymphoblast_ratio
         return {
-            "white_cells": self.white_cells, "unclassifiable": self.unclassifiable,
+            "white_cells": self.white_cells,
+            "unclassifiable": self.unclassifiable,
             "counts": {row.code: row.count for row in self.rows},
             "percent": {row.code: row.percent for row in self.rows},
-            "myeloblasts": self.myeloblasts, "lymphoblasts": self.lymphoblasts,
-            "blast_fraction": self.blast_fraction, "blast_flag": self.flag,
+            "myeloblasts": self.myeloblasts,
+            "lymphoblasts": self.lymphoblasts,
+            "blast_fraction": self.blast_fraction,
+            "blast_flag": self.flag,
             # JSON has no infinity: "inf" says "myeloblasts only", null "no blasts".
             "myeloblast_lymphoblast_ratio": "inf" if ratio == float("inf") else ratio,
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -114,13 +121,22 @@ class CaseSummary:
 def _differential(*, counts: dict[int | None, int], classes: list[CellClass], unclassifiable: int) -> Differential:
     white = sum(n for class_id, n in counts.items() if class_id is not None)
     rows = [
-        ClassCount(code=c.code, name=c.name, count=counts.get(c.pk, 0),
-                   percent=100 * counts.get(c.pk, 0) / white if white else None)
+        ClassCount(
+            code=c.code,
+            name=c.name,
+            count=counts.get(c.pk, 0),
+            percent=100 * counts.get(c.pk, 0) / white if white else None,
+        )
         for c in classes
-    ]  # fmt: skip
+    ]
     by_code = {row.code: row.count for row in rows}
-    return Differential(rows=rows, white_cells=white, unclassifiable=unclassifiable,
-                        myeloblasts=by_code.get("myeloblast", 0), lymphoblasts=by_code.get("lymphoblast", 0))
+    return Differential(
+        rows=rows,
+        white_cells=white,
+        unclassifiable=unclassifiable,
+        myeloblasts=by_code.get("myeloblast", 0),
+        lymphoblasts=by_code.get("lymphoblast", 0),
+    )
 
 
 def case_summary(*, case: Case, model_version: ModelVersion | None = None) -> CaseSummary:
@@ -138,13 +154,22 @@ def case_summary(*, case: Case, model_version: ModelVersion | None = None) -> Ca
     if model_version is not None:
         predicted = dict(
             Prediction.objects.filter(model_version=model_version, image__case=case)
-            .order_by().values_list("predicted_class").annotate(n=Count("pk"))
-        )  # fmt: skip
+            .order_by()
+            .values_list("predicted_class")
+            .annotate(n=Count("pk"))
+        )
         by_model = _differential(counts=predicted, classes=classes, unclassifiable=0)
     total = images.count()
     labeled = by_label.white_cells + unclassifiable
-    return CaseSummary(case=case, images=total, labeled=labeled, unlabeled=total - labeled, by_label=by_label,
-                       model_version=model_version, by_model=by_model)
+    return CaseSummary(
+        case=case,
+        images=total,
+        labeled=labeled,
+        unlabeled=total - labeled,
+        by_label=by_label,
+        model_version=model_version,
+        by_model=by_model,
+    )
 
 
 def _count(queryset: QuerySet) -> Coalesce:
@@ -197,4 +222,3 @@ def case_count() -> int:
 
 def case_get(*, case_id: int) -> Case | None:
     return Case.objects.filter(pk=case_id).first()
-

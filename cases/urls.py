@@ -1,4 +1,5 @@
 """Case summary pages under /cases/ (and their JSON for scripts and the pages' API users)."""
+
 from django.urls import path
 
 from cases import views

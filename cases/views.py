@@ -1,5 +1,6 @@
 """Case pages: the list of cases sortable by blast fraction, and one case's differential counts and chart.
 Final labels and model predictions are on them, so annotators (who label blind) never open them."""
+
 from __future__ import annotations
 
 from django.core.paginator import Paginator
@@ -40,9 +41,11 @@ def case_detail(request, case_id: int):
     summary = selectors.case_summary(case=_case_or_404(case_id))
     model_rows = summary.by_model.rows if summary.by_model else [None] * len(summary.by_label.rows)
     context = {
-        "summary": summary, "rows": list(zip(summary.by_label.rows, model_rows, strict=True)),
-        "chart": differential_chart(summary=summary), "section": "cases",
-    }  # fmt: skip
+        "summary": summary,
+        "rows": list(zip(summary.by_label.rows, model_rows, strict=True)),
+        "chart": differential_chart(summary=summary),
+        "section": "cases",
+    }
     return render(request, "cases/case_detail.html", context)
 
 
@@ -50,12 +53,16 @@ def case_detail(request, case_id: int):
 @role_required(*CASE_ROLES)
 def case_summary_json(request, case_id: int):
     summary = selectors.case_summary(case=_case_or_404(case_id))
-    return JsonResponse({
-        "case": {"id": summary.case.pk, "code": summary.case.code, "diagnosis": summary.case.diagnosis},
-        "images": summary.images, "labeled": summary.labeled, "unlabeled": summary.unlabeled,
-        "by_final_label": summary.by_label.as_dict(),
-        "model_version": summary.model_version.pk if summary.model_version else None,
-        "by_model": summary.by_model.as_dict() if summary.by_model else None,
-        "blast_threshold": float(selectors.BLAST_THRESHOLD),
-        "notice": "Decision support, not a diagnosis.",
-    })  # fmt: skip
+    return JsonResponse(
+        {
+            "case": {"id": summary.case.pk, "code": summary.case.code, "diagnosis": summary.case.diagnosis},
+            "images": summary.images,
+            "labeled": summary.labeled,
+            "unlabeled": summary.unlabeled,
+            "by_final_label": summary.by_label.as_dict(),
+            "model_version": summary.model_version.pk if summary.model_version else None,
+            "by_model": summary.by_model.as_dict() if summary.by_model else None,
+            "blast_threshold": float(selectors.BLAST_THRESHOLD),
+            "notice": "Decision support, not a diagnosis.",
+        }
+    )

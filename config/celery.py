@@ -1,4 +1,5 @@
 """The Celery app. Queues: default (imports, releases), training (GPU), inference (GPU)."""
+
 import os
 
 from celery import Celery

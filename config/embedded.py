@@ -3,6 +3,7 @@
 Used by `make run` (config.launcher) and by the test settings. Production sets DATABASE_URL and
 REDIS_URL instead and never imports this module. It does not import Django.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -116,14 +117,22 @@ def start_redis(directory: Path, timeout: float = 20.0) -> Redis:
     process = subprocess.Popen(
         [
             redis_server_binary(),
-            "--port", "0",
-            "--unixsocket", str(socket),
-            "--unixsocketperm", "700",
-            "--dir", str(directory),
-            "--dbfilename", "dump.rdb",
-            "--save", "60 1",
-            "--daemonize", "no",
-            "--loglevel", "warning",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(directory),
+            "--dbfilename",
+            "dump.rdb",
+            "--save",
+            "60 1",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ],
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C goes to the launcher, which stops redis last
@@ -141,7 +150,6 @@ def start_redis(directory: Path, timeout: float = 20.0) -> Redis:
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"redis-server did not answer on {socket} within {timeout:.0f}s")
-
 
 
 if os.name != "posix":  # pragma: no cover - the project targets Linux and macOS

@@ -4,6 +4,7 @@ Ctrl-C (SIGINT) or SIGTERM stops everything in reverse order. DATABASE_URL / RED
 replace the embedded servers. HEMALOOP_VAR_DIR moves the state folder, HEMALOOP_PORT the web port.
 Does not import Django: it only starts processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,16 +59,46 @@ class Stack:
     def start_processes(self) -> None:
         # The solo pool runs tasks in the worker process itself: one task at a time, as a prefork pool of one
         # would, but not in a daemonic child, so training and scoring can start DataLoader decoding workers.
-        self.spawn("worker", [
-            sys.executable, "-m", "celery", "-A", "config", "worker",
-            "--queues", "default,training,inference", "--pool", "solo",
-            "--hostname", "hemaloop@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-        ])
-        self.spawn("web", [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "4",
-            "--timeout", "300", "--access-logfile", "-",
-        ])
+        self.spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--queues",
+                "default,training,inference",
+                "--pool",
+                "solo",
+                "--hostname",
+                "hemaloop@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
+        self.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "300",
+                "--access-logfile",
+                "-",
+            ],
+        )
 
     def wait(self) -> int:
         """Block until a signal arrives or a child dies; returns the exit code to use."""

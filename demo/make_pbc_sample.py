@@ -3,6 +3,7 @@
 Usage: python demo/make_pbc_sample.py SOURCE_FOLDER. The choice is deterministic (lowest SHA-256 first),
 so rerunning it on the same source gives the same files.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """Read-only admin views of predictions and scoring jobs (they are written by the scoring service only), and the
 one editable row of active-learning settings."""
+
 from __future__ import annotations
 
 from django.contrib import admin
@@ -28,8 +29,15 @@ class ActiveLearningSettingsAdmin(admin.ModelAdmin):
     """A single row: never added or deleted here; the list opens the row itself. The model's validators give the
     form its range errors."""
 
-    fields = ("strategy", "exploration", "max_class_share", "top_n", "review_min_confidence", "updated_by",
-              "updated_at")
+    fields = (
+        "strategy",
+        "exploration",
+        "max_class_share",
+        "top_n",
+        "review_min_confidence",
+        "updated_by",
+        "updated_at",
+    )
     readonly_fields = ("updated_by", "updated_at")
 
     def has_add_permission(self, request) -> bool:

@@ -1,5 +1,6 @@
 """Inference API: predictions on uploaded images (researchers, admins) and the active model's opinion on a
 stored image with its Grad-CAM overlay (adjudicators, researchers, admins; never annotators)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -56,8 +57,9 @@ class PredictRefused(APIException):
 
 
 _ERRORS = {
-    400: OpenApiResponse(description="Not an image, a decompression bomb, too many files, or no file (the message "
-                                     "names the file)."),
+    400: OpenApiResponse(
+        description="Not an image, a decompression bomb, too many files, or no file (the message names the file)."
+    ),
     403: OpenApiResponse(description="Researchers and admins only."),
     409: OpenApiResponse(description="No active model yet."),
     413: OpenApiResponse(description="A file is larger than HEMALOOP_INFERENCE_MAX_FILE_BYTES."),
@@ -85,8 +87,12 @@ class PredictApi(APIView):
             payload = request.data
         except TooManyFilesSent:  # Django's own cap stops parsing before we can count the files
             most = PredictLimits.from_settings().max_files
-            raise ValidationError({"detail": f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files sent; at most "
-                                             f"{most} images per request."}) from None
+            raise ValidationError(
+                {
+                    "detail": f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files sent; at most "
+                    f"{most} images per request."
+                }
+            ) from None
         data = PredictInput(data=payload)
         data.is_valid(raise_exception=True)
         try:
@@ -121,22 +127,30 @@ class ImageOpinionApi(APIView):
     throttle_classes = [SettingsScopedRateThrottle]
     throttle_scope = "explain"
 
-    @extend_schema(responses={200: OpinionOutput, 403: OpenApiResponse(description="Not for annotators."),
-                              429: _EXPLAIN_THROTTLED})
+    @extend_schema(
+        responses={200: OpinionOutput, 403: OpenApiResponse(description="Not for annotators."), 429: _EXPLAIN_THROTTLED}
+    )
     def get(self, request, image_id: int):
         image = _image_for(request, image_id)
         result = explain.image_opinion_state(image=image)
         opinion = result.opinion
-        return Response(OpinionOutput({
-            "state": result.state,
-            "message": result.message,
-            "model_version": None if opinion is None else {
-                "id": opinion.model_version_id, "name": opinion.model_version_name,
-            },
-            "top": [] if opinion is None else opinion.top,
-            "source": "" if opinion is None else opinion.source,
-            "heatmap_url": "" if opinion is None else explain.heatmap_url(image_id=image.pk, opinion=opinion),
-        }).data)  # fmt: skip
+        return Response(
+            OpinionOutput(
+                {
+                    "state": result.state,
+                    "message": result.message,
+                    "model_version": None
+                    if opinion is None
+                    else {
+                        "id": opinion.model_version_id,
+                        "name": opinion.model_version_name,
+                    },
+                    "top": [] if opinion is None else opinion.top,
+                    "source": "" if opinion is None else opinion.source,
+                    "heatmap_url": "" if opinion is None else explain.heatmap_url(image_id=image.pk, opinion=opinion),
+                }
+            ).data
+        )
 
 
 class ImageHeatmapApi(APIView):
@@ -149,11 +163,14 @@ class ImageHeatmapApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("class", str, description="Class code to explain; default the predicted one.")],
-        responses={(200, "image/png"): OpenApiTypes.BINARY, 400: OpenApiResponse(description="Unknown class."),
-                   409: OpenApiResponse(description="No active model yet."),
-                   429: _EXPLAIN_THROTTLED,
-                   503: OpenApiResponse(description="The active model's files cannot be read.")},
-    )  # fmt: skip
+        responses={
+            (200, "image/png"): OpenApiTypes.BINARY,
+            400: OpenApiResponse(description="Unknown class."),
+            409: OpenApiResponse(description="No active model yet."),
+            429: _EXPLAIN_THROTTLED,
+            503: OpenApiResponse(description="The active model's files cannot be read."),
+        },
+    )
     def get(self, request, image_id: int):
         image = _image_for(request, image_id)
         try:
@@ -192,8 +209,10 @@ class ScoringJobsApi(APIView):
     def get(self, request):
         return Response([scoring_job_progress(job=job) for job in scoring_job_list(limit=20)])
 
-    @extend_schema(request=None, responses={202: ScoringJobOutput,
-                                            409: OpenApiResponse(description="No active model, or a pass is busy.")})
+    @extend_schema(
+        request=None,
+        responses={202: ScoringJobOutput, 409: OpenApiResponse(description="No active model, or a pass is busy.")},
+    )
     def post(self, request):
         try:
             job = scoring_start(actor=request.user)

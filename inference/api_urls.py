@@ -1,4 +1,5 @@
 """Inference API routes under /api/inference/."""
+
 from django.urls import path
 
 from inference import api

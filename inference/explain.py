@@ -4,6 +4,7 @@ Shown to adjudicators, researchers and admins only, never to annotators (see `op
 ensemble is kept per process and model version, and heatmaps are cached on disk under MEDIA_ROOT, so a page
 reload neither reloads weights nor recomputes the map.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,7 +116,6 @@ def ensemble_get(*, model_version: ModelVersion) -> Ensemble:
     try:
         return _ensemble_load(str(_version_dir(model_version)))
     except Exception as exc:  # missing files, bad JSON, safetensors' and timm's own error types
-
         raise ExplanationUnavailable(
             f"{model_version_name(model_version)} cannot be loaded from {model_version.out_dir}: {exc}"
         ) from exc
@@ -157,8 +157,9 @@ def top_classes(*, probabilities, classes: tuple[str, ...], k: int = TOP_K) -> t
     p = np.asarray(probabilities, dtype=np.float64)
     names = dict(CellClass.objects.filter(code__in=classes).values_list("code", "name"))
     order = sorted(range(len(classes)), key=lambda i: (-p[i], i))[:k]
-    return tuple(ClassScore(code=classes[i], name=names.get(classes[i], classes[i]), probability=float(p[i]))
-                 for i in order)
+    return tuple(
+        ClassScore(code=classes[i], name=names.get(classes[i], classes[i]), probability=float(p[i])) for i in order
+    )
 
 
 def image_opinion(*, image: CellImage, model_version: ModelVersion | None = None) -> ModelOpinion:
@@ -176,8 +177,12 @@ def image_opinion(*, image: CellImage, model_version: ModelVersion | None = None
     else:
         ensemble = ensemble_get(model_version=version)
         probabilities, source = ensemble.predict_proba([default_storage.path(image.file)])[0], "computed"
-    return ModelOpinion(model_version_id=version.pk, model_version_name=model_version_name(version),
-                        top=top_classes(probabilities=probabilities, classes=classes), source=source)
+    return ModelOpinion(
+        model_version_id=version.pk,
+        model_version_name=model_version_name(version),
+        top=top_classes(probabilities=probabilities, classes=classes),
+        source=source,
+    )
 
 
 # --- Grad-CAM overlay, cached on disk ----------------------------------------------------------------
@@ -221,8 +226,9 @@ def heatmap_cache_prune() -> int:
     return removed
 
 
-def image_heatmap_png(*, image: CellImage, class_code: str | None = None,
-                      model_version: ModelVersion | None = None) -> bytes:
+def image_heatmap_png(
+    *, image: CellImage, class_code: str | None = None, model_version: ModelVersion | None = None
+) -> bytes:
     """The Grad-CAM overlay PNG of `image` (its own size) for `class_code`, by default the predicted class.
 
     Raises NoActiveModel, ExplanationUnavailable, or ValueError for a class the model does not know.
@@ -237,8 +243,9 @@ def image_heatmap_png(*, image: CellImage, class_code: str | None = None,
     if path.is_file():
         return path.read_bytes()
     ensemble = ensemble_get(model_version=version)
-    png = heatmap_render(ensemble=ensemble, image=load_image(default_storage.path(image.file)),
-                         class_index=classes.index(class_code))
+    png = heatmap_render(
+        ensemble=ensemble, image=load_image(default_storage.path(image.file)), class_index=classes.index(class_code)
+    )
     try:
         _write_atomically(path, png)
     except OSError as exc:  # the cache only saves time: a prune racing this write, or a full disk, costs no answer
@@ -261,7 +268,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)
-
 
 
 # --- what a page or the API shows --------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Form of the active-learning settings page; the ranges come from the model's validators."""
+
 from __future__ import annotations
 
 from django import forms

@@ -1,5 +1,6 @@
 """Predictions of a model version on the image pool, the scoring jobs that write them, and the admin's
 active-learning settings."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -100,19 +101,23 @@ class ActiveLearningSettings(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
     strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MARGIN)
     exploration = models.FloatField(
-        default=0.1, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Share of the prioritised images drawn at random, 0 to 1 (0.1 = 10%).",
     )
     max_class_share = models.FloatField(
-        default=0.3, validators=[_share_positive, MaxValueValidator(1.0)],
+        default=0.3,
+        validators=[_share_positive, MaxValueValidator(1.0)],
         help_text="Most of the prioritised images one predicted class may take, more than 0 and at most 1.",
     )
     top_n = models.PositiveIntegerField(
-        default=1000, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        default=1000,
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
         help_text="How many images get a priority; the rest of the queue follows in import order.",
     )
     review_min_confidence = models.FloatField(
-        default=0.9, validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        default=0.9,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
         help_text="A final label the model contradicts with at least this confidence goes on the review list.",
     )
     updated_at = models.DateTimeField(auto_now=True)
@@ -124,12 +129,16 @@ class ActiveLearningSettings(models.Model):
         verbose_name = verbose_name_plural = "active-learning settings"
         constraints = [
             models.CheckConstraint(condition=models.Q(id=1), name="al_settings_single_row"),
-            models.CheckConstraint(condition=models.Q(exploration__gte=0, exploration__lte=1),
-                                   name="al_settings_exploration_share"),
-            models.CheckConstraint(condition=models.Q(max_class_share__gt=0, max_class_share__lte=1),
-                                   name="al_settings_class_share"),
-            models.CheckConstraint(condition=models.Q(review_min_confidence__gte=0.5, review_min_confidence__lte=1),
-                                   name="al_settings_review_confidence"),
+            models.CheckConstraint(
+                condition=models.Q(exploration__gte=0, exploration__lte=1), name="al_settings_exploration_share"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_class_share__gt=0, max_class_share__lte=1), name="al_settings_class_share"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(review_min_confidence__gte=0.5, review_min_confidence__lte=1),
+                name="al_settings_review_confidence",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,5 +1,6 @@
 """The inference API's service: validate uploaded images, score them with the ACTIVE ensemble, optionally with
 Grad-CAM overlays. Nothing is stored: uploads live only for the request."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,8 +78,9 @@ def _decode(*, upload: UploadedFile, limits: PredictLimits) -> Image.Image:
             status_code=413,
         )
     data = upload.read()
-    checks = dataclasses.replace(ImportLimits.from_settings(), max_file_bytes=limits.max_file_bytes,
-                                 max_pixels=limits.max_pixels)
+    checks = dataclasses.replace(
+        ImportLimits.from_settings(), max_file_bytes=limits.max_file_bytes, max_pixels=limits.max_pixels
+    )
     try:
         # The import's checks: decoded in full, real format, pixel limit, decompression bombs.
         image_validate(data=data, limits=checks)
@@ -89,8 +91,9 @@ def _decode(*, upload: UploadedFile, limits: PredictLimits) -> Image.Image:
         return _rgb(image)
 
 
-def images_predict(*, files: Sequence[UploadedFile], heatmap: bool = False,
-                   limits: PredictLimits | None = None) -> PredictResult:
+def images_predict(
+    *, files: Sequence[UploadedFile], heatmap: bool = False, limits: PredictLimits | None = None
+) -> PredictResult:
     """Score uploaded images with the active ensemble's calibrated probabilities.
 
     Every file is checked before any is scored, so a bad one rejects the request with a message naming it.
@@ -117,12 +120,14 @@ def images_predict(*, files: Sequence[UploadedFile], heatmap: bool = False,
     top, confidence, margin, entropy = prediction_stats(probabilities)
     results = [
         ImagePrediction(
-            file_name=upload.name or "", probabilities=dict(zip(classes, (float(p) for p in row), strict=True)),
-            predicted_class=classes[int(top[i])], confidence=float(confidence[i]), margin=float(margin[i]),
+            file_name=upload.name or "",
+            probabilities=dict(zip(classes, (float(p) for p in row), strict=True)),
+            predicted_class=classes[int(top[i])],
+            confidence=float(confidence[i]),
+            margin=float(margin[i]),
             entropy=float(entropy[i]),
             heatmap_png=heatmap_render(ensemble=ensemble, image=image, class_index=int(top[i])) if heatmap else None,
         )
         for i, (upload, image, row) in enumerate(zip(files, images, probabilities, strict=True))
-    ]  # fmt: skip
-    return PredictResult(model_version_id=version.pk, model_version_name=model_version_name(version),
-                         results=results)
+    ]
+    return PredictResult(model_version_id=version.pk, model_version_name=model_version_name(version), results=results)

@@ -1,5 +1,6 @@
 """Read-side queries over predictions: the confident-disagreement review list, scoring progress and the
 active-learning settings."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -33,8 +34,9 @@ def model_version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
 
 
-def review_list_confident_disagreements(*, model_version: ModelVersion, min_confidence: float = 0.9
-                                        ) -> QuerySet[Prediction]:
+def review_list_confident_disagreements(
+    *, model_version: ModelVersion, min_confidence: float = 0.9
+) -> QuerySet[Prediction]:
     """Predictions of finally labeled images where the model confidently says another class (possible label
     errors worth a second look), most confident first."""
     return (
@@ -91,12 +93,20 @@ def scoring_job_progress(*, job: ScoringJob) -> dict:
     """What the progress bar shows (and the JSON endpoint returns) for one scoring pass."""
     rate, left, speed = scoring_job_speed(job=job)
     return {
-        "id": job.pk, "model_version": job.model_version_id, "status": job.status,
-        "status_display": job.get_status_display(), "scope": job.scope, "done": job.done, "total": job.total,
-        "percent": job.percent, "finished": job.is_finished, "error": job.error,
+        "id": job.pk,
+        "model_version": job.model_version_id,
+        "status": job.status,
+        "status_display": job.get_status_display(),
+        "scope": job.scope,
+        "done": job.done,
+        "total": job.total,
+        "percent": job.percent,
+        "finished": job.is_finished,
+        "error": job.error,
         "images_per_second": None if rate is None else round(rate, 1),
-        "seconds_left": None if left is None else round(left), "speed": speed,
-    }  # fmt: skip
+        "seconds_left": None if left is None else round(left),
+        "speed": speed,
+    }
 
 
 def review_list(*, model_version: ModelVersion | None = None) -> QuerySet[Prediction]:

@@ -1,4 +1,5 @@
 """Input and output shapes of the inference API (predictions on uploads, and the model's opinion on a stored image)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,12 +11,14 @@ from rest_framework import serializers
 
 class PredictInput(serializers.Serializer):
     images = serializers.ListField(
-        child=serializers.FileField(allow_empty_file=True), allow_empty=False,
+        child=serializers.FileField(allow_empty_file=True),
+        allow_empty=False,
         help_text="One or more image files (JPEG, PNG, BMP or TIFF), repeated in the multipart field 'images'.",
-    )  # fmt: skip
+    )
     heatmap = serializers.BooleanField(
-        default=False, help_text="Add each image's Grad-CAM overlay for its predicted class as a base64 PNG.",
-    )  # fmt: skip
+        default=False,
+        help_text="Add each image's Grad-CAM overlay for its predicted class as a base64 PNG.",
+    )
 
 
 class ModelVersionRef(serializers.Serializer):
@@ -26,8 +29,9 @@ class ModelVersionRef(serializers.Serializer):
 class ImagePredictionOutput(serializers.Serializer):
     file = serializers.CharField(source="file_name", help_text="The uploaded file's name.")
     probabilities = serializers.DictField(
-        child=serializers.FloatField(), help_text="Calibrated ensemble probability per class code; sums to 1.",
-    )  # fmt: skip
+        child=serializers.FloatField(),
+        help_text="Calibrated ensemble probability per class code; sums to 1.",
+    )
     predicted_class = serializers.CharField(help_text="Class code with the highest probability.")
     confidence = serializers.FloatField(help_text="Top-1 probability.")
     margin = serializers.FloatField(help_text="Top-1 minus top-2 probability; small means uncertain.")

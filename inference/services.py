@@ -7,6 +7,7 @@ predictions into CellImage.priority (the labeling queue orders by -priority), an
 admin's settings), `queue_after_import` (the import hook) and `inference_after_activation` (the activation hook)
 start those from the pages, the import and the Training page.
 """
+
 from __future__ import annotations
 
 import logging
@@ -99,31 +100,37 @@ def _job_claim(*, model_version: ModelVersion) -> ScoringJob:
         )
         now = timezone.now()
         if job is None:
-            return ScoringJob.objects.create(model_version=model_version, status=ScoringJob.Status.RUNNING,
-                                             running_at=now)
+            return ScoringJob.objects.create(
+                model_version=model_version, status=ScoringJob.Status.RUNNING, running_at=now
+            )
         job.status = ScoringJob.Status.RUNNING
         job.running_at = job.updated_at = now
         job.save(update_fields=["status", "running_at", "updated_at"])
     return job
 
 
-def _predictions_write(*, model_version: ModelVersion, rows: list[tuple[int, str]], probabilities: np.ndarray,
-                       column_class: list[int]) -> None:
+def _predictions_write(
+    *, model_version: ModelVersion, rows: list[tuple[int, str]], probabilities: np.ndarray, column_class: list[int]
+) -> None:
     """Upsert one Prediction per (image id, file) row from its calibrated probabilities."""
     top, confidence, margin, entropy = prediction_stats(probabilities)
     Prediction.objects.bulk_create(
         [
             Prediction(
-                image_id=image_id, model_version=model_version, probabilities=[float(x) for x in row],
-                predicted_class_id=column_class[int(top[i])], confidence=float(confidence[i]),
-                margin=float(margin[i]), entropy=float(entropy[i]),
+                image_id=image_id,
+                model_version=model_version,
+                probabilities=[float(x) for x in row],
+                predicted_class_id=column_class[int(top[i])],
+                confidence=float(confidence[i]),
+                margin=float(margin[i]),
+                entropy=float(entropy[i]),
             )
             for i, ((image_id, _), row) in enumerate(zip(rows, probabilities, strict=True))
         ],
         update_conflicts=True,
         unique_fields=["image", "model_version"],
         update_fields=["probabilities", "predicted_class", "confidence", "margin", "entropy", "created_at"],
-    )  # fmt: skip
+    )
 
 
 def pool_score(
@@ -162,7 +169,9 @@ def pool_score(
             # worth of idle device time), written back and reported every `chunk` images. Decoding runs in the
             # workers (or, decoder "device", batched on the GPU), overlapped with the forward passes.
             stream = ensemble_score_stream(
-                ensemble, [default_storage.path(file) for _, file in rows], batch_size=batch_size,
+                ensemble,
+                [default_storage.path(file) for _, file in rows],
+                batch_size=batch_size,
                 decoder=settings.HEMALOOP_SCORING_DECODER,
             )
             written, pending = 0, []
@@ -171,8 +180,12 @@ def pool_score(
                 scored = written + sum(len(b) for b in pending)
                 if scored - written >= chunk or scored == len(rows):
                     probabilities = np.concatenate(pending)
-                    _predictions_write(model_version=model_version, rows=rows[written:scored],
-                                       probabilities=probabilities, column_class=column_class)
+                    _predictions_write(
+                        model_version=model_version,
+                        rows=rows[written:scored],
+                        probabilities=probabilities,
+                        column_class=column_class,
+                    )
                     written, pending = scored, []
                     done += len(probabilities)
                     # The pool may grow while it is scored: the total never reads less than what is done.
@@ -198,9 +211,11 @@ def scoring_jobs_fail_stale() -> int:
     """Mark failed every queued or running job that stopped reporting (its worker died or never came)."""
     now = timezone.now()
     count = ScoringJob.objects.filter(status__in=UNFINISHED, updated_at__lt=now - SCORING_STALE_AFTER).update(
-        status=ScoringJob.Status.FAILED, finished_at=now, updated_at=now,
+        status=ScoringJob.Status.FAILED,
+        finished_at=now,
+        updated_at=now,
         error=f"The job stopped reporting for {SCORING_STALE_AFTER}; its worker probably died.",
-    )  # fmt: skip
+    )
     if count:
         _logger.warning("marked %d stale scoring job(s) failed", count)
     return count
@@ -211,9 +226,12 @@ def _scoring_enqueue(*, model_version: ModelVersion, scope: str, actor: Abstract
     from inference.tasks import pool_score as pool_score_task
 
     job = ScoringJob.objects.create(
-        model_version=model_version, status=ScoringJob.Status.QUEUED, scope=scope, started_by=actor,
+        model_version=model_version,
+        status=ScoringJob.Status.QUEUED,
+        scope=scope,
+        started_by=actor,
         total=_pool(model_version=model_version, scope=scope).count(),
-    )  # fmt: skip
+    )
     # robust: a broker that cannot be reached (an import command run without one) must not undo the caller's
     # work; the job then stays queued until it goes stale, and Rescore starts it again.
     transaction.on_commit(lambda: pool_score_task.delay(model_version.pk), robust=True)
@@ -251,8 +269,9 @@ def _priorities_write(*, chosen: list[int]) -> int:
         CellImage.objects.exclude(priority=0.0).update(priority=0.0)
         CellImage.objects.bulk_update(
             [CellImage(id=image_id, priority=float(n - rank)) for rank, image_id in enumerate(chosen)],
-            ["priority"], batch_size=500,
-        )  # fmt: skip
+            ["priority"],
+            batch_size=500,
+        )
     return n
 
 
@@ -292,14 +311,10 @@ def queue_priorities_update(
         raise SelectionRefused("exploration must be in [0, 1], max_class_share in (0, 1] and top_n >= 0.")
     model_version.refresh_from_db(fields=["status"])
     if model_version.status != ModelVersion.Status.ACTIVE:
-        raise SelectionRefused(
-            f"Model version {model_version.pk} is not active; only the active one sets priorities."
-        )
+        raise SelectionRefused(f"Model version {model_version.pk} is not active; only the active one sets priorities.")
 
     rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
-    candidates = Prediction.objects.filter(
-        model_version=model_version, image__label_status=LabelStatus.NEEDS_LABELS
-    )
+    candidates = Prediction.objects.filter(model_version=model_version, image__label_status=LabelStatus.NEEDS_LABELS)
     target = min(top_n, candidates.count())
     n_explore = round(exploration * target)
     n_exploit = target - n_explore
@@ -312,9 +327,11 @@ def queue_priorities_update(
         ranked: Iterator[tuple[int, int]] = iter(rows)
     else:
         # Streamed from the database in uncertainty order; usually only the head is read.
-        ranked = candidates.order_by(*_UNCERTAINTY_ORDER[strategy]).values_list(
-            "image_id", "predicted_class_id"
-        ).iterator(chunk_size=2000)
+        ranked = (
+            candidates.order_by(*_UNCERTAINTY_ORDER[strategy])
+            .values_list("image_id", "predicted_class_id")
+            .iterator(chunk_size=2000)
+        )
     exploit: list[int] = []
     per_class: dict[int, int] = {}
     for image_id, class_id in ranked:

@@ -1,5 +1,6 @@
 """Celery tasks for the inference queue: score the pool with a version (then re-order the labeling queue if it is
 active), and re-order the labeling queue alone (Apply now)."""
+
 from __future__ import annotations
 
 from celery import shared_task

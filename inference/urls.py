@@ -1,4 +1,5 @@
 """Active-learning pages under /inference/ (the JSON progress endpoint serves the pages' polling)."""
+
 from django.urls import path
 
 from inference import views

@@ -1,5 +1,6 @@
 """Active-learning pages under /inference/: scoring (with live progress and Rescore), the review list of possible
 label errors, and the admin's active-learning settings. Login is checked by the middleware, roles here."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -103,8 +104,10 @@ def _priorities_apply(request) -> None:
     version = queue_priorities_refresh_start(actor=request.user)
     done = "each cell's new priority shows on its image page once the inference queue has run it."
     if version is None:
-        messages.info(request, f"No model is active: re-ordering the queue by the cold-start order across cases is "
-                               f"queued; {done}")
+        messages.info(
+            request, f"No model is active: re-ordering the queue by the cold-start order across cases is queued; {done}"
+        )
     else:
-        messages.success(request, f"Re-ordering the labeling queue by model version {version.pk}'s predictions is "
-                                  f"queued; {done}")
+        messages.success(
+            request, f"Re-ordering the labeling queue by model version {version.pk}'s predictions is queued; {done}"
+        )

@@ -1,4 +1,5 @@
 """Django admin: the release settings (datasheet texts) are editable; versions and archives are read-only records."""
+
 from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse

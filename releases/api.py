@@ -1,4 +1,5 @@
 """Releases API (researchers and admins): dataset versions, their manifests and diffs, archive builds and downloads."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ class ArchiveOutput(serializers.Serializer):
     def get_download_url(self, progress: selectors.ArchiveProgress) -> str | None:
         if progress.status != DatasetArchive.Status.DONE:
             return None
-        return reverse("releases_api:archive_download", kwargs={"number": progress.version},
-                       request=self.context["request"])
+        return reverse(
+            "releases_api:archive_download", kwargs={"number": progress.version}, request=self.context["request"]
+        )
 
 
 class VersionOutput(serializers.ModelSerializer):
@@ -56,9 +58,20 @@ class VersionOutput(serializers.ModelSerializer):
     class Meta:
         model = DatasetVersion
         fields = [
-            "number", "url", "title", "notes", "created_by", "created_at", "parent", "image_count", "case_count",
-            "test_fraction", "validation_fraction", "class_counts", "archive",
-        ]  # fmt: skip
+            "number",
+            "url",
+            "title",
+            "notes",
+            "created_by",
+            "created_at",
+            "parent",
+            "image_count",
+            "case_count",
+            "test_fraction",
+            "validation_fraction",
+            "class_counts",
+            "archive",
+        ]
         read_only_fields = fields
 
     def get_url(self, version: DatasetVersion) -> str:
@@ -210,8 +223,11 @@ class ManifestApi(APIView):
     permission_classes = [RELEASE_ROLES]
     pagination_class = ManifestPagination
 
-    @extend_schema(parameters=[ManifestFilterInput], responses=ManifestEntryOutput(many=True),
-                   summary="A version's manifest, in archive order")
+    @extend_schema(
+        parameters=[ManifestFilterInput],
+        responses=ManifestEntryOutput(many=True),
+        summary="A version's manifest, in archive order",
+    )
     def get(self, request: Request, number: int):
         filters = ManifestFilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)

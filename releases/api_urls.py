@@ -1,4 +1,5 @@
 """Releases API routes under /api/releases/."""
+
 from django.urls import path
 
 from releases import api

@@ -1,4 +1,5 @@
 """Release settings read at call time, so a deployment (or a test) can change them without a restart of this module."""
+
 from __future__ import annotations
 
 from django.conf import settings

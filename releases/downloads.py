@@ -4,6 +4,7 @@
 With HEMALOOP_RELEASES_X_ACCEL_REDIRECT_PREFIX = "/protected-media/", nginx needs
 `location /protected-media/ { internal; alias <MEDIA_ROOT>/; }`; it then serves the file and its ranges itself.
 """
+
 from __future__ import annotations
 
 import re
@@ -47,8 +48,9 @@ def archive_download_response(*, request: HttpRequest, archive: DatasetArchive) 
         return HttpResponse(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
     start, end = byte_range or (0, size - 1)
     body = iter(()) if request.method == "HEAD" else _file_chunks(name=archive.file_name, start=start, end=end)
-    response = StreamingHttpResponse(body, status=206 if byte_range else 200, content_type="application/zip",
-                                     headers=headers)
+    response = StreamingHttpResponse(
+        body, status=206 if byte_range else 200, content_type="application/zip", headers=headers
+    )
     response["Content-Length"] = str(end - start + 1)
     if byte_range:
         response["Content-Range"] = f"bytes {start}-{end}/{size}"

@@ -1,15 +1,15 @@
 """Forms of the releases pages: cutting a version, choosing two versions to compare."""
+
 from __future__ import annotations
 
 from django import forms
 
 
 class VersionCreateForm(forms.Form):
-    title = forms.CharField(
-        max_length=200, required=False, help_text="Optional, e.g. “Paper submission, March 2026”."
-    )
+    title = forms.CharField(max_length=200, required=False, help_text="Optional, e.g. “Paper submission, March 2026”.")
     notes = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Optional; shown on the version page and at the top of its datasheet.",
     )
 

@@ -5,6 +5,7 @@ updated: every value an archive needs is copied into them, so later labeling, co
 or taxonomy edits cannot change what an old version contains. Build state lives apart, in
 DatasetArchive, because it does change.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -1,4 +1,5 @@
 """Reads for dataset versions: lists, manifests, class balance, the leakage check, diffs and archive progress."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -78,11 +79,16 @@ def version_balance(*, version: DatasetVersion) -> Balance:
         total = sum(per_split.values())
         if not total:
             continue
-        rows.append(BalanceRow(
-            code=code, name=names.get(code, code), counts=per_split, total=total,
-            shares={split: _percent(per_split[split], totals[split]) for split in SPLIT_ORDER},
-            test_share=_percent(per_split[Split.TEST], total),
-        ))  # fmt: skip
+        rows.append(
+            BalanceRow(
+                code=code,
+                name=names.get(code, code),
+                counts=per_split,
+                total=total,
+                shares={split: _percent(per_split[split], totals[split]) for split in SPLIT_ORDER},
+                test_share=_percent(per_split[Split.TEST], total),
+            )
+        )
     return Balance(rows=rows, totals=totals, total=sum(totals.values()))
 
 
@@ -102,13 +108,16 @@ def version_leakage(*, version: DatasetVersion) -> Leakage:
     versions that this version puts in train or validation (must be none)."""
     entries = ManifestEntry.objects.filter(version=version)
     shared = (
-        entries.exclude(case_id="").values("case_id").annotate(splits=Count("split", distinct=True))
-        .filter(splits__gt=1).order_by("case_id").values_list("case_id", flat=True)
-    )  # fmt: skip
+        entries.exclude(case_id="")
+        .values("case_id")
+        .annotate(splits=Count("split", distinct=True))
+        .filter(splits__gt=1)
+        .order_by("case_id")
+        .values_list("case_id", flat=True)
+    )
     earlier_test = ManifestEntry.objects.filter(version__number__lt=version.number, split=Split.TEST)
     leaked = entries.exclude(split=Split.TEST).filter(
-        Q(sha256__in=earlier_test.values("sha256"))
-        | Q(case_id__in=earlier_test.exclude(case_id="").values("case_id"))
+        Q(sha256__in=earlier_test.values("sha256")) | Q(case_id__in=earlier_test.exclude(case_id="").values("case_id"))
     )
     return Leakage(
         cases_in_several_splits=shared.count(),
@@ -147,12 +156,13 @@ class ReleasePreview:
 
 def release_preview() -> ReleasePreview:
     final = CellImage.objects.filter(label_status=LabelStatus.FINAL, final_label__isnull=False)
-    per_class = list(
-        final.values_list("final_label__name").annotate(n=Count("id")).order_by("final_label__order")
-    )
+    per_class = list(final.values_list("final_label__name").annotate(n=Count("id")).order_by("final_label__order"))
     return ReleasePreview(
-        images=sum(n for _, n in per_class), per_class=per_class, latest=version_latest(),
-        test_fraction=conf.test_fraction(), validation_fraction=conf.validation_fraction(),
+        images=sum(n for _, n in per_class),
+        per_class=per_class,
+        latest=version_latest(),
+        test_fraction=conf.test_fraction(),
+        validation_fraction=conf.validation_fraction(),
     )
 
 
@@ -284,8 +294,8 @@ def archive_file_present(*, archive: DatasetArchive) -> bool:
 
 
 def archive_downloadable(*, archive: DatasetArchive) -> bool:
-    return archive.status == DatasetArchive.Status.DONE and bool(archive.sha256) and archive_file_present(
-        archive=archive
+    return (
+        archive.status == DatasetArchive.Status.DONE and bool(archive.sha256) and archive_file_present(archive=archive)
     )
 
 

@@ -3,6 +3,7 @@
 Pure functions (no Django): a group is a case, or an image without a case. Groups seen in an earlier
 version keep the split they had; only groups new in this version are split, with scikit-learn.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -100,7 +101,8 @@ def _fold_groups(*, items: Sequence[SplitItem], n_splits: int, grouped: bool, ke
 def _hash_holdout(*, groups: Sequence[str], n_splits: int, key: bytes, salt: str) -> set[str]:
     """Each group held out with probability 1/n_splits, drawn from the keyed hash of its name."""
     return {
-        group for group in groups
+        group
+        for group in groups
         if int.from_bytes(_keyed_hash(key=key, text=f"{salt}:{group}")[:8], "big") < 2**64 // n_splits
     }
 

@@ -1,4 +1,5 @@
 """Releases pages (researchers and admins); login is checked by the middleware, roles by the views."""
+
 from django.urls import path
 
 from releases import views

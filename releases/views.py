@@ -1,4 +1,5 @@
 """Releases pages: the version list, cutting a version, a version with its archive, downloads, diffs."""
+
 from __future__ import annotations
 
 from django.contrib import messages

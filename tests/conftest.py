@@ -1,4 +1,5 @@
 """Shared fixtures: one user per role, and logged-in clients for pages and the API."""
+
 from __future__ import annotations
 
 import importlib

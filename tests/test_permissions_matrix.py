@@ -1,6 +1,7 @@
 """Who may call what: one table of (url, method) x role -> status, expanded into one test per cell
 (the way CVAT generates its permission tests), and a walk over every URL pattern so that an endpoint
 added without a row here fails the suite."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

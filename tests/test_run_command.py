@@ -1,4 +1,5 @@
 """`make run`'s stack, for real: embedded PostgreSQL and Redis, migrations, demo, worker, web server."""
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -42,8 +43,12 @@ class RunningStack:
         env.update(HEMALOOP_VAR_DIR=str(var_dir), HEMALOOP_PORT=str(self.port))
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "config.launcher"], cwd=BASE_DIR, env=env,
-            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "config.launcher"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 300) -> None:

@@ -1,4 +1,5 @@
 """Production settings: refuse to start without their environment, and pass `check --deploy`."""
+
 import os
 import subprocess
 import sys
@@ -19,8 +20,12 @@ def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV}
     clean["DJANGO_SETTINGS_MODULE"] = "config.settings.production"
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env={**clean, **env},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -1,4 +1,5 @@
 """Read-mostly admin for runs and model versions; state changes go through the services (pages and API)."""
+
 from django.contrib import admin
 
 from training.models import ModelVersion, TrainingRun

@@ -1,4 +1,5 @@
 """Training API: retrain runs (admins start and cancel, researchers watch) and model versions (admins activate)."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -33,9 +34,12 @@ ADMIN_ONLY = roles_permission(Role.ADMIN)
 class RunStartInput(serializers.Serializer):
     profile = serializers.ChoiceField(choices=PROFILES)
     dataset_version = serializers.SlugRelatedField(
-        slug_field="number", queryset=DatasetVersion.objects.all(), required=False, allow_null=True,
+        slug_field="number",
+        queryset=DatasetVersion.objects.all(),
+        required=False,
+        allow_null=True,
         help_text="Version number to train on; omit to freeze the current labels into a new version first.",
-    )  # fmt: skip
+    )
 
 
 class RunOutput(serializers.ModelSerializer):
@@ -51,11 +55,34 @@ class RunOutput(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "url", "status", "dataset_version", "profile", "config", "started_by", "worker_host", "created_at",
-            "started_at", "finished_at", "heartbeat_at", "model_index", "model_name", "model_count", "epoch",
-            "max_epochs", "batch", "batches_total", "eta_seconds", "percent", "cancel_requested", "error", "finished",
-            "history", "log_tail", "model_version",
-        ]  # fmt: skip
+            "id",
+            "url",
+            "status",
+            "dataset_version",
+            "profile",
+            "config",
+            "started_by",
+            "worker_host",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "model_index",
+            "model_name",
+            "model_count",
+            "epoch",
+            "max_epochs",
+            "batch",
+            "batches_total",
+            "eta_seconds",
+            "percent",
+            "cancel_requested",
+            "error",
+            "finished",
+            "history",
+            "log_tail",
+            "model_version",
+        ]
         read_only_fields = fields
 
     def get_url(self, run: TrainingRun) -> str:
@@ -77,8 +104,7 @@ class ModelVersionOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "url", "run", "status", "macro_f1", "temperature", "created_at", "activated_at",
-                  "activated_by"]
+        fields = ["id", "url", "run", "status", "macro_f1", "temperature", "created_at", "activated_at", "activated_by"]
         read_only_fields = fields
 
     def get_url(self, version: ModelVersion) -> str:
@@ -123,9 +149,15 @@ class RunListStartApi(APIView):
         runs = selectors.training_run_list()[:100]
         return Response(RunOutput(runs, many=True, context={"request": request}).data)
 
-    @extend_schema(request=RunStartInput, summary="Start a retrain (admins)", responses={
-        201: RunOutput, 400: OpenApiResponse(description="Unusable dataset version or profile."),
-        409: OpenApiResponse(description="Another run is queued or running.")})
+    @extend_schema(
+        request=RunStartInput,
+        summary="Start a retrain (admins)",
+        responses={
+            201: RunOutput,
+            400: OpenApiResponse(description="Unusable dataset version or profile."),
+            409: OpenApiResponse(description="Another run is queued or running."),
+        },
+    )
     def post(self, request: Request):
         serializer = RunStartInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -149,8 +181,11 @@ class RunDetailApi(APIView):
 class RunCancelApi(APIView):
     permission_classes = [ADMIN_ONLY]
 
-    @extend_schema(request=None, responses=RunOutput, summary="Cancel a run (admins): at once if queued, "
-                   "after the current batch if running")
+    @extend_schema(
+        request=None,
+        responses=RunOutput,
+        summary="Cancel a run (admins): at once if queued, after the current batch if running",
+    )
     def post(self, request: Request, run_id: int):
         try:
             run = training_run_cancel(run=_run_or_404(run_id), actor=request.user)
@@ -179,8 +214,11 @@ class ModelVersionDetailApi(APIView):
 class ModelVersionActivateApi(APIView):
     permission_classes = [ADMIN_ONLY]
 
-    @extend_schema(request=None, responses=ModelVersionOutput,
-                   summary="Activate a model version (admins); the previously active one is retired")
+    @extend_schema(
+        request=None,
+        responses=ModelVersionOutput,
+        summary="Activate a model version (admins); the previously active one is retired",
+    )
     def post(self, request: Request, version_id: int):
         version = model_version_activate(version=_version_or_404(version_id), actor=request.user)
         return Response(ModelVersionOutput(version, context={"request": request}).data)

@@ -1,4 +1,5 @@
 """Training API routes under /api/training/."""
+
 from django.urls import path
 
 from training import api

@@ -1,4 +1,5 @@
 """Form of the Retrain page: which dataset version (or freeze now) and which profile."""
+
 from __future__ import annotations
 
 from django import forms
@@ -15,8 +16,7 @@ PROFILE_HELP = {
 
 
 class RunStartForm(forms.Form):
-    dataset_version = forms.TypedChoiceField(coerce=int, required=False, empty_value=None,
-                                             label="Dataset version")
+    dataset_version = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Dataset version")
     profile = forms.ChoiceField(choices=[(name, PROFILE_HELP[name]) for name in PROFILES], initial="quick")
 
     def __init__(self, *args, **kwargs) -> None:

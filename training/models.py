@@ -1,4 +1,5 @@
 """Training runs (one retrain of the ensemble on a frozen dataset version) and the model versions they register."""
+
 from __future__ import annotations
 
 from django.conf import settings

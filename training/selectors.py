@@ -1,4 +1,5 @@
 """Reads for the training pages and API: runs with their progress, model versions and their report tables."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -87,11 +88,21 @@ def model_version_report(*, version: ModelVersion) -> ModelReport:
     """The metrics.json of a version rearranged into the tables of the report page."""
     metrics = version.metrics
     members = metrics.get("models", {})
-    rows = [_summary_row(key=key, name=data.get("name", key), test=data.get("test", {}),
-                         temperature=data.get("temperature")) for key, data in members.items()]
+    rows = [
+        _summary_row(
+            key=key, name=data.get("name", key), test=data.get("test", {}), temperature=data.get("temperature")
+        )
+        for key, data in members.items()
+    ]
     ensemble = metrics.get("ensemble", {})
-    rows.append(_summary_row(key="ensemble", name="Ensemble (soft voting)", test=ensemble.get("test", {}),
-                             temperature=ensemble.get("temperature")))
+    rows.append(
+        _summary_row(
+            key="ensemble",
+            name="Ensemble (soft voting)",
+            test=ensemble.get("test", {}),
+            temperature=ensemble.get("temperature"),
+        )
+    )
     per_class = [{"code": code, **values} for code, values in ensemble.get("test", {}).get("per_class", {}).items()]
     comparisons = metrics.get("comparisons", {})
     mcnemar = [
@@ -103,14 +114,28 @@ def model_version_report(*, version: ModelVersion) -> ModelReport:
         for code, result in (by_class or {}).items()
         if result
     ]
-    return ModelReport(summary=rows, per_class=per_class, mcnemar=mcnemar, delong=delong,
-                       split_sizes=metrics.get("split_sizes", {}), plots=sorted(version.plots))
+    return ModelReport(
+        summary=rows,
+        per_class=per_class,
+        mcnemar=mcnemar,
+        delong=delong,
+        split_sizes=metrics.get("split_sizes", {}),
+        plots=sorted(version.plots),
+    )
 
 
 def _summary_row(*, key: str, name: str, test: dict[str, Any], temperature: float | None) -> SummaryRow:
     return SummaryRow(
-        name=name, key=key, accuracy=test.get("accuracy"), accuracy_ci=test.get("accuracy_ci95"),
-        precision=test.get("macro_precision"), recall=test.get("macro_recall"), f1=test.get("macro_f1"),
-        f1_ci=test.get("macro_f1_ci95"), auroc=test.get("macro_auroc"), ece=test.get("ece"),
-        ece_calibrated=test.get("ece_calibrated"), temperature=temperature,
-    )  # fmt: skip
+        name=name,
+        key=key,
+        accuracy=test.get("accuracy"),
+        accuracy_ci=test.get("accuracy_ci95"),
+        precision=test.get("macro_precision"),
+        recall=test.get("macro_recall"),
+        f1=test.get("macro_f1"),
+        f1_ci=test.get("macro_f1_ci95"),
+        auroc=test.get("macro_auroc"),
+        ece=test.get("ece"),
+        ece_calibrated=test.get("ece_calibrated"),
+        temperature=temperature,
+    )

@@ -1,4 +1,5 @@
 """Training actions: start, execute (on the worker), cancel and reap retrains; register and activate model versions."""
+
 from __future__ import annotations
 
 import contextlib
@@ -137,15 +138,25 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         config = TrainConfig.from_dict(run.config)
         with _heartbeat(run_id=run.pk):
             result = train_ensemble(
-                config=config, train_items=items[Split.TRAIN], val_items=items[Split.VALIDATION],
-                test_items=items[Split.TEST], classes=classes, out_dir=out_dir, callbacks=[_RunProgress(run=run)],
-            )  # fmt: skip
+                config=config,
+                train_items=items[Split.TRAIN],
+                val_items=items[Split.VALIDATION],
+                test_items=items[Split.TEST],
+                classes=classes,
+                out_dir=out_dir,
+                callbacks=[_RunProgress(run=run)],
+            )
     except TrainingCancelled:
         _finish(run=run, status=TrainingRun.Status.CANCELLED, out_dir=out_dir, line="Cancelled.")
     except Exception as exc:
         _logger.exception("training run %s failed", run.pk)
-        _finish(run=run, status=TrainingRun.Status.FAILED, out_dir=out_dir, line=f"Failed: {exc}",
-                error="".join(traceback.format_exception_only(exc)).strip())
+        _finish(
+            run=run,
+            status=TrainingRun.Status.FAILED,
+            out_dir=out_dir,
+            line=f"Failed: {exc}",
+            error="".join(traceback.format_exception_only(exc)).strip(),
+        )
     else:
         _register(run=run, result=result, out_dir=out_dir)
     run.refresh_from_db()
@@ -202,7 +213,10 @@ def _finish(*, run: TrainingRun, status: str, out_dir: Path, line: str, error: s
     shutil.rmtree(out_dir, ignore_errors=True)
     run.refresh_from_db(fields=["log_tail"])
     TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-        status=status, finished_at=timezone.now(), error=error, eta_seconds=None,
+        status=status,
+        finished_at=timezone.now(),
+        error=error,
+        eta_seconds=None,
         log_tail=_tail(run.log_tail, line),
     )
 
@@ -217,10 +231,13 @@ def _register(*, run: TrainingRun, result: Any, out_dir: Path) -> None:
             shutil.rmtree(out_dir, ignore_errors=True)
             return
         version = ModelVersion.objects.create(
-            run=locked, out_dir=str(out_dir.relative_to(media)), config=metrics.get("config", run.config),
-            temperature=result.temperature, metrics=metrics,
+            run=locked,
+            out_dir=str(out_dir.relative_to(media)),
+            config=metrics.get("config", run.config),
+            temperature=result.temperature,
+            metrics=metrics,
             plots={name: str(Path(path).relative_to(media)) for name, path in result.plot_paths.items()},
-        )  # fmt: skip
+        )
         locked.status = TrainingRun.Status.SUCCEEDED
         locked.finished_at = timezone.now()
         locked.eta_seconds = 0
@@ -239,7 +256,7 @@ def _better_than_active(*, version: ModelVersion) -> bool:
 
 def _tail(log: str, line: str) -> str:
     text = f"{log}{timezone.now():%H:%M:%S} {line}\n"
-    return text[-TrainingRun.LOG_TAIL_CHARS:]
+    return text[-TrainingRun.LOG_TAIL_CHARS :]
 
 
 class _RunProgress(Callback):
@@ -274,8 +291,11 @@ class _RunProgress(Callback):
         row = {key: value for key, value in metrics.items() if isinstance(value, int | float | str | bool)}
         self.history.append(row)
         self.max_epochs = int(metrics.get("max_epochs", self.max_epochs))
-        self.log = _tail(self.log, f"{self.model_name} epoch {epoch}: val loss {metrics.get('val_loss', 0):.4f}, "
-                                   f"val macro-F1 {metrics.get('val_macro_f1', 0):.4f}")
+        self.log = _tail(
+            self.log,
+            f"{self.model_name} epoch {epoch}: val loss {metrics.get('val_loss', 0):.4f}, "
+            f"val macro-F1 {metrics.get('val_macro_f1', 0):.4f}",
+        )
         self.epoch = epoch + 1
         self._write(batch=0, total=0, force=True, epoch_done=epoch)
 
@@ -295,10 +315,16 @@ class _RunProgress(Callback):
             return
         self.last_write = now
         fields: dict[str, Any] = {
-            "heartbeat_at": timezone.now(), "history": self.history, "log_tail": self.log,
-            "model_index": self.model_index, "model_name": self.model_name, "model_count": self.model_count,
-            "epoch": epoch_done or self.epoch, "max_epochs": self.max_epochs, "eta_seconds": self._eta(batch, total),
-        }  # fmt: skip
+            "heartbeat_at": timezone.now(),
+            "history": self.history,
+            "log_tail": self.log,
+            "model_index": self.model_index,
+            "model_name": self.model_name,
+            "model_count": self.model_count,
+            "epoch": epoch_done or self.epoch,
+            "max_epochs": self.max_epochs,
+            "eta_seconds": self._eta(batch, total),
+        }
         if total:
             fields.update(batch=batch, batches_total=total)
         TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(**fields)
@@ -333,9 +359,11 @@ def training_runs_fail_stale() -> int:
     cutoff = timezone.now() - heartbeat_stale_after()
     stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
     count = stale.update(
-        status=TrainingRun.Status.FAILED, finished_at=timezone.now(), eta_seconds=None,
+        status=TrainingRun.Status.FAILED,
+        finished_at=timezone.now(),
+        eta_seconds=None,
         error=f"The worker stopped reporting (no heartbeat for {heartbeat_stale_after()}); it probably died.",
-    )  # fmt: skip
+    )
     if count:
         _logger.warning("marked %d stale training run(s) failed", count)
     return count

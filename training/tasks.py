@@ -1,4 +1,5 @@
 """Celery task for the training queue: retrain the ensemble of one run (all logic lives in training.services)."""
+
 from __future__ import annotations
 
 from celery import shared_task

@@ -1,4 +1,5 @@
 """Training pages under /training/; login is checked by the middleware, roles by the views."""
+
 from django.urls import path
 
 from training import views

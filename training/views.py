@@ -1,4 +1,5 @@
 """Training pages: Retrain (start and list runs), a run's live progress, a model version's report and plots."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,10 +38,12 @@ def _version_or_404(version_id: int):
 @role_required(*READ_ROLES)
 def training_home(request):
     context = {
-        "form": RunStartForm(), "runs": selectors.training_run_list()[:50],
-        "versions": selectors.model_version_list()[:50], "active": selectors.model_version_active(),
+        "form": RunStartForm(),
+        "runs": selectors.training_run_list()[:50],
+        "versions": selectors.model_version_list()[:50],
+        "active": selectors.model_version_active(),
         "section": "training",
-    }  # fmt: skip
+    }
     return render(request, "training/home.html", context)
 
 

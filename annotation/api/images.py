@@ -1,4 +1,5 @@
 """Annotation API: taxonomy, cell images, import batches with their per-file reports and live progress."""
+
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
@@ -62,10 +63,26 @@ class ImageOutput(serializers.ModelSerializer):
     class Meta:
         model = CellImage
         fields = [
-            "id", "url", "sha256", "original_name", "format", "width", "height", "size_bytes",
-            "case", "batch", "analyzer_class", "reference_label", "label_status", "final_label", "final_method",
-            "priority", "created_at", "file_url", "thumbnail_url",
-        ]  # fmt: skip
+            "id",
+            "url",
+            "sha256",
+            "original_name",
+            "format",
+            "width",
+            "height",
+            "size_bytes",
+            "case",
+            "batch",
+            "analyzer_class",
+            "reference_label",
+            "label_status",
+            "final_label",
+            "final_method",
+            "priority",
+            "created_at",
+            "file_url",
+            "thumbnail_url",
+        ]
         read_only_fields = fields
 
 
@@ -82,10 +99,25 @@ class BatchOutput(serializers.ModelSerializer):
     class Meta:
         model = ImportBatch
         fields = [
-            "id", "url", "source_name", "created_by", "created_at", "trusted", "case_from_folder", "status",
-            "total", "processed", "imported", "duplicates", "rejected", "error", "started_at", "finished_at",
-            "items_url", "progress_url",
-        ]  # fmt: skip
+            "id",
+            "url",
+            "source_name",
+            "created_by",
+            "created_at",
+            "trusted",
+            "case_from_folder",
+            "status",
+            "total",
+            "processed",
+            "imported",
+            "duplicates",
+            "rejected",
+            "error",
+            "started_at",
+            "finished_at",
+            "items_url",
+            "progress_url",
+        ]
         read_only_fields = fields
 
 
@@ -195,7 +227,7 @@ class BatchListApi(APIView):
         request={"multipart/form-data": BatchCreateInput},
         responses={
             201: BatchOutput,
-            400: OpenApiResponse(description="Invalid fields, or the upload was rejected: `{\"detail\": why}`."),
+            400: OpenApiResponse(description='Invalid fields, or the upload was rejected: `{"detail": why}`.'),
         },
         summary="Upload a zip of cell images; the import runs in the background",
     )

@@ -1,4 +1,5 @@
 """Labeling, consensus, history and agreement API. Annotators see only their own labels."""
+
 from __future__ import annotations
 
 from django.http import HttpResponse
@@ -113,8 +114,10 @@ class LabelListCreateApi(APIView):
         get_object_or_404(CellImage, pk=data.validated_data["image"])
         try:
             annotation = annotation_submit(
-                image_id=data.validated_data["image"], annotator=request.user,
-                cell_class=data.validated_data["cell_class"], duration_ms=data.validated_data.get("duration_ms"),
+                image_id=data.validated_data["image"],
+                annotator=request.user,
+                cell_class=data.validated_data["cell_class"],
+                duration_ms=data.validated_data.get("duration_ms"),
             )
         except LabelingError as exc:
             return _refused(exc)

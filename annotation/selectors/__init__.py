@@ -1,4 +1,5 @@
 """Reads for annotation, one module per concern; the common ones are re-exported here."""
+
 from annotation.selectors.images import (  # noqa: F401
     IMAGE_STATUS_LABELS,
     BatchProgress,

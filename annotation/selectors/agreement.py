@@ -1,5 +1,6 @@
 """Inter-annotator agreement: Cohen's kappa overall and per annotator pair, per-class agreement,
 the annotator-vs-annotator confusion matrix and disagreement rates (scikit-learn)."""
+
 from __future__ import annotations
 
 import io
@@ -57,13 +58,15 @@ def agreement_pairs(*, batch_id: int | None = None, date_from: date | None = Non
         day = timezone.localdate(labels[1].created_at)
         if (date_from and day < date_from) or (date_to and day > date_to):
             continue
-        pairs.append((image_id, *[(a.annotator.username, a.cell_class.code if a.cell_class else UNCLASSIFIABLE)
-                                   for a in labels]))
+        pairs.append(
+            (image_id, *[(a.annotator.username, a.cell_class.code if a.cell_class else UNCLASSIFIABLE) for a in labels])
+        )
     return pairs
 
 
-def agreement_stats(*, batch_id: int | None = None, date_from: date | None = None,
-                    date_to: date | None = None) -> AgreementStats:
+def agreement_stats(
+    *, batch_id: int | None = None, date_from: date | None = None, date_to: date | None = None
+) -> AgreementStats:
     classes = list(CellClass.objects.order_by("order"))
     labels = [c.code for c in classes] + [UNCLASSIFIABLE]
     names = {c.code: c.name for c in classes} | {UNCLASSIFIABLE: "Unclassifiable"}
@@ -71,9 +74,13 @@ def agreement_stats(*, batch_id: int | None = None, date_from: date | None = Non
     first = [p[1][1] for p in pairs]
     second = [p[2][1] for p in pairs]
     stats = AgreementStats(
-        labels=labels, names=names, n_images=len(pairs), kappa=_kappa(first, second),
+        labels=labels,
+        names=names,
+        n_images=len(pairs),
+        kappa=_kappa(first, second),
         observed_agreement=round(float(np.mean([a == b for a, b in zip(first, second, strict=True)])), 4)
-        if pairs else None,
+        if pairs
+        else None,
     )
 
     by_pair: dict[tuple[str, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
@@ -87,8 +94,12 @@ def agreement_stats(*, batch_id: int | None = None, date_from: date | None = Non
             per_annotator[user][0] += 1
             per_annotator[user][1] += code_a != code_b
     stats.pairs = [
-        {"annotators": list(key), "n": len(a), "kappa": _kappa(a, b),
-         "agreement": round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 4)}
+        {
+            "annotators": list(key),
+            "n": len(a),
+            "kappa": _kappa(a, b),
+            "agreement": round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 4),
+        }
         for key, (a, b) in sorted(by_pair.items())
     ]
     stats.per_annotator = [
@@ -98,11 +109,15 @@ def agreement_stats(*, batch_id: int | None = None, date_from: date | None = Non
     for code in labels:
         either = sum(a == code or b == code for a, b in zip(first, second, strict=True))
         both = sum(a == code and b == code for a, b in zip(first, second, strict=True))
-        stats.per_class.append({
-            "code": code, "name": names[code], "n": either,
-            "agreement": round(both / either, 4) if either else None,
-            "disagreement_rate": round(1 - both / either, 4) if either else None,
-        })
+        stats.per_class.append(
+            {
+                "code": code,
+                "name": names[code],
+                "n": either,
+                "agreement": round(both / either, 4) if either else None,
+                "disagreement_rate": round(1 - both / either, 4) if either else None,
+            }
+        )
     stats.confusion = (
         confusion_matrix(first, second, labels=labels).tolist() if pairs else [[0] * len(labels) for _ in labels]
     )
@@ -131,8 +146,9 @@ def agreement_heatmap_png(stats: AgreementStats) -> bytes:
     threshold = matrix.max() / 2 if matrix.size and matrix.max() else 0
     for (i, j), value in np.ndenumerate(matrix):
         if value:
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                    color="white" if value > threshold else "black")
+            ax.text(
+                j, i, str(value), ha="center", va="center", fontsize=7, color="white" if value > threshold else "black"
+            )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

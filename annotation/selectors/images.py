@@ -1,4 +1,5 @@
 """Reads for annotation: taxonomy, cases, cell images, import batches and their per-file reports."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ class ImageStatus(StrEnum):
 
 
 IMAGE_STATUS_LABELS = {
-    ImageStatus.UNLABELED: "Needs labels", ImageStatus.CONSENSUS: "In consensus", ImageStatus.FINAL: "Final label",
+    ImageStatus.UNLABELED: "Needs labels",
+    ImageStatus.CONSENSUS: "In consensus",
+    ImageStatus.FINAL: "Final label",
 }
 _LABEL_STATUS = {
     ImageStatus.UNLABELED: LabelStatus.NEEDS_LABELS,

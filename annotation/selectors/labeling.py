@@ -1,4 +1,5 @@
 """Reads for labeling: an annotator's own labels and progress, the consensus queue, image history."""
+
 from __future__ import annotations
 
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet

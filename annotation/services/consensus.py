@@ -3,6 +3,7 @@
 Nothing is overwritten: the image's current final label changes, and a LabelEvent records who
 decided what, when and why.
 """
+
 from __future__ import annotations
 
 from django.db import transaction

@@ -1,4 +1,5 @@
 """Batch import of cell images from a folder, a zip or an upload: validated, content-addressed, reported per file."""
+
 from __future__ import annotations
 
 import copy
@@ -473,9 +474,7 @@ class _BatchRun:
         if case is None:
             case, _ = Case.objects.get_or_create(code=meta.case_code, defaults={"diagnosis": meta.diagnosis})
         if meta.diagnosis and case.diagnosis and case.diagnosis != meta.diagnosis:
-            raise FileRejected(
-                f"case {case.code!r} has diagnosis {case.diagnosis}, but the CSV gives {meta.diagnosis}"
-            )
+            raise FileRejected(f"case {case.code!r} has diagnosis {case.diagnosis}, but the CSV gives {meta.diagnosis}")
         if meta.diagnosis and not case.diagnosis:
             Case.objects.filter(pk=case.pk).update(diagnosis=meta.diagnosis)
             # A copy: the cached case must not change if this file's transaction rolls back.
@@ -487,7 +486,9 @@ class _BatchRun:
         original = CellImage.objects.filter(pk=image_id).values_list("original_name", "batch_id").first()
         detail = f" ({original[0]}, batch #{original[1]})" if original else ""
         self._item_add(
-            name=name, outcome=ImportItem.Outcome.DUPLICATE, reason=f"same content as image #{image_id}{detail}",
+            name=name,
+            outcome=ImportItem.Outcome.DUPLICATE,
+            reason=f"same content as image #{image_id}{detail}",
             image_id=image_id,
         )
 
@@ -503,10 +504,17 @@ class _BatchRun:
         batch.processed = batch.imported + batch.duplicates + batch.rejected
         batch.save(
             update_fields=[
-                "status", "error", "finished_at", "total", "skipped",
-                "processed", "imported", "duplicates", "rejected",
+                "status",
+                "error",
+                "finished_at",
+                "total",
+                "skipped",
+                "processed",
+                "imported",
+                "duplicates",
+                "rejected",
             ]
-        )  # fmt: skip
+        )
         if self.on_progress is not None:
             self.on_progress(batch)
 

@@ -6,6 +6,7 @@ Correctness under many annotators rests on three things: the image row is locked
 on the image is only changed under that lock, and a partial unique constraint forbids a second live
 label by the same annotator.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ def _lease_take(*, image: CellImage, annotator, now: datetime) -> QueueItem:
     # One INSERT ... ON CONFLICT DO UPDATE: take or renew the hold in a single round trip.
     Lease.objects.bulk_create(
         [Lease(image=image, annotator=annotator, created_at=now, expires_at=expires)],
-        update_conflicts=True, unique_fields=["image", "annotator"], update_fields=["expires_at"],
+        update_conflicts=True,
+        unique_fields=["image", "annotator"],
+        update_fields=["expires_at"],
     )
     return QueueItem(image=image, lease_expires_at=expires)
 
@@ -121,8 +124,12 @@ def queue_next(*, annotator) -> QueueItem | None:
     now = timezone.now()
     expires = now + lease_duration()
     params = {
-        "me": annotator.pk, "now": now, "expires": expires, "needs": LabelStatus.NEEDS_LABELS,
-        "skip_since": now - skip_cooldown(), "required": labels_per_image(),
+        "me": annotator.pk,
+        "now": now,
+        "expires": expires,
+        "needs": LabelStatus.NEEDS_LABELS,
+        "skip_since": now - skip_cooldown(),
+        "required": labels_per_image(),
     }
     images = list(CellImage.objects.raw(_QUEUE_NEXT_SQL, params))
     if not images:
@@ -196,11 +203,7 @@ def annotation_undo(*, annotator) -> QueueItem:
     The label is kept, marked undone (history is append-only); the cell is held for the
     annotator again so they can label it anew.
     """
-    last = (
-        Annotation.objects.filter(annotator=annotator, undone_at__isnull=True)
-        .order_by("-created_at", "-id")
-        .first()
-    )
+    last = Annotation.objects.filter(annotator=annotator, undone_at__isnull=True).order_by("-created_at", "-id").first()
     if last is None:
         raise NothingToUndo("You have no label to undo.")
     image = CellImage.objects.select_for_update().get(pk=last.image_id)
@@ -223,6 +226,14 @@ def lease_release_expired(*, now: datetime | None = None) -> int:
 
 
 __all__ = [
-    "AlreadyLabeled", "LabelingError", "NoLongerNeeded", "NothingToUndo", "QueueItem",
-    "annotation_submit", "annotation_undo", "lease_release_expired", "queue_next", "queue_skip",
+    "AlreadyLabeled",
+    "LabelingError",
+    "NoLongerNeeded",
+    "NothingToUndo",
+    "QueueItem",
+    "annotation_submit",
+    "annotation_undo",
+    "lease_release_expired",
+    "queue_next",
+    "queue_skip",
 ]

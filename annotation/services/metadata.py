@@ -1,4 +1,5 @@
 """Per-file metadata of an import: the optional CSV, folder labels or case ids, matched to taxonomy codes."""
+
 from __future__ import annotations
 
 import csv

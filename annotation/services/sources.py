@@ -1,4 +1,5 @@
 """Import sources (a folder or a zip archive) listed and read member by member, never extracted wholesale."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Checks on untrusted import input: limits, archive member names, and image content (decoded, not by extension)."""
+
 from __future__ import annotations
 
 import io

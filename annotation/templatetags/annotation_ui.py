@@ -1,4 +1,5 @@
 """Template helpers for the labeling, consensus and agreement pages."""
+
 from __future__ import annotations
 
 from django import template

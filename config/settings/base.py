@@ -1,4 +1,5 @@
 """Settings shared by every environment; values come from the environment (django-environ)."""
+
 from pathlib import Path
 
 import environ
@@ -171,7 +172,7 @@ LOGGING = {
 def redis_url_for_celery(url: str) -> str:
     """Celery names unix sockets redis+socket://, redis-py names them unix://."""
     if url.startswith("unix://"):
-        return "redis+socket://" + url[len("unix://"):]
+        return "redis+socket://" + url[len("unix://") :]
     return url
 
 

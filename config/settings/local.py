@@ -1,4 +1,5 @@
 """One-machine settings used by `make run`: embedded PostgreSQL and Redis started by config.launcher."""
+
 import json
 import secrets
 

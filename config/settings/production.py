@@ -1,4 +1,5 @@
 """Production settings: every secret and address comes from the environment; nothing has a default."""
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403

@@ -1,4 +1,5 @@
 """Test settings: a throw-away embedded PostgreSQL cluster, eager Celery, fast hashing, temp media."""
+
 import atexit
 import os
 import shutil

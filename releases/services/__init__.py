@@ -1,4 +1,5 @@
 """Writes for releases: cutting dataset versions and building their archives (one module per concern)."""
+
 from releases.services.archive import (  # noqa: F401
     ArchiveError,
     ArchiveResult,

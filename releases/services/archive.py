@@ -5,6 +5,7 @@ Layout: DATASHEET.md, taxonomy.json, manifest.csv, manifest.jsonl, images/<split
 mode: images are already compressed, and zlib's output may change between versions of the library, which
 would break "the same version, the same bytes" years later.
 """
+
 from __future__ import annotations
 
 import csv
@@ -115,8 +116,9 @@ def archive_build(*, archive: DatasetArchive) -> DatasetArchive:
     version = archive.version
     progress = _ProgressWriter(archive=archive)
     try:
-        result = _archive_publish(version=version, name=archive_name(version=version), archive=archive,
-                                  on_member=progress.member_written)
+        result = _archive_publish(
+            version=version, name=archive_name(version=version), archive=archive, on_member=progress.member_written
+        )
     except SoftTimeLimitExceeded:
         _build_finish(archive=archive, status=Status.FAILED, error="The build ran past its time limit.")
         raise
@@ -260,8 +262,17 @@ def _manifest_csv(*, version: DatasetVersion, jsonl: _TextSpool, sums: _TextSpoo
         jsonl.write(_JSONL_ENCODER.encode(dict(zip(MANIFEST_COLUMNS, row, strict=True))) + "\n")
         sums.write(f"{sha256}  {path}\n")
         # The path starts with "images/", the hash is hex and the count a number: only text cells need escaping.
-        writer.writerow((path, sha256, manifest_csv_cell(split), manifest_csv_cell(label), manifest_csv_cell(method),
-                         expert_labels, manifest_csv_cell(case_id)))
+        writer.writerow(
+            (
+                path,
+                sha256,
+                manifest_csv_cell(split),
+                manifest_csv_cell(label),
+                manifest_csv_cell(method),
+                expert_labels,
+                manifest_csv_cell(case_id),
+            )
+        )
         if buffer.tell() >= TEXT_BUFFER:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -416,8 +427,8 @@ def _stale(*, archive: DatasetArchive) -> bool:
 
 def _build_begin(*, archive: DatasetArchive) -> DatasetArchive:
     with transaction.atomic():
-        archive = DatasetArchive.objects.select_for_update(of=("self",)).select_related("version__parent").get(
-            pk=archive.pk
+        archive = (
+            DatasetArchive.objects.select_for_update(of=("self",)).select_related("version__parent").get(pk=archive.pk)
         )
         if selectors.archive_downloadable(archive=archive):
             # A task delivered twice, or a build requested while one finished: nothing to do.
@@ -439,14 +450,24 @@ def _build_finish(*, archive: DatasetArchive, status: str, error: str) -> Datase
     archive.status = status
     archive.error = error
     archive.finished_at = timezone.now()
-    archive.save(update_fields=[
-        "status", "error", "finished_at", "file_name", "sha256", "size_bytes", "members_written", "members_total",
-    ])  # fmt: skip
+    archive.save(
+        update_fields=[
+            "status",
+            "error",
+            "finished_at",
+            "file_name",
+            "sha256",
+            "size_bytes",
+            "members_written",
+            "members_total",
+        ]
+    )
     return archive
 
 
-def _archive_publish(*, version: DatasetVersion, name: str, archive: DatasetArchive,
-                     on_member: MemberCallback) -> ArchiveResult:
+def _archive_publish(
+    *, version: DatasetVersion, name: str, archive: DatasetArchive, on_member: MemberCallback
+) -> ArchiveResult:
     """Build into a temporary file beside the destination, check it, then rename it into place."""
     storage = default_storage
     local = isinstance(storage, FileSystemStorage)

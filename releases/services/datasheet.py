@@ -1,5 +1,6 @@
 """DATASHEET.md of a version (after Gebru et al., "Datasheets for Datasets"): deterministic text built only
 from values frozen with the version, so every rebuild of its archive writes the same bytes."""
+
 from __future__ import annotations
 
 from datetime import UTC
@@ -161,7 +162,7 @@ def _files() -> list[str]:
         "## Files",
         "",
         "- `images/<split>/<label>/<sha256>.<ext>`: ImageFolder layout, e.g. "
-        "`torchvision.datasets.ImageFolder(\"images/train\")`. ImageFolder numbers the classes alphabetically "
+        '`torchvision.datasets.ImageFolder("images/train")`. ImageFolder numbers the classes alphabetically '
         "among the folders present in that split; use `taxonomy.json` for a fixed class index.",
         "- `manifest.csv`, `manifest.jsonl`: one row per image, in archive order, with the columns below. In the "
         "CSV, a cell that a spreadsheet could read as a formula starts with a single quote.",
@@ -212,7 +213,9 @@ def _limitations(*, version: DatasetVersion, balance: Balance, without_case: int
             "that patient may appear in more than one split."
         )
     if len(version.sources) == 1:
-        items.append(f"All images come from one source ({version.sources[0]['site']}); results may not transfer "
-                     "to other analyzers, stains or sites.")
+        items.append(
+            f"All images come from one source ({version.sources[0]['site']}); results may not transfer "
+            "to other analyzers, stains or sites."
+        )
     items.append("Labels reflect the experts' reading of single-cell images only, without the clinical context.")
     return ["## Known limitations", "", *[f"- {item}" for item in items], ""]

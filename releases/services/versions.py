@@ -1,4 +1,5 @@
 """Cutting a dataset version: every final label frozen into numbered, immutable manifest rows with their splits."""
+
 from __future__ import annotations
 
 import secrets
@@ -100,14 +101,20 @@ def dataset_version_create(*, created_by: AbstractBaseUser, title: str = "", not
         ManifestEntry.objects.bulk_create(
             [
                 ManifestEntry(
-                    version=version, image_id=image.image_id, sha256=image.sha256, extension=image.extension,
-                    label=image.label, method=image.method, expert_labels=image.expert_labels,
-                    case_id=image.case_code, split=splits[groups[image.sha256]],
+                    version=version,
+                    image_id=image.image_id,
+                    sha256=image.sha256,
+                    extension=image.extension,
+                    label=image.label,
+                    method=image.method,
+                    expert_labels=image.expert_labels,
+                    case_id=image.case_code,
+                    split=splits[groups[image.sha256]],
                 )
                 for image in images
             ],
             batch_size=BULK_BATCH,
-        )  # fmt: skip
+        )
         SplitAssignment.objects.bulk_create(
             [
                 SplitAssignment(group=group, split=split, first_version=version)
@@ -123,13 +130,26 @@ def dataset_version_create(*, created_by: AbstractBaseUser, title: str = "", not
 def _final_images() -> list[_FinalImage]:
     """Every image with a final class, in SHA-256 order (so the split of a given state is reproducible)."""
     rows = CellImage.objects.filter(label_status=LabelStatus.FINAL, final_label__isnull=False).values_list(
-        "id", "sha256", "format", "file", "final_label__code", "final_method", "label_count", "case__code",
+        "id",
+        "sha256",
+        "format",
+        "file",
+        "final_label__code",
+        "final_method",
+        "label_count",
+        "case__code",
         "case__site",
-    )  # fmt: skip
+    )
     images = [
         _FinalImage(
-            image_id=image_id, sha256=sha256, extension=_extension(image_format=image_format, file_name=file_name),
-            label=label, method=method, expert_labels=label_count, case_code=case_code or "", site=site or "",
+            image_id=image_id,
+            sha256=sha256,
+            extension=_extension(image_format=image_format, file_name=file_name),
+            label=label,
+            method=method,
+            expert_labels=label_count,
+            case_code=case_code or "",
+            site=site or "",
         )
         for image_id, sha256, image_format, file_name, label, method, label_count, case_code, site in rows
     ]

@@ -5,6 +5,7 @@ and keeps one ZipInfo per member for the central directory it writes at close. H
 memory and hashes every final byte once, in order, on its way to disk; CentralDirectory keeps the ZipInfos in a
 temporary file past a few thousand members. Neither changes a byte of what zipfile writes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -83,9 +84,9 @@ class HashingSink:
             on_disk = view[: self.base - self.pos]
             _pwrite_all(self.fd, on_disk, self.pos)
             self.pos += len(on_disk)
-            view = view[len(on_disk):]
+            view = view[len(on_disk) :]
         offset = self.pos - self.base
-        self.buffer[offset:offset + len(view)] = view
+        self.buffer[offset : offset + len(view)] = view
         self.pos += len(view)
         self.end = self.base + len(self.buffer)
         return len(data)

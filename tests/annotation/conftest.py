@@ -1,4 +1,5 @@
 """Fixtures for the import tests: a private MEDIA_ROOT, real image bytes, zips built member by member."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """Test data for the page, API and browser tests: real small cell-like images stored under MEDIA_ROOT,
 and a stand-in for the import service where a test checks only how a view calls it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -106,15 +107,28 @@ class FakeImportService:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def import_batch_create_from_upload(self, *, created_by, upload, trusted=False, case_from_folder=False,
-                                        csv_upload=None) -> ImportBatch:
-        self.calls.append({"created_by": created_by, "upload_name": upload.name, "upload_bytes": upload.read(),
-                           "trusted": trusted, "case_from_folder": case_from_folder,
-                           "csv_name": csv_upload.name if csv_upload else None})
+    def import_batch_create_from_upload(
+        self, *, created_by, upload, trusted=False, case_from_folder=False, csv_upload=None
+    ) -> ImportBatch:
+        self.calls.append(
+            {
+                "created_by": created_by,
+                "upload_name": upload.name,
+                "upload_bytes": upload.read(),
+                "trusted": trusted,
+                "case_from_folder": case_from_folder,
+                "csv_name": csv_upload.name if csv_upload else None,
+            }
+        )
         if upload.name.startswith("reject"):
             raise ImportRejected("This file is not a zip archive.")
-        return batch_make(created_by=created_by, source_name=upload.name, status=ImportBatch.Status.PENDING,
-                          trusted=trusted, case_from_folder=case_from_folder)
+        return batch_make(
+            created_by=created_by,
+            source_name=upload.name,
+            status=ImportBatch.Status.PENDING,
+            trusted=trusted,
+            case_from_folder=case_from_folder,
+        )
 
     def install(self, monkeypatch) -> FakeImportService:
         for module in ("annotation.views", "annotation.api.images"):

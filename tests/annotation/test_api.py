@@ -1,4 +1,5 @@
 """The annotation API: taxonomy, images with filters and pagination, import batches, upload, progress."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,15 +32,18 @@ def test_taxonomy_lists_the_twelve_classes_in_order_for_any_role(api_client_for,
 
 def test_image_list_returns_metadata_labels_and_file_links(api_client_for, researcher, batch):
     case = Case.objects.create(code="P-7")
-    image = image_make(batch=batch, case=case, reference_label="myeloblast", analyzer_class="lymphoblast",
-                       final_label="myeloblast")
+    image = image_make(
+        batch=batch, case=case, reference_label="myeloblast", analyzer_class="lymphoblast", final_label="myeloblast"
+    )
     body = api_client_for(researcher).get("/api/annotation/images/").json()
     assert body["count"] == 1
     [row] = body["results"]
     assert row["sha256"] == image.sha256
     assert (row["case"], row["batch"]) == ("P-7", batch.id)
     assert (row["reference_label"], row["analyzer_class"], row["final_label"]) == (
-        "myeloblast", "lymphoblast", "myeloblast"
+        "myeloblast",
+        "lymphoblast",
+        "myeloblast",
     )
     assert row["file_url"] == f"http://testserver/annotation/images/{image.id}/file"
     assert row["thumbnail_url"] == f"http://testserver/annotation/images/{image.id}/thumb"
@@ -80,8 +84,15 @@ def test_image_detail_and_404(api_client_for, admin_user, batch):
 
 def test_batch_list_detail_items_and_progress(api_client_for, admin_user, batch):
     original = image_make(batch=batch)
-    running = batch_make(created_by=admin_user, source_name="more.zip", status=ImportBatch.Status.RUNNING,
-                         total=8, processed=2, duplicates=1, rejected=1)
+    running = batch_make(
+        created_by=admin_user,
+        source_name="more.zip",
+        status=ImportBatch.Status.RUNNING,
+        total=8,
+        processed=2,
+        duplicates=1,
+        rejected=1,
+    )
     ImportItem.objects.create(batch=running, name="dup.png", outcome="duplicate", image=original)
     ImportItem.objects.create(batch=running, name="x.txt", outcome="rejected", reason="Not an image file.")
     client = api_client_for(admin_user)
@@ -95,15 +106,26 @@ def test_batch_list_detail_items_and_progress(api_client_for, admin_user, batch)
 
     items = client.get(detail["items_url"]).json()["results"]
     assert [(i["name"], i["outcome"], i["image"]) for i in items] == [
-        ("dup.png", "duplicate", original.id), ("x.txt", "rejected", None)
+        ("dup.png", "duplicate", original.id),
+        ("x.txt", "rejected", None),
     ]
     assert items[1]["reason"] == "Not an image file."
     rejected = client.get(detail["items_url"], {"outcome": "rejected"}).json()["results"]
     assert [i["name"] for i in rejected] == ["x.txt"]
 
     progress = client.get(detail["progress_url"]).json()
-    assert progress == {"batch_id": running.id, "status": "running", "total": 8, "processed": 2, "imported": 0,
-                        "duplicates": 1, "rejected": 1, "percent": 25, "finished": False, "error": ""}
+    assert progress == {
+        "batch_id": running.id,
+        "status": "running",
+        "total": 8,
+        "processed": 2,
+        "imported": 0,
+        "duplicates": 1,
+        "rejected": 1,
+        "percent": 25,
+        "finished": False,
+        "error": "",
+    }
 
 
 def test_progress_of_a_failed_empty_batch_is_finished(api_client_for, admin_user):
@@ -113,22 +135,31 @@ def test_progress_of_a_failed_empty_batch_is_finished(api_client_for, admin_user
 
 
 def test_batch_create_uploads_through_the_import_service(api_client_for, admin_user, fake_import_service):
-    response = api_client_for(admin_user).post("/api/annotation/batches/", {
-        "upload": SimpleUploadedFile("cells.zip", b"PK..."), "case_from_folder": "true",
-    }, format="multipart")
+    response = api_client_for(admin_user).post(
+        "/api/annotation/batches/",
+        {
+            "upload": SimpleUploadedFile("cells.zip", b"PK..."),
+            "case_from_folder": "true",
+        },
+        format="multipart",
+    )
     assert response.status_code == 201
     assert response.json()["id"] == ImportBatch.objects.get().id
     assert response.json()["status"] == "pending"
     [call] = fake_import_service.calls
     assert (call["upload_name"], call["trusted"], call["case_from_folder"], call["csv_name"]) == (
-        "cells.zip", False, True, None
+        "cells.zip",
+        False,
+        True,
+        None,
     )
 
 
 def test_batch_create_answers_400_with_the_rejection_message(api_client_for, admin_user, fake_import_service):
     client = api_client_for(admin_user)
-    rejected = client.post("/api/annotation/batches/", {"upload": SimpleUploadedFile("reject.zip", b"x")},
-                           format="multipart")
+    rejected = client.post(
+        "/api/annotation/batches/", {"upload": SimpleUploadedFile("reject.zip", b"x")}, format="multipart"
+    )
     assert rejected.status_code == 400
     assert rejected.json() == {"detail": "This file is not a zip archive."}
     missing = client.post("/api/annotation/batches/", {}, format="multipart")
@@ -148,7 +179,11 @@ def test_openapi_schema_generates_without_warnings(tmp_path):
     # --fail-on-warn turns every drf-spectacular warning (an undocumented endpoint, a guessed type) into an error.
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     schema = (tmp_path / "schema.yaml").read_text()
-    for path in ("/api/annotation/taxonomy/", "/api/annotation/images/{image_id}/",
-                 "/api/annotation/batches/{batch_id}/items/", "/api/annotation/batches/{batch_id}/progress/"):
+    for path in (
+        "/api/annotation/taxonomy/",
+        "/api/annotation/images/{image_id}/",
+        "/api/annotation/batches/{batch_id}/items/",
+        "/api/annotation/batches/{batch_id}/progress/",
+    ):
         assert f"  {path}:" in schema
     assert "multipart/form-data" in schema

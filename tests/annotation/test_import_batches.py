@@ -1,4 +1,5 @@
 """Whole batches: real images, labels and cases, duplicates, archive limits, progress, uploads, failures."""
+
 from __future__ import annotations
 
 import hashlib
@@ -307,7 +308,9 @@ def test_case_from_folder_uses_the_parent_folder_as_case_id(run_import, tmp_path
     run_import(source, case_from_folder=True)
 
     assert set(CellImage.objects.values_list("original_name", "case__code", "reference_label")) == {
-        ("a.jpg", "P-1", None), ("b.jpg", "P-2", None), ("c.jpg", None, None)
+        ("a.jpg", "P-1", None),
+        ("b.jpg", "P-2", None),
+        ("c.jpg", None, None),
     }
 
 
@@ -392,9 +395,7 @@ def test_a_failed_database_write_rejects_the_file_and_removes_what_it_wrote(
     assert not list((tmp_path / "media").rglob(".tmp-*"))
 
 
-def test_same_bytes_committed_by_a_concurrent_batch_become_a_duplicate(
-    run_import, stored_files, tmp_path, monkeypatch
-):
+def test_same_bytes_committed_by_a_concurrent_batch_become_a_duplicate(run_import, stored_files, tmp_path, monkeypatch):
     data = image_bytes(seed=1)
     earlier = run_import(folder_write(tmp_path / "one", {"a.jpg": data}))
     original = CellImage.objects.get()

@@ -1,4 +1,5 @@
 """The import_cells and load_demo management commands, run in-process like an admin would."""
+
 from __future__ import annotations
 
 import io
@@ -28,7 +29,11 @@ def test_import_cells_imports_a_folder_and_prints_the_report(admin_user, media, 
 
     batch = ImportBatch.objects.get()
     assert (batch.status, batch.source_name, batch.created_by, batch.imported, batch.rejected) == (
-        "done", "slide7", admin_user, 2, 1
+        "done",
+        "slide7",
+        admin_user,
+        2,
+        1,
     )
     assert f"Import #{batch.pk} of {source} as {admin_user.username}" in output
     assert "3/3 files: 2 imported, 0 duplicates, 1 rejected" in output
@@ -87,7 +92,11 @@ def test_load_demo_imports_the_sample_untrusted_once(admin_user, media):
 
     batch = ImportBatch.objects.get()
     assert (batch.source_name, batch.status, batch.imported, batch.rejected, batch.trusted) == (
-        "demo", "done", 180, 0, False
+        "demo",
+        "done",
+        180,
+        0,
+        False,
     )
     assert "180 imported" in first
     assert not CellImage.objects.filter(final_label__isnull=False).exists()

@@ -1,4 +1,5 @@
 """Each kind of bad input is rejected per file with a clear reason and leaves no row and no file behind."""
+
 from __future__ import annotations
 
 import struct

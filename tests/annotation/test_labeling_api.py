@@ -1,4 +1,5 @@
 """The labeling, consensus and agreement API, as annotators and adjudicators use it; blinding."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ SECRET_WORDS = ("myeloblast", "lymphoblast", "reference", "analyzer", "final", "
 @pytest.fixture
 def image(admin_user):
     # The reference label and analyzer class must never reach an annotator.
-    return image_make(batch=batch_make(created_by=admin_user), reference_label="myeloblast",
-                      analyzer_class="lymphoblast")
+    return image_make(
+        batch=batch_make(created_by=admin_user), reference_label="myeloblast", analyzer_class="lymphoblast"
+    )
 
 
 def _next(client):
@@ -36,8 +38,11 @@ def test_annotator_flow_and_clear_errors(image, make_user, api_client_for):
     assert "Unknown cell class" in json.dumps(bad.json())
     missing = client.post("/api/annotation/labels/", {"image": 999999, "cell_class": "monocyte"}, format="json")
     assert missing.status_code == 404
-    ok = client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte",
-                                                 "duration_ms": 2300}, format="json")
+    ok = client.post(
+        "/api/annotation/labels/",
+        {"image": item["image"], "cell_class": "monocyte", "duration_ms": 2300},
+        format="json",
+    )
     assert ok.status_code == 201
     assert ok.json()["cell_class"] == "monocyte"
     again = client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte"}, format="json")
@@ -51,8 +56,12 @@ def test_a_third_label_gets_409(image, make_user, api_client_for):
     clients = [api_client_for(make_user(Role.ANNOTATOR)) for _ in range(3)]
     for client in clients[:2]:
         item = _next(client)
-        assert client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte"},
-                           format="json").status_code == 201
+        assert (
+            client.post(
+                "/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte"}, format="json"
+            ).status_code
+            == 201
+        )
     late = clients[2].post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
     assert late.status_code == 409
     assert "no longer needs a label" in late.json()["detail"]
@@ -71,9 +80,15 @@ def test_annotators_never_learn_a_colleagues_label(image, make_user, api_client_
     assert "lymphocyte" not in text
     assert first.username not in text
     assert not any(word in text for word in SECRET_WORDS)
-    for url in (f"/api/annotation/images/{image.id}/", f"/api/annotation/images/{image.id}/history/",
-                "/api/annotation/consensus/", "/api/annotation/agreement/", "/api/annotation/agreement/heatmap.png",
-                "/api/annotation/images/?reference_label=myeloblast", "/api/annotation/batches/"):
+    for url in (
+        f"/api/annotation/images/{image.id}/",
+        f"/api/annotation/images/{image.id}/history/",
+        "/api/annotation/consensus/",
+        "/api/annotation/agreement/",
+        "/api/annotation/agreement/heatmap.png",
+        "/api/annotation/images/?reference_label=myeloblast",
+        "/api/annotation/batches/",
+    ):
         assert b.get(url).status_code == 403, url
     # b's own label list holds only b's label
     assert [row["cell_class"] for row in b.get("/api/annotation/labels/").json()["results"]] == ["monocyte"]
@@ -89,8 +104,11 @@ def test_consensus_resolve_race_and_reopen_through_the_api(image, make_user, api
     queue = first.get("/api/annotation/consensus/").json()
     assert queue["count"] == 1
     assert sorted(label["cell_class"] for label in queue["results"][0]["labels"]) == ["lymphoblast", "myeloblast"]
-    resolved = first.post(f"/api/annotation/consensus/{image.id}/resolve/", {"cell_class": "myeloblast",
-                                                                            "note": "Auer rod"}, format="json")
+    resolved = first.post(
+        f"/api/annotation/consensus/{image.id}/resolve/",
+        {"cell_class": "myeloblast", "note": "Auer rod"},
+        format="json",
+    )
     assert resolved.status_code == 200
     assert resolved.json()["final_label"] == "myeloblast"
     late = second.post(f"/api/annotation/consensus/{image.id}/resolve/", {"cell_class": "lymphoblast"}, format="json")
@@ -118,8 +136,12 @@ def test_agreement_api_and_heatmap(image, make_user, api_client_for):
     stats = researcher.get("/api/annotation/agreement/").json()
     assert stats["n_images"] == 1
     assert stats["observed_agreement"] == 1.0
-    assert researcher.get("/api/annotation/agreement/", {"date_from": "2000-01-01", "date_to": "2000-01-02"}
-                          ).json()["n_images"] == 0
+    assert (
+        researcher.get("/api/annotation/agreement/", {"date_from": "2000-01-01", "date_to": "2000-01-02"}).json()[
+            "n_images"
+        ]
+        == 0
+    )
     assert researcher.get("/api/annotation/agreement/", {"date_from": "yesterday"}).status_code == 400
     png = researcher.get("/api/annotation/agreement/heatmap.png")
     assert png.status_code == 200

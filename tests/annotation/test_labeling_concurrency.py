@@ -1,4 +1,5 @@
 """Many annotators at once on PostgreSQL: every image ends with exactly two labels from two people."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,16 @@ HTTP_CLIENTS = 6
 def _make_pool(admin) -> None:
     batch = ImportBatch.objects.create(created_by=admin, source_name="pool", source_path="-")
     CellImage.objects.bulk_create(
-        CellImage(sha256=f"{i:064x}", file=f"images/{i}.png", format="PNG", width=8, height=8, size_bytes=1,
-                  original_name=f"{i}.png", batch=batch)
+        CellImage(
+            sha256=f"{i:064x}",
+            file=f"images/{i}.png",
+            format="PNG",
+            width=8,
+            height=8,
+            size_bytes=1,
+            original_name=f"{i}.png",
+            batch=batch,
+        )
         for i in range(POOL)
     )
 
@@ -105,8 +114,9 @@ def test_twenty_concurrent_annotators_label_the_pool_exactly_twice(live_server, 
     threads = [
         threading.Thread(target=_service_client, args=(user, codes, tally, i)) for i, user in enumerate(service_users)
     ] + [
-        threading.Thread(target=_http_client, args=(live_server.url, Token.objects.create(user=user).key, codes, tally,
-                                                    100 + i))
+        threading.Thread(
+            target=_http_client, args=(live_server.url, Token.objects.create(user=user).key, codes, tally, 100 + i)
+        )
         for i, user in enumerate(http_users)
     ]
     for thread in threads:

@@ -1,4 +1,5 @@
 """The labeling queue, labels, undo, skip, consensus and re-open, through the service layer."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -81,8 +82,11 @@ def test_equal_labels_become_final_by_agreement(pool, annotators):
     label(image, a, "myeloblast")
     label(image, b, "myeloblast")
     image.refresh_from_db()
-    assert (image.label_status, image.final_label.code, image.final_method) == (LabelStatus.FINAL, "myeloblast",
-                                                                                "agreement")
+    assert (image.label_status, image.final_label.code, image.final_method) == (
+        LabelStatus.FINAL,
+        "myeloblast",
+        "agreement",
+    )
 
 
 def test_two_unclassifiable_labels_are_a_final_outcome(pool, annotators):
@@ -185,8 +189,11 @@ def test_reopen_needs_a_reason_and_appends_to_the_history(pool, annotators, make
     consensus_resolve(image_id=image.id, adjudicator=adjudicator, cell_class=cls("band_neutrophil"))
     events = list(image_history(image=image))
     reopened = next(e for e in events if e.kind == LabelEvent.Kind.REOPENED)
-    assert (reopened.note, reopened.cell_class.code, reopened.actor) == ("Looks like a band form", "neutrophil",
-                                                                          adjudicator)
+    assert (reopened.note, reopened.cell_class.code, reopened.actor) == (
+        "Looks like a band form",
+        "neutrophil",
+        adjudicator,
+    )
     assert events[-1].kind == LabelEvent.Kind.ADJUDICATED
     image.refresh_from_db()
     assert image.final_label.code == "band_neutrophil"
@@ -204,8 +211,14 @@ def test_progress_counts_only_my_labels(pool, annotators):
 def test_agreement_matches_scikit_learn_on_the_same_pairs(admin_user, annotators):
     a, b, c, _ = annotators
     batch = batch_make(created_by=admin_user)
-    given = [("a", "neutrophil", "neutrophil"), ("a", "monocyte", "lymphocyte"), ("a", "myeloblast", "myeloblast"),
-             ("c", "lymphoblast", "myeloblast"), ("c", "monocyte", "monocyte"), ("c", None, None)]
+    given = [
+        ("a", "neutrophil", "neutrophil"),
+        ("a", "monocyte", "lymphocyte"),
+        ("a", "myeloblast", "myeloblast"),
+        ("c", "lymphoblast", "myeloblast"),
+        ("c", "monocyte", "monocyte"),
+        ("c", None, None),
+    ]
     users = {"a": a, "c": c}
     for who, first, second in given:
         image = image_make(batch=batch)

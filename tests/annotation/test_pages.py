@@ -1,4 +1,5 @@
 """The annotation pages as a user sees them: image list and detail, image files, import pages."""
+
 from __future__ import annotations
 
 import pytest
@@ -88,8 +89,13 @@ def test_image_list_paginates_and_keeps_the_filters_in_page_links(client_for, ad
 
 
 def test_image_detail_shows_the_full_image_and_its_metadata(client_for, researcher, batch, case):
-    image = image_make(batch=batch, case=case, reference_label="myelocyte", analyzer_class="metamyelocyte",
-                       original_name="slide7/cell_0001.png")
+    image = image_make(
+        batch=batch,
+        case=case,
+        reference_label="myelocyte",
+        analyzer_class="metamyelocyte",
+        original_name="slide7/cell_0001.png",
+    )
     response = client_for(researcher).get(reverse("annotation:image_detail", args=[image.id]))
     html = response.content.decode()
     assert response.status_code == 200
@@ -177,7 +183,8 @@ def test_home_tiles_follow_the_roles(client_for, admin_user, researcher, annotat
 
 
 def test_home_shows_the_model_review_cases_and_datasets_to_those_who_may_see_them(
-        client_for, admin_user, researcher, annotator, batch):
+    client_for, admin_user, researcher, annotator, batch
+):
     from releases.services.versions import dataset_version_create
     from training.models import ModelVersion, TrainingRun
 
@@ -190,12 +197,20 @@ def test_home_shows_the_model_review_cases_and_datasets_to_those_who_may_see_the
     assert reverse("cases:case_list") in admin_html
 
     dataset = dataset_version_create(created_by=admin_user)
-    done = TrainingRun.objects.create(dataset_version=dataset, profile="smoke", config={}, started_by=admin_user,
-                                      status=TrainingRun.Status.SUCCEEDED)
-    ModelVersion.objects.create(run=done, out_dir="models/none", config={}, temperature=1.0,
-                                metrics={"ensemble": {"test": {"macro_f1": 0.7361}}}, status=ModelVersion.Status.ACTIVE)
-    running = TrainingRun.objects.create(dataset_version=dataset, profile="smoke", config={}, started_by=admin_user,
-                                         status=TrainingRun.Status.RUNNING)
+    done = TrainingRun.objects.create(
+        dataset_version=dataset, profile="smoke", config={}, started_by=admin_user, status=TrainingRun.Status.SUCCEEDED
+    )
+    ModelVersion.objects.create(
+        run=done,
+        out_dir="models/none",
+        config={},
+        temperature=1.0,
+        metrics={"ensemble": {"test": {"macro_f1": 0.7361}}},
+        status=ModelVersion.Status.ACTIVE,
+    )
+    running = TrainingRun.objects.create(
+        dataset_version=dataset, profile="smoke", config={}, started_by=admin_user, status=TrainingRun.Status.RUNNING
+    )
     researcher_html = client_for(researcher).get(reverse("home")).content.decode()
     assert "model version" in researcher_html
     assert "0.736" in researcher_html
@@ -221,8 +236,16 @@ def test_every_page_links_the_favicon_that_static_files_serve(client_for, annota
 
 
 def test_batch_list_shows_status_progress_and_counts(client_for, admin_user):
-    running = batch_make(created_by=admin_user, source_name="running.zip", status=ImportBatch.Status.RUNNING,
-                         total=40, processed=10, imported=8, duplicates=1, rejected=1)
+    running = batch_make(
+        created_by=admin_user,
+        source_name="running.zip",
+        status=ImportBatch.Status.RUNNING,
+        total=40,
+        processed=10,
+        imported=8,
+        duplicates=1,
+        rejected=1,
+    )
     batch_make(created_by=admin_user, source_name="failed.zip", status=ImportBatch.Status.FAILED, error="bad zip")
     html = client_for(admin_user).get(reverse("annotation:batch_list")).content.decode()
     assert "running.zip" in html
@@ -247,8 +270,9 @@ def test_running_batch_page_polls_progress_and_holds_the_report_back(client_for,
 
 def test_finished_batch_page_shows_the_per_file_report(client_for, admin_user, batch):
     original = image_make(batch=batch)
-    done = batch_make(created_by=admin_user, source_name="again.zip", total=3, processed=3, imported=1,
-                      duplicates=1, rejected=1)
+    done = batch_make(
+        created_by=admin_user, source_name="again.zip", total=3, processed=3, imported=1, duplicates=1, rejected=1
+    )
     new_image = image_make(batch=done)
     ImportItem.objects.create(batch=done, name="new.png", outcome="imported", image=new_image)
     ImportItem.objects.create(batch=done, name="same.png", outcome="duplicate", image=original)
@@ -273,23 +297,35 @@ def test_upload_form_warns_that_trusted_labels_become_final(client_for, admin_us
 
 
 def test_upload_calls_the_import_service_and_redirects_to_the_batch(client_for, admin_user, fake_import_service):
-    response = client_for(admin_user).post(reverse("annotation:batch_create"), {
-        "upload": SimpleUploadedFile("cells.zip", b"PK zip bytes", content_type="application/zip"),
-        "csv_upload": SimpleUploadedFile("meta.csv", b"file,case\n", content_type="text/csv"),
-        "trusted": "on",
-    })
+    response = client_for(admin_user).post(
+        reverse("annotation:batch_create"),
+        {
+            "upload": SimpleUploadedFile("cells.zip", b"PK zip bytes", content_type="application/zip"),
+            "csv_upload": SimpleUploadedFile("meta.csv", b"file,case\n", content_type="text/csv"),
+            "trusted": "on",
+        },
+    )
     batch = ImportBatch.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("annotation:batch_detail", args=[batch.id])
     [call] = fake_import_service.calls
-    assert call == {"created_by": admin_user, "upload_name": "cells.zip", "upload_bytes": b"PK zip bytes",
-                    "trusted": True, "case_from_folder": False, "csv_name": "meta.csv"}
+    assert call == {
+        "created_by": admin_user,
+        "upload_name": "cells.zip",
+        "upload_bytes": b"PK zip bytes",
+        "trusted": True,
+        "case_from_folder": False,
+        "csv_name": "meta.csv",
+    }
 
 
 def test_rejected_upload_shows_the_reason_on_the_form(client_for, admin_user, fake_import_service):
-    response = client_for(admin_user).post(reverse("annotation:batch_create"), {
-        "upload": SimpleUploadedFile("reject.zip", b"nope"),
-    })
+    response = client_for(admin_user).post(
+        reverse("annotation:batch_create"),
+        {
+            "upload": SimpleUploadedFile("reject.zip", b"nope"),
+        },
+    )
     assert response.status_code == 200
     assert "This file is not a zip archive." in response.content.decode()
     assert not ImportBatch.objects.exists()

@@ -1,4 +1,5 @@
 """The Django admin as HemaLoop configures it: taxonomy editable but codes frozen, imports and images read-only."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,10 +18,17 @@ def test_cell_class_code_is_editable_only_when_creating(client_for, admin_user):
     assert 'name="name"' in change
     assert 'name="code"' in client.get("/admin/annotation/cellclass/add/").content.decode()
 
-    response = client.post(f"/admin/annotation/cellclass/{neutrophil.id}/change/", {
-        "code": "renamed", "name": "Segmented neutrophil", "group": "normal", "hotkey": "1", "order": 1,
-        "is_active": "on",
-    })
+    response = client.post(
+        f"/admin/annotation/cellclass/{neutrophil.id}/change/",
+        {
+            "code": "renamed",
+            "name": "Segmented neutrophil",
+            "group": "normal",
+            "hotkey": "1",
+            "order": 1,
+            "is_active": "on",
+        },
+    )
     assert response.status_code == 302
     neutrophil.refresh_from_db()
     assert (neutrophil.code, neutrophil.name) == ("neutrophil", "Segmented neutrophil")

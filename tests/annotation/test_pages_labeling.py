@@ -1,4 +1,5 @@
 """The labeling, consensus, image-history and agreement pages as each role sees them."""
+
 from __future__ import annotations
 
 import json
@@ -111,15 +112,20 @@ def test_labeling_page_reveals_nothing_about_the_cells_labels(client_for, annota
     """Whatever the reference label, the analyzer class, a colleague's label or the final label of the
     queued cell are, the page an annotator gets is byte-for-byte the same: nothing of them is in it."""
     alice, bob = annotators
-    image = image_make(batch=batch, reference_label="promyelocyte", analyzer_class="basophil",
-                       original_name="promyelocyte/P-0042_cell_17.png")
+    image = image_make(
+        batch=batch,
+        reference_label="promyelocyte",
+        analyzer_class="basophil",
+        original_name="promyelocyte/P-0042_cell_17.png",
+    )
     _label(image, bob, "variant_lymphocyte")  # a colleague's label, live
     decided = image_make(batch=batch, reference_label="eosinophil", final_label="eosinophil")
     client = client_for(alice)
     first = client.get(reverse("annotation:label")).content.decode()
 
     CellImage.objects.filter(pk=image.pk).update(
-        reference_label=CellClass.objects.get(code="myelocyte"), analyzer_class=CellClass.objects.get(code="monocyte"),
+        reference_label=CellClass.objects.get(code="myelocyte"),
+        analyzer_class=CellClass.objects.get(code="monocyte"),
         original_name="myelocyte/P-0042_cell_17.png",
     )
     Annotation.objects.filter(image=image).update(cell_class=CellClass.objects.get(code="lymphoblast"))
@@ -139,8 +145,9 @@ def test_labeling_page_reveals_nothing_about_the_cells_labels(client_for, annota
 # --- consensus page ----------------------------------------------------------------------------------
 
 
-def test_consensus_page_shows_both_labels_who_gave_them_and_the_waiting_count(client_for, adjudicator, annotators,
-                                                                                batch):
+def test_consensus_page_shows_both_labels_who_gave_them_and_the_waiting_count(
+    client_for, adjudicator, annotators, batch
+):
     alice, bob = annotators
     agreed = image_make(batch=batch)
     _label(agreed, alice, "monocyte")
@@ -156,17 +163,20 @@ def test_consensus_page_shows_both_labels_who_gave_them_and_the_waiting_count(cl
     html = response.content.decode()
     assert response.status_code == 200
     assert response.context["item"].id == disputed.id  # oldest disagreement first
-    proposals = html.split('data-labels>')[1].split("</ol>")[0]
-    assert re.search(r"Myeloblast</strong>\s*<span class=\"proposal-meta\">by <span class=\"proposal-who\">ann_alice",
-                     proposals)
-    assert re.search(r"Lymphoblast</strong>\s*<span class=\"proposal-meta\">by <span class=\"proposal-who\">ann_bob",
-                     proposals)
+    proposals = html.split("data-labels>")[1].split("</ol>")[0]
+    assert re.search(
+        r"Myeloblast</strong>\s*<span class=\"proposal-meta\">by <span class=\"proposal-who\">ann_alice", proposals
+    )
+    assert re.search(
+        r"Lymphoblast</strong>\s*<span class=\"proposal-meta\">by <span class=\"proposal-who\">ann_bob", proposals
+    )
     assert "Monocyte</strong>" not in proposals
-    assert '<dd data-waiting>2</dd>' in html
+    assert "<dd data-waiting>2</dd>" in html
     item = json.loads(re.search(r'id="consensus-item" type="application/json">(.*?)</script>', html).group(1))
     assert item["image"] == disputed.id
     assert [(label["annotator"], label["cell_class"]) for label in item["labels"]] == [
-        ("ann_alice", "myeloblast"), ("ann_bob", "lymphoblast"),
+        ("ann_alice", "myeloblast"),
+        ("ann_bob", "lymphoblast"),
     ]
     assert item["reopened"] is None
 
@@ -176,8 +186,9 @@ def test_consensus_page_says_why_a_reopened_cell_is_back(client_for, adjudicator
     image = image_make(batch=batch)
     _label(image, alice, "myelocyte")
     _label(image, bob, "myelocyte")
-    response = client_for(admin_user).post(reverse("annotation:image_reopen", args=[image.id]),
-                                           {"reason": "Granules look toxic, not myelocyte"})
+    response = client_for(admin_user).post(
+        reverse("annotation:image_reopen", args=[image.id]), {"reason": "Granules look toxic, not myelocyte"}
+    )
     assert response.status_code == 302
     html = client_for(adjudicator).get(reverse("annotation:consensus")).content.decode()
     note = html.split("data-reopened")[1].split("</div>")[0]
@@ -190,7 +201,7 @@ def test_consensus_page_when_the_queue_is_empty(client_for, adjudicator):
     html = client_for(adjudicator).get(reverse("annotation:consensus")).content.decode()
     assert "Consensus queue is empty" in html
     assert re.search(r'class="empty-state" data-empty>', html)  # shown, not hidden
-    assert '<dd data-waiting>0</dd>' in html
+    assert "<dd data-waiting>0</dd>" in html
 
 
 # --- image detail: history and re-open ------------------------------------------------------------------
@@ -211,7 +222,7 @@ def test_image_detail_shows_history_and_live_labels_to_adjudicators(client_for, 
     html = response.content.decode()
     assert response.status_code == 200
     history = html.split('id="history"')[1].split("</table>")[0]
-    assert history.count("<tr class=\"event-label\">") == 2
+    assert history.count('<tr class="event-label">') == 2
     assert "Final by agreement" in history
     live = html.split('id="live-labels"')[1].split("</table>")[0]
     for shown in ("ann_alice", "ann_bob", "1.5 s"):
@@ -223,14 +234,15 @@ def test_reopen_form_appends_to_the_history_and_redirects(client_for, adjudicato
     image = final_by_agreement
     before = list(LabelEvent.objects.filter(image=image).values_list("id", "kind", "note"))
     client = client_for(adjudicator)
-    response = client.post(reverse("annotation:image_reopen", args=[image.id]),
-                           {"reason": "  Band or segmented? Needs a second look.  "})
+    response = client.post(
+        reverse("annotation:image_reopen", args=[image.id]), {"reason": "  Band or segmented? Needs a second look.  "}
+    )
     assert response.status_code == 302
     assert response["Location"] == reverse("annotation:image_detail", args=[image.id])
 
     after = list(LabelEvent.objects.filter(image=image).values_list("id", "kind", "note"))
     assert after[: len(before)] == before  # nothing rewritten
-    assert after[len(before):] == [(after[-1][0], "reopened", "Band or segmented? Needs a second look.")]
+    assert after[len(before) :] == [(after[-1][0], "reopened", "Band or segmented? Needs a second look.")]
     image.refresh_from_db()
     assert (image.label_status, image.final_label) == (LabelStatus.CONSENSUS, None)
 
@@ -245,8 +257,9 @@ def test_reopen_form_appends_to_the_history_and_redirects(client_for, adjudicato
 
 def test_reopen_needs_a_reason_and_changes_nothing_without_one(client_for, adjudicator, final_by_agreement):
     events = LabelEvent.objects.filter(image=final_by_agreement).count()
-    response = client_for(adjudicator).post(reverse("annotation:image_reopen", args=[final_by_agreement.id]),
-                                            {"reason": "   "})
+    response = client_for(adjudicator).post(
+        reverse("annotation:image_reopen", args=[final_by_agreement.id]), {"reason": "   "}
+    )
     assert response.status_code == 200
     assert "This field is required." in response.content.decode()
     final_by_agreement.refresh_from_db()
@@ -281,10 +294,34 @@ def test_unclassifiable_final_label_reads_as_such(client_for, adjudicator, annot
 # --- agreement page ----------------------------------------------------------------------------------
 
 
-LABELS_A = ["neutrophil", "neutrophil", "lymphocyte", "monocyte", "myeloblast", "myeloblast", "lymphoblast",
-            "eosinophil", "basophil", "neutrophil", "monocyte", None]
-LABELS_B = ["neutrophil", "band_neutrophil", "lymphocyte", "lymphocyte", "myeloblast", "lymphoblast", "lymphoblast",
-            "eosinophil", "basophil", "neutrophil", "monocyte", None]
+LABELS_A = [
+    "neutrophil",
+    "neutrophil",
+    "lymphocyte",
+    "monocyte",
+    "myeloblast",
+    "myeloblast",
+    "lymphoblast",
+    "eosinophil",
+    "basophil",
+    "neutrophil",
+    "monocyte",
+    None,
+]
+LABELS_B = [
+    "neutrophil",
+    "band_neutrophil",
+    "lymphocyte",
+    "lymphocyte",
+    "myeloblast",
+    "lymphoblast",
+    "lymphoblast",
+    "eosinophil",
+    "basophil",
+    "neutrophil",
+    "monocyte",
+    None,
+]
 
 
 def _seed_pairs(batch, alice, bob, labels_a, labels_b):
@@ -305,8 +342,11 @@ def test_agreement_page_shows_kappa_as_sklearn_computes_it(client_for, researche
     assert re.search(rf'data-kpi="observed">{observed * 100:.1f} %<', html)
     assert f'<span class="band {kappa_band(expected)[1]}">{kappa_band(expected)[0]}</span> agreement' in html
     pairs = html.split('id="pairs"')[1].split("</table>")[0]
-    assert re.search(rf"ann_alice <span class=\"muted\">×</span> ann_bob</td>\s*<td class=\"num\">12</td>\s*"
-                     rf"<td class=\"num\">{expected:.3f}</td>", pairs)
+    assert re.search(
+        rf"ann_alice <span class=\"muted\">×</span> ann_bob</td>\s*<td class=\"num\">12</td>\s*"
+        rf"<td class=\"num\">{expected:.3f}</td>",
+        pairs,
+    )
     per_class = html.split('id="classes"')[1].split("</table>")[0]
     # Myeloblast: chosen by someone on 2 images, by both on 1 -> 50 % agreement.
     assert re.search(r"<td>Myeloblast</td>\s*<td class=\"num\">2</td>.*?50\.0 %", per_class, re.S)
@@ -338,9 +378,19 @@ def test_agreement_page_filters_by_batch_and_dates(client_for, adjudicator, admi
 
 @pytest.mark.parametrize(
     ("kappa", "band"),
-    [(-0.05, "Poor"), (0.0, "Slight"), (0.2, "Slight"), (0.21, "Fair"), (0.4, "Fair"), (0.55, "Moderate"),
-     (0.61, "Substantial"), (0.8, "Substantial"), (0.81, "Almost perfect"), (1.0, "Almost perfect"),
-     (None, "Not defined")],
+    [
+        (-0.05, "Poor"),
+        (0.0, "Slight"),
+        (0.2, "Slight"),
+        (0.21, "Fair"),
+        (0.4, "Fair"),
+        (0.55, "Moderate"),
+        (0.61, "Substantial"),
+        (0.8, "Substantial"),
+        (0.81, "Almost perfect"),
+        (1.0, "Almost perfect"),
+        (None, "Not defined"),
+    ],
 )
 def test_kappa_interpretation_follows_landis_and_koch(kappa, band):
     assert kappa_band(kappa)[0] == band

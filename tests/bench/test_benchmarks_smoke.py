@@ -1,6 +1,7 @@
 """The two ML benchmarks end to end on a tiny generated folder (smoke models, 32 px, one epoch), plus the pure
 helpers they rely on: the DataLoader scoring path agrees with `Ensemble.predict_proba`, and selection ranks
 the most uncertain rows first."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,12 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-COLOURS = {"neutrophil": (200, 60, 60), "eosinophil": (60, 190, 60), "basophil": (70, 70, 210),
-           "monocyte": (200, 200, 60)}
+COLOURS = {
+    "neutrophil": (200, 60, 60),
+    "eosinophil": (60, 190, 60),
+    "basophil": (70, 70, 210),
+    "monocyte": (200, 200, 60),
+}
 
 
 def write_jpeg_folder(root: Path, per_class: int = 10) -> Path:
@@ -41,22 +46,50 @@ def jpeg_folder(tmp_path_factory) -> Path:
 
 
 def run_script(*args: str) -> str:
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
 def test_active_learning_writes_curves_and_summary(jpeg_folder, tmp_path):
     out = tmp_path / "al"
-    stdout = run_script("bench/active_learning.py", "--data", str(jpeg_folder), "--out", str(out),
-                        "--profile", "smoke", "--budgets", "10,40", "--max-epochs", "1", "--min-steps", "2",
-                        "--workers", "0", "--device", "cpu", "--exploration", "0.25", "--max-class-share", "0.1")
+    stdout = run_script(
+        "bench/active_learning.py",
+        "--data",
+        str(jpeg_folder),
+        "--out",
+        str(out),
+        "--profile",
+        "smoke",
+        "--budgets",
+        "10,40",
+        "--max-epochs",
+        "1",
+        "--min-steps",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--exploration",
+        "0.25",
+        "--max-class-share",
+        "0.1",
+    )
 
     with (out / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["strategy"], r["round"]) for r in rows} == {
-        ("full", "2"), *((s, r) for s in ("random", "margin", "entropy") for r in ("0", "1"))}
+        ("full", "2"),
+        *((s, r) for s in ("random", "margin", "entropy") for r in ("0", "1")),
+    }
     assert all(r["settings"].endswith("|explore 0.25|cap 0.1") for r in rows)
     pool = int(rows[0]["pool"])
     assert [int(r["labeled"]) for r in rows if r["strategy"] == "full"] == [pool]
@@ -74,9 +107,24 @@ def test_active_learning_writes_curves_and_summary(jpeg_folder, tmp_path):
 
 
 def test_inference_throughput_prints_both_rates_and_ratio(jpeg_folder, tmp_path):
-    stdout = run_script("bench/inference_throughput.py", str(jpeg_folder), "--models",
-                        "test_efficientnet,test_efficientnet_gn", "--image-size", "32", "--batch-size", "8",
-                        "--warmup", "1", "--num-workers", "0", "--device", "cpu", "--json", str(tmp_path / "f.json"))
+    stdout = run_script(
+        "bench/inference_throughput.py",
+        str(jpeg_folder),
+        "--models",
+        "test_efficientnet,test_efficientnet_gn",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--warmup",
+        "1",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+        str(tmp_path / "f.json"),
+    )
 
     assert "scoring (read + decode + preprocess + both models + voting):" in stdout
     assert "bare timm forward of both models on pre-decoded tensors:" in stdout
@@ -92,8 +140,14 @@ def test_scoring_path_matches_platform_predict_proba(jpeg_folder):
 
     torch.manual_seed(0)
     models = [create_classifier(name, 4, pretrained="none") for name in ("test_efficientnet", "test_efficientnet_gn")]
-    ensemble = Ensemble(models, weights=[0.4, 0.6], temperature=1.7, classes=list(COLOURS), image_size=(32, 32),
-                        device=torch.device("cpu"))
+    ensemble = Ensemble(
+        models,
+        weights=[0.4, 0.6],
+        temperature=1.7,
+        classes=list(COLOURS),
+        image_size=(32, 32),
+        device=torch.device("cpu"),
+    )
     paths = sorted(str(p) for p in jpeg_folder.glob("*/*.jpg"))[:12]
 
     scored = ensemble_score_paths(ensemble, paths, batch_size=5, num_workers=0)
@@ -123,17 +177,54 @@ def test_active_learning_starts_from_local_imagenet_weights_when_asked(jpeg_fold
         save_file({k: v.contiguous() for k, v in state.items()}, str(weights / f"{name}.safetensors"))
     out = tmp_path / "al"
 
-    stdout = run_script("bench/active_learning.py", "--data", str(jpeg_folder), "--out", str(out),
-                        "--profile", "smoke", "--budgets", "10,40", "--max-epochs", "1", "--min-steps", "2",
-                        "--workers", "0", "--device", "cpu", "--strategies", "random", "--no-full-reference",
-                        "--pretrained", "local", "--weights-dir", str(weights))
+    stdout = run_script(
+        "bench/active_learning.py",
+        "--data",
+        str(jpeg_folder),
+        "--out",
+        str(out),
+        "--profile",
+        "smoke",
+        "--budgets",
+        "10,40",
+        "--max-epochs",
+        "1",
+        "--min-steps",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--strategies",
+        "random",
+        "--no-full-reference",
+        "--pretrained",
+        "local",
+        "--weights-dir",
+        str(weights),
+    )
 
     with (out / "results.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["settings"].rsplit("|", 1)[-1] for row in rows} == {"init local"}
     assert "labels to 95%: random" in stdout
-    missing = subprocess.run([sys.executable, "bench/active_learning.py", "--data", str(jpeg_folder), "--out",
-                              str(tmp_path / "none"), "--profile", "smoke", "--pretrained", "local"],
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "bench/active_learning.py",
+            "--data",
+            str(jpeg_folder),
+            "--out",
+            str(tmp_path / "none"),
+            "--profile",
+            "smoke",
+            "--pretrained",
+            "local",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode != 0
     assert "pretrained='local' needs weights_dir" in missing.stderr

@@ -1,6 +1,7 @@
 """Case summaries against hand-computed counts: differentials by final label and by the active model, blast
 fraction, myeloblast : lymphoblast ratio, the 20% flag at its exact boundary, the list's sort order, and the
 pages (annotators refused: the summary shows final labels and predictions)."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,9 @@ def _seed(batch, case: Case, labels: dict[str, int], *, unclassifiable: int = 0,
     images = [image_make(batch=batch, case=case, final_label=code) for code, n in labels.items() for _ in range(n)]
     for _ in range(unclassifiable):
         image = image_make(batch=batch, case=case)
-        CellImage.objects.filter(pk=image.pk).update(label_status=LabelStatus.FINAL, final_label=None,
-                                                     final_method="adjudicated")
+        CellImage.objects.filter(pk=image.pk).update(
+            label_status=LabelStatus.FINAL, final_label=None, final_method="adjudicated"
+        )
     images += [image_make(batch=batch, case=case) for _ in range(unlabeled)]
     return images
 
@@ -30,11 +32,17 @@ def aml_case(batch, make_version, predict):
     3 unlabeled. The active model scores 5 of them: 2 myeloblasts, 3 neutrophils (and an unrelated candidate
     version says lymphoblast everywhere, which must not count)."""
     case = Case.objects.create(code="AML-001", diagnosis=Case.Diagnosis.AML)
-    images = _seed(batch, case, {"myeloblast": 3, "lymphoblast": 1, "neutrophil": 4, "lymphocyte": 2},
-                   unclassifiable=2, unlabeled=3)
+    images = _seed(
+        batch,
+        case,
+        {"myeloblast": 3, "lymphoblast": 1, "neutrophil": 4, "lymphocyte": 2},
+        unclassifiable=2,
+        unlabeled=3,
+    )
     active, candidate = make_version(ModelVersion.Status.ACTIVE), make_version()
-    for image, code in zip(images[:5], ["myeloblast", "myeloblast", "neutrophil", "neutrophil", "neutrophil"],
-                           strict=True):
+    for image, code in zip(
+        images[:5], ["myeloblast", "myeloblast", "neutrophil", "neutrophil", "neutrophil"], strict=True
+    ):
         predict(active, image, {code: 0.9})
     for image in images:
         predict(candidate, image, {"lymphoblast": 0.9})
@@ -107,12 +115,15 @@ def four_cases(batch, aml_case):
     _seed(batch, Case.objects.create(code="D-none"), {}, unlabeled=2)
 
 
-@pytest.mark.parametrize(("sort", "expected"), [
-    ("-blasts", ["AML-001", "B-20", "C-17", "D-none"]),
-    ("blasts", ["C-17", "B-20", "AML-001", "D-none"]),  # a case without white cells sorts last both ways
-    ("code", ["AML-001", "B-20", "C-17", "D-none"]),
-    ("-code", ["D-none", "C-17", "B-20", "AML-001"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ("-blasts", ["AML-001", "B-20", "C-17", "D-none"]),
+        ("blasts", ["C-17", "B-20", "AML-001", "D-none"]),  # a case without white cells sorts last both ways
+        ("code", ["AML-001", "B-20", "C-17", "D-none"]),
+        ("-code", ["D-none", "C-17", "B-20", "AML-001"]),
+    ],
+)
 def test_case_list_sorts_by_blast_fraction_and_name(four_cases, sort, expected):
     assert [case.code for case in case_list(sort=sort)] == expected
 

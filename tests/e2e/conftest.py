@@ -1,4 +1,5 @@
 """Browser-test fixtures: Debian's headless Chromium driven by Playwright against pytest-django's live server."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,14 @@ def no_script_errors(page):
     """Fails a test whose page threw a JavaScript error (refused API calls are expected, not errors)."""
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
-            and not message.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     yield
     assert errors == []
 

@@ -1,5 +1,6 @@
 """The loop in a real browser: an admin picks the entropy strategy, rescores the pool with the active model,
 watches the pass finish, and the annotator's next cell is then the one the model is least sure about."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """In a real browser: a researcher opens Cases, sorts by blast fraction, opens the most blast-rich case and sees
 the decision-support notice, the 20% flag, the counts and the chart of both differentials."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,10 +22,16 @@ def media(settings, tmp_path):
 def _version(user) -> ModelVersion:
     from releases.services.versions import dataset_version_create
 
-    run = TrainingRun.objects.create(dataset_version=dataset_version_create(created_by=user), profile="smoke",
-                                     config={}, started_by=user, status=TrainingRun.Status.SUCCEEDED)
-    return ModelVersion.objects.create(run=run, out_dir="models/none", config={}, temperature=1.0, metrics={},
-                                       status=ModelVersion.Status.ACTIVE)
+    run = TrainingRun.objects.create(
+        dataset_version=dataset_version_create(created_by=user),
+        profile="smoke",
+        config={},
+        started_by=user,
+        status=TrainingRun.Status.SUCCEEDED,
+    )
+    return ModelVersion.objects.create(
+        run=run, out_dir="models/none", config={}, temperature=1.0, metrics={}, status=ModelVersion.Status.ACTIVE
+    )
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -40,15 +47,25 @@ def test_researcher_sorts_cases_by_blasts_and_reads_a_flagged_case(page, live_se
     images = {}
     for code, labels in seeds.items():
         case = Case.objects.create(code=code, diagnosis="AML" if code.startswith("AML") else "")
-        images[code] = [image_make(batch=batch, case=case, final_label=label, with_thumbnail=False)
-                        for label, n in labels.items() for _ in range(n)]
+        images[code] = [
+            image_make(batch=batch, case=case, final_label=label, with_thumbnail=False)
+            for label, n in labels.items()
+            for _ in range(n)
+        ]
     version = _version(researcher)
     classes = dict(CellClass.objects.values_list("code", "pk"))
     # The model sees 8 blasts among AML-07's 20 cells (40%): myeloblasts where the experts said lymphocyte too.
     for index, image in enumerate(images["AML-07"]):
         code = "myeloblast" if index < 8 else image.final_label.code
-        Prediction.objects.create(image=image, model_version=version, probabilities=[],
-                                  predicted_class_id=classes[code], confidence=0.9, margin=0.8, entropy=0.4)
+        Prediction.objects.create(
+            image=image,
+            model_version=version,
+            probabilities=[],
+            predicted_class_id=classes[code],
+            confidence=0.9,
+            margin=0.8,
+            entropy=0.4,
+        )
     log_in(researcher)
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Cases").click()

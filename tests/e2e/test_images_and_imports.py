@@ -1,4 +1,5 @@
 """In a real browser: log in, browse and open images, upload a zip and follow its import, role refusals."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,12 @@ def test_admin_logs_in_sees_thumbnails_and_opens_an_image(page, live_server, log
     batch = batch_make(created_by=admin, source_name="di60-week12.zip")
     case = Case.objects.create(code="P-0042", diagnosis=Case.Diagnosis.AML)
     labels = ["myeloblast", "lymphoblast", "neutrophil", "monocyte", "eosinophil", "basophil"]
-    images = [image_make(batch=batch, case=case if i % 2 else None, reference_label=label,
-                         final_label=label if i < 2 else None) for i, label in enumerate(labels)]
+    images = [
+        image_make(
+            batch=batch, case=case if i % 2 else None, reference_label=label, final_label=label if i < 2 else None
+        )
+        for i, label in enumerate(labels)
+    ]
     log_in(admin)
     images_tile = page.locator(".tile", has=page.get_by_role("heading", name="Images", exact=True))
     expect(images_tile).to_contain_text("6 cell images")

@@ -1,5 +1,6 @@
 """In a real browser: two annotators label the same cells blind with hotkeys, an adjudicator resolves the
 disagreement with a hotkey, the agreement page counts the result; undo, refusals and screenshots."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +24,7 @@ from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
 
 pytestmark = pytest.mark.usefixtures("no_script_errors")
+
 
 @pytest.fixture
 def people(make_user):
@@ -119,8 +121,10 @@ def test_two_annotators_label_blind_and_an_adjudicator_resolves_the_disagreement
     expect(page.locator("[data-waiting]")).to_have_text("0")
     screenshot("consensus-empty")
 
-    finals = {c.id: (c.label_status, c.final_label.code if c.final_label else None, c.final_method)
-              for c in CellImage.objects.filter(pk__in=[c.id for c in cells]).select_related("final_label")}
+    finals = {
+        c.id: (c.label_status, c.final_label.code if c.final_label else None, c.final_method)
+        for c in CellImage.objects.filter(pk__in=[c.id for c in cells]).select_related("final_label")
+    }
     assert finals == {
         cells[0].id: (LabelStatus.FINAL, "myeloblast", "agreement"),
         cells[1].id: (LabelStatus.FINAL, "lymphocyte", "adjudicated"),
@@ -173,7 +177,8 @@ def test_a_refused_label_is_announced_and_the_next_cell_follows(page, live_serve
     _shown_cell(page, cells[0].id)
     # Meanwhile the cell got a final label elsewhere (e.g. a trusted import): it no longer needs Alice's.
     CellImage.objects.filter(pk=cells[0].pk).update(
-        label_status=LabelStatus.FINAL, final_label=CellClass.objects.get(code="myeloblast"))
+        label_status=LabelStatus.FINAL, final_label=CellClass.objects.get(code="myeloblast")
+    )
     page.keyboard.press("u")
     alert = page.get_by_role("alert")
     expect(alert).to_be_visible()
@@ -236,9 +241,14 @@ def test_viewer_zooms_with_keys_and_wheel_and_resets(page, live_server, log_in, 
 DEMO = Path(settings.BASE_DIR) / "demo" / "pbc-sample"
 # What experts plausibly confuse each class with.
 LOOK_ALIKES = {
-    "neutrophil": "band_neutrophil", "band_neutrophil": "neutrophil", "eosinophil": "neutrophil",
-    "basophil": "eosinophil", "monocyte": "lymphocyte", "lymphocyte": "variant_lymphocyte",
-    "myelocyte": "metamyelocyte", "metamyelocyte": "band_neutrophil",
+    "neutrophil": "band_neutrophil",
+    "band_neutrophil": "neutrophil",
+    "eosinophil": "neutrophil",
+    "basophil": "eosinophil",
+    "monocyte": "lymphocyte",
+    "lymphocyte": "variant_lymphocyte",
+    "myelocyte": "metamyelocyte",
+    "metamyelocyte": "band_neutrophil",
 }
 
 
@@ -249,14 +259,20 @@ def _real_cell(*, batch, path: Path) -> CellImage:
     with PILImage.open(path) as picture:
         width, height = picture.size
     return CellImage.objects.create(
-        sha256=sha, file=name, thumbnail="", format="JPEG", width=width, height=height, size_bytes=len(data),
-        original_name=f"{path.parent.name}/{path.name}", batch=batch,
+        sha256=sha,
+        file=name,
+        thumbnail="",
+        format="JPEG",
+        width=width,
+        height=height,
+        size_bytes=len(data),
+        original_name=f"{path.parent.name}/{path.name}",
+        batch=batch,
         reference_label=CellClass.objects.get(code=path.parent.name),
     )
 
 
-def test_pages_with_real_cells_and_a_realistic_label_history(page, live_server, log_in, people, make_user,
-                                                             screenshot):
+def test_pages_with_real_cells_and_a_realistic_label_history(page, live_server, log_in, people, make_user, screenshot):
     rng = random.Random(7)
     carol = make_user(Role.ANNOTATOR, username="dr_carol", password=PASSWORD)
     dana = make_user(Role.ANNOTATOR, username="dr_dana", password=PASSWORD)
@@ -271,8 +287,12 @@ def test_pages_with_real_cells_and_a_realistic_label_history(page, live_server, 
         pair = rng.sample(annotators, 2)
         given = [code if rng.random() < 0.82 else LOOK_ALIKES[code] for _ in pair]
         for annotator, label in zip(pair, given, strict=True):
-            annotation_submit(image_id=cell.id, annotator=annotator, cell_class=CellClass.objects.get(code=label),
-                              duration_ms=rng.randint(900, 6000))
+            annotation_submit(
+                image_id=cell.id,
+                annotator=annotator,
+                cell_class=CellClass.objects.get(code=label),
+                duration_ms=rng.randint(900, 6000),
+            )
         firsts.append(given[0])
         seconds.append(given[1])
         if cell.batch_id == week2.id:

@@ -1,5 +1,6 @@
 """The model's opinion in a real browser: an adjudicator sees the top-3 on the consensus page, toggles the Grad-CAM
 heatmap with its key and button, and the class hotkeys still decide and move on; the image page shows it too."""
+
 from __future__ import annotations
 
 import re
@@ -18,6 +19,7 @@ from tests.inference.ensembles import active_version_write
 from training.ml.uncertainty import prediction_stats
 
 pytestmark = pytest.mark.usefixtures("no_script_errors")
+
 
 @pytest.fixture
 def adjudicator(make_user):
@@ -41,16 +43,24 @@ def disputed(make_user):
     top3 = {"myeloblast": 0.6137, "lymphoblast": 0.2211, "monocyte": 0.0873}
     probabilities = [top3.get(code, (1 - sum(top3.values())) / (len(classes) - 3)) for code in classes]
     top, confidence, margin, entropy = prediction_stats([probabilities])
-    Prediction.objects.create(image=cells[0], model_version=version, probabilities=probabilities,
-                              predicted_class=CellClass.objects.get(code=classes[top[0]]),
-                              confidence=confidence[0], margin=margin[0], entropy=entropy[0])
+    Prediction.objects.create(
+        image=cells[0],
+        model_version=version,
+        probabilities=probabilities,
+        predicted_class=CellClass.objects.get(code=classes[top[0]]),
+        confidence=confidence[0],
+        margin=margin[0],
+        entropy=entropy[0],
+    )
     yield {"cells": cells, "version": version}
     explain.ensemble_cache_clear()
 
 
 def _heatmap_loaded(page) -> bool:
-    return page.evaluate("() => { const img = document.querySelector('[data-opinion-heatmap] img');"
-                         " return img.complete && img.naturalWidth > 0; }")
+    return page.evaluate(
+        "() => { const img = document.querySelector('[data-opinion-heatmap] img');"
+        " return img.complete && img.naturalWidth > 0; }"
+    )
 
 
 def test_adjudicator_sees_the_top3_and_toggles_the_heatmap_on_the_consensus_page(

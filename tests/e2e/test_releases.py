@@ -1,5 +1,6 @@
 """In a real browser: a researcher cuts a dataset version, builds its archive, watches the progress reach done,
 sees the SHA-256 beside the download link, downloads (and resumes) it, and compares two versions."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,7 @@ def test_researcher_cuts_a_version_builds_its_archive_and_downloads_it(
     batch = batch_make(created_by=researcher, source_name="di60-2026-03.zip")
     cases = [Case.objects.create(code=f"P-{i:03d}", site="Seoul" if i % 2 else "Busan") for i in range(10)]
     for i in range(40):
-        image_make(batch=batch, case=cases[i % 10] if i < 30 else None, final_label=LABELS[i % 5],
-                   with_thumbnail=False)
+        image_make(batch=batch, case=cases[i % 10] if i < 30 else None, final_label=LABELS[i % 5], with_thumbnail=False)
     # The worker is "busy": the build stays queued until this test runs it, so the page must poll for it.
     queued: list[int] = []
     monkeypatch.setattr("releases.tasks.dataset_archive_build.delay", queued.append)

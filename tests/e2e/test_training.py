@@ -1,4 +1,5 @@
 """Retraining in the browser: start a smoke run, watch it finish, read the report, activate, follow a live run."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,9 @@ def test_admin_retrains_from_the_page(page, live_server, log_in, make_user, scre
     settings.HEMALOOP_RELEASE_VALIDATION_FRACTION = 0.25
     admin = make_user(Role.ADMIN, password=PASSWORD)
     source = demo_subset(target=tmp_path / "demo")
-    batch = import_batch_create(created_by=admin, source=source, source_name="demo", trusted=True,
-                                csv_path=source / "cases.csv", enqueue=False)
+    batch = import_batch_create(
+        created_by=admin, source=source, source_name="demo", trusted=True, csv_path=source / "cases.csv", enqueue=False
+    )
     import_batch_process(batch=batch)
     log_in(admin)
     page.goto(f"{live_server.url}/training/")
@@ -42,12 +44,23 @@ def test_admin_retrains_from_the_page(page, live_server, log_in, make_user, scre
     page.get_by_role("button", name="Activate").click()
     expect(page.locator("h1 .badge")).to_have_text("Active")
     # Live polling: a running run's page follows the row.
-    run = TrainingRun.objects.create(dataset_version=TrainingRun.objects.first().dataset_version, profile="smoke",
-                                     config={}, started_by=admin, status="running", model_count=2, max_epochs=2,
-                                     model_name="test_efficientnet")
+    run = TrainingRun.objects.create(
+        dataset_version=TrainingRun.objects.first().dataset_version,
+        profile="smoke",
+        config={},
+        started_by=admin,
+        status="running",
+        model_count=2,
+        max_epochs=2,
+        model_name="test_efficientnet",
+    )
     page.goto(f"{live_server.url}/training/runs/{run.pk}/")
-    TrainingRun.objects.filter(pk=run.pk).update(epoch=2, batch=3, batches_total=4, history=[
-        {"model": "test_efficientnet", "model_index": 0, "epoch": 1, "val_macro_f1": 0.3, "val_loss": 2.0}])
+    TrainingRun.objects.filter(pk=run.pk).update(
+        epoch=2,
+        batch=3,
+        batches_total=4,
+        history=[{"model": "test_efficientnet", "model_index": 0, "epoch": 1, "val_macro_f1": 0.3, "val_loss": 2.0}],
+    )
     expect(page.locator('[data-field="percent"]')).to_have_text("43%")
     expect(page.locator("#curves circle")).to_have_count(1)
     screenshot("training-live")

@@ -1,4 +1,5 @@
 """Fixtures for the inference tests: model versions without training, and predictions with chosen probabilities."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,10 +27,16 @@ def make_version(admin_user, batch):
     dataset_version = dataset_version_create(created_by=admin_user)
 
     def make(status: str = ModelVersion.Status.CANDIDATE) -> ModelVersion:
-        run = TrainingRun.objects.create(dataset_version=dataset_version, profile="smoke", config={},
-                                         started_by=admin_user, status=TrainingRun.Status.SUCCEEDED)
-        return ModelVersion.objects.create(run=run, out_dir="models/none", config={}, temperature=1.0, metrics={},
-                                           status=status)
+        run = TrainingRun.objects.create(
+            dataset_version=dataset_version,
+            profile="smoke",
+            config={},
+            started_by=admin_user,
+            status=TrainingRun.Status.SUCCEEDED,
+        )
+        return ModelVersion.objects.create(
+            run=run, out_dir="models/none", config={}, temperature=1.0, metrics={}, status=status
+        )
 
     return make
 
@@ -45,8 +52,13 @@ def predict():
         vector = np.array([probs.get(code, rest) for code in codes])
         top, confidence, margin, entropy = prediction_stats(vector[None, :])
         return Prediction.objects.create(
-            image=image, model_version=version, probabilities=vector.tolist(), predicted_class_id=ids[codes[top[0]]],
-            confidence=float(confidence[0]), margin=float(margin[0]), entropy=float(entropy[0]),
+            image=image,
+            model_version=version,
+            probabilities=vector.tolist(),
+            predicted_class_id=ids[codes[top[0]]],
+            confidence=float(confidence[0]),
+            margin=float(margin[0]),
+            entropy=float(entropy[0]),
         )
 
     return make

@@ -1,5 +1,6 @@
 """A real, tiny, random-init ensemble on disk behind an ACTIVE model version: loads and scores like a trained one,
 in milliseconds (timm's test networks), so explanation and API tests need no training run."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,8 +30,7 @@ def ensemble_write(out_dir: Path, *, classes: list[str], seed: int = 0) -> Path:
         model = create_classifier(name, len(classes), pretrained="none")
         save_checkpoint(out_dir / f"{name}.safetensors", model, classes=classes)
         members.append(MemberSpec(name=name, checkpoint=f"{name}.safetensors", weight=weight, temperature=1.0))
-    write_ensemble_file(out_dir, classes=classes, image_size=(IMAGE_SIZE, IMAGE_SIZE), members=members,
-                        temperature=1.5)
+    write_ensemble_file(out_dir, classes=classes, image_size=(IMAGE_SIZE, IMAGE_SIZE), members=members, temperature=1.5)
     return out_dir
 
 
@@ -56,10 +56,16 @@ def active_version_write(*, created_by, name: str, temperature: float = 1.0) -> 
     from releases.services.versions import dataset_version_create
     from training.models import TrainingRun
 
-    run = TrainingRun.objects.create(dataset_version=dataset_version_create(created_by=created_by), profile="smoke",
-                                     config={}, started_by=created_by, status=TrainingRun.Status.SUCCEEDED)
+    run = TrainingRun.objects.create(
+        dataset_version=dataset_version_create(created_by=created_by),
+        profile="smoke",
+        config={},
+        started_by=created_by,
+        status=TrainingRun.Status.SUCCEEDED,
+    )
     out_dir = f"models/{name}-{run.pk}"
     classes = list(CellClass.objects.order_by("order").values_list("code", flat=True))
     ensemble_write(Path(settings.MEDIA_ROOT) / out_dir, classes=classes)
-    return ModelVersion.objects.create(run=run, out_dir=out_dir, config={}, temperature=temperature, metrics={},
-                                       status=ModelVersion.Status.ACTIVE)
+    return ModelVersion.objects.create(
+        run=run, out_dir=out_dir, config={}, temperature=temperature, metrics={}, status=ModelVersion.Status.ACTIVE
+    )

@@ -1,10 +1,23 @@
 """A stand-in for the trained ensemble where a test is about pages and the loop, not about the model."""
+
 from __future__ import annotations
 
 import numpy as np
 
-CODES = ["neutrophil", "band_neutrophil", "eosinophil", "basophil", "monocyte", "lymphocyte", "variant_lymphocyte",
-         "myeloblast", "lymphoblast", "myelocyte", "metamyelocyte", "promyelocyte"]
+CODES = [
+    "neutrophil",
+    "band_neutrophil",
+    "eosinophil",
+    "basophil",
+    "monocyte",
+    "lymphocyte",
+    "variant_lymphocyte",
+    "myeloblast",
+    "lymphoblast",
+    "myelocyte",
+    "metamyelocyte",
+    "promyelocyte",
+]
 
 
 class FakeEnsemble:
@@ -30,7 +43,7 @@ class FakeEnsemble:
     def _score_stream(ensemble, paths, batch_size: int = 64, decoder: str = "pil"):
         probabilities = ensemble.predict_proba(paths, batch_size)
         for start in range(0, len(probabilities), batch_size):
-            yield probabilities[start:start + batch_size]
+            yield probabilities[start : start + batch_size]
 
     def install(self, monkeypatch) -> FakeEnsemble:
         monkeypatch.setattr("inference.services.load_ensemble", lambda out_dir: self)

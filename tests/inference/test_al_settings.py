@@ -1,4 +1,5 @@
 """The admin's active-learning settings: the queue order follows them, bad values are refused, only admins edit."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,8 +34,9 @@ def _first_in_queue() -> int:
     return CellImage.objects.order_by("-priority", "id").values_list("pk", flat=True).first()
 
 
-def test_admin_changes_the_strategy_and_the_queue_follows(pool, admin_user, client_for,
-                                                          django_capture_on_commit_callbacks):
+def test_admin_changes_the_strategy_and_the_queue_follows(
+    pool, admin_user, client_for, django_capture_on_commit_callbacks
+):
     client = client_for(admin_user)
 
     # The re-ordering is a task on the inference queue (eager in tests), sent once the request's writes commit.
@@ -57,10 +59,18 @@ def test_admin_changes_the_strategy_and_the_queue_follows(pool, admin_user, clie
     assert queue_priorities_update(model_version=ModelVersion.objects.get(status="active"))[0] == pool["a"].pk
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("exploration", "1.5"), ("exploration", "-0.1"), ("max_class_share", "0"), ("max_class_share", "1.2"),
-    ("top_n", "0"), ("review_min_confidence", "0.3"), ("strategy", "vibes"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("exploration", "1.5"),
+        ("exploration", "-0.1"),
+        ("max_class_share", "0"),
+        ("max_class_share", "1.2"),
+        ("top_n", "0"),
+        ("review_min_confidence", "0.3"),
+        ("strategy", "vibes"),
+    ],
+)
 def test_invalid_values_are_refused_with_a_message(pool, admin_user, client_for, field, value):
     response = client_for(admin_user).post("/inference/settings/", {**FORM, field: value})
 
@@ -93,8 +103,9 @@ def test_only_admins_change_settings(pool, make_user, client_for, role):
     assert al_settings_get().strategy == "margin"
 
 
-def test_apply_now_without_a_model_uses_the_cold_start(batch, admin_user, client_for,
-                                                        django_capture_on_commit_callbacks):
+def test_apply_now_without_a_model_uses_the_cold_start(
+    batch, admin_user, client_for, django_capture_on_commit_callbacks
+):
     images = [image_make(batch=batch) for _ in range(3)]
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -104,8 +115,9 @@ def test_apply_now_without_a_model_uses_the_cold_start(batch, admin_user, client
     assert sorted(CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)) == [i.pk for i in images]
 
 
-def test_apply_now_queues_the_reordering_instead_of_doing_it_in_the_request(pool, admin_user, client_for,
-                                                                           django_capture_on_commit_callbacks):
+def test_apply_now_queues_the_reordering_instead_of_doing_it_in_the_request(
+    pool, admin_user, client_for, django_capture_on_commit_callbacks
+):
     version = ModelVersion.objects.get(status="active")
     al_settings_update(actor=admin_user, strategy="least_confidence", top_n=2, exploration=0, max_class_share=1)
 

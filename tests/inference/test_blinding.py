@@ -1,5 +1,6 @@
 """Blinding holds: annotators never see the model's scores, predictions or heatmaps, on any route they can open;
 adjudicators, researchers and admins do see the model's opinion on the consensus and image pages."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,17 @@ pytestmark = pytest.mark.django_db
 
 TOP = {"myeloblast": 0.6137, "lymphoblast": 0.2211, "monocyte": 0.0873}
 # What would give the model away: the panel, its API, the score words, and this test's exact numbers.
-MARKERS = ("model opinion", "model-opinion", "gradcam", "/api/inference/", "probabilit", "confidence", "61.4",
-           "0.6137", "22.1 %")
+MARKERS = (
+    "model opinion",
+    "model-opinion",
+    "gradcam",
+    "/api/inference/",
+    "probabilit",
+    "confidence",
+    "61.4",
+    "0.6137",
+    "22.1 %",
+)
 # The API schema and its viewer document the inference endpoints (names, not any image's scores); logging out
 # would end the walk.
 SKIPPED = {"/api/schema/", "/api/docs/", "/accounts/logout/"}
@@ -39,8 +49,9 @@ def scored(version, batch, predict, make_user):
     unlabeled = image_make(batch=batch)
     in_consensus = image_make(batch=batch)
     for code in ("neutrophil", "lymphocyte"):
-        annotation_submit(image_id=in_consensus.id, annotator=make_user(Role.ANNOTATOR),
-                          cell_class=CellClass.objects.get(code=code))
+        annotation_submit(
+            image_id=in_consensus.id, annotator=make_user(Role.ANNOTATOR), cell_class=CellClass.objects.get(code=code)
+        )
     in_consensus.refresh_from_db()
     assert in_consensus.label_status == LabelStatus.CONSENSUS
     for image in (unlabeled, in_consensus):
@@ -75,8 +86,11 @@ def test_no_route_an_annotator_can_open_shows_the_model(scored, batch, annotator
     # The real labeling flow on the scored cell: hold it, label it, list my labels.
     held = client.post(reverse("annotation_api:queue_next"))
     assert held.status_code == 200
-    labeled = client.post(reverse("annotation_api:labels"), {"image": held.json()["image"], "cell_class": "monocyte"},
-                          content_type="application/json")
+    labeled = client.post(
+        reverse("annotation_api:labels"),
+        {"image": held.json()["image"], "cell_class": "monocyte"},
+        content_type="application/json",
+    )
     assert labeled.status_code == 201, labeled.content
     mine, page = client.get(reverse("annotation_api:labels")), client.get(reverse("annotation:label"))
     for response in (held, labeled, mine, page):
@@ -120,7 +134,10 @@ def test_adjudicators_see_the_top3_on_the_image_page(scored, adjudicator, client
     text = html.content.decode()
     assert "Model opinion" in text
     assert [name for name in ("Myeloblast", "Lymphoblast", "Monocyte") if f'opinion-class">{name}<' in text] == [
-        "Myeloblast", "Lymphoblast", "Monocyte"]
+        "Myeloblast",
+        "Lymphoblast",
+        "Monocyte",
+    ]
     assert text.index("Myeloblast</span>") < text.index("Lymphoblast</span>") < text.index("Monocyte</span>")
     assert "61.4 %" in text
     assert "22.1 %" in text

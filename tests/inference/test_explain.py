@@ -1,5 +1,6 @@
 """The model's opinion on a stored image: top-3 from the stored prediction (or computed), the Grad-CAM overlay cached
 on disk, the per-process ensemble cache, and a clear state when no model is active."""
+
 from __future__ import annotations
 
 import io
@@ -37,7 +38,9 @@ def test_top3_comes_from_the_stored_prediction_best_first(version_with_ensemble,
 
     assert opinion.source == "stored"
     assert [(s.code, s.name) for s in opinion.top] == [
-        ("myeloblast", "Myeloblast"), ("lymphoblast", "Lymphoblast"), ("monocyte", "Monocyte"),
+        ("myeloblast", "Myeloblast"),
+        ("lymphoblast", "Lymphoblast"),
+        ("monocyte", "Monocyte"),
     ]
     assert [s.probability for s in opinion.top] == pytest.approx([0.55, 0.25, 0.1])
     assert (opinion.model_version_id, opinion.model_version_name) == (version.pk, f"Model version {version.pk}")
@@ -106,8 +109,10 @@ def test_the_ensemble_is_loaded_once_per_version_and_process(version_with_ensemb
         explain.image_heatmap_png(image=image)
     explain.image_opinion(image=images[0], model_version=old)
 
-    assert [path.rsplit("/", 1)[-1] for path in loads] == [active.out_dir.rsplit("/", 1)[-1],
-                                                            old.out_dir.rsplit("/", 1)[-1]]
+    assert [path.rsplit("/", 1)[-1] for path in loads] == [
+        active.out_dir.rsplit("/", 1)[-1],
+        old.out_dir.rsplit("/", 1)[-1],
+    ]
 
 
 def test_unknown_class_is_refused(version_with_ensemble, batch):
@@ -146,8 +151,14 @@ def test_the_opinion_api_reports_a_missing_model_as_a_state(batch, adjudicator, 
     heatmap = client.get(f"/api/inference/images/{image.id}/gradcam.png")
 
     assert opinion.status_code == 200
-    assert opinion.json() == {"state": "no_model", "message": explain.NoActiveModel.message, "model_version": None,
-                              "top": [], "source": "", "heatmap_url": ""}
+    assert opinion.json() == {
+        "state": "no_model",
+        "message": explain.NoActiveModel.message,
+        "model_version": None,
+        "top": [],
+        "source": "",
+        "heatmap_url": "",
+    }
     assert heatmap.status_code == 409
     assert heatmap.json()["detail"] == explain.NoActiveModel.message
 
@@ -256,7 +267,9 @@ def test_the_explain_rate_is_per_user_and_apart_from_predict(batch, researcher, 
     client, colleague = client_for(researcher), client_for(make_user(Role.ADJUDICATOR))
 
     assert [client.get(url).status_code, client.get(url).status_code, colleague.get(url).status_code] == [
-        200, 429, 200,
+        200,
+        429,
+        200,
     ]
     # The prediction API counts in its own scope: a used-up "explain" budget does not stop it.
     assert client.post("/api/inference/predict/", {}).status_code == 400

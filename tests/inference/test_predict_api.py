@@ -1,4 +1,5 @@
 """POST /api/inference/predict/: the active ensemble on uploaded images, input checks, roles and the rate limit."""
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,9 @@ def test_two_images_get_calibrated_probabilities_class_and_uncertainty(version_w
     with open(explain.default_storage.path(stored.file), "rb") as handle:
         same_bytes = handle.read()
 
-    response = client.post(URL, {"images": [upload("a.png", png((96, 96), 3)), upload("b.png", same_bytes)]},
-                           format="multipart")
+    response = client.post(
+        URL, {"images": [upload("a.png", png((96, 96), 3)), upload("b.png", same_bytes)]}, format="multipart"
+    )
 
     assert response.status_code == 200, response.content
     body = response.json()
@@ -80,8 +82,11 @@ def test_two_images_get_calibrated_probabilities_class_and_uncertainty(version_w
 def test_heatmap_option_adds_a_png_of_each_images_size(version_with_ensemble, client):
     version_with_ensemble()
 
-    response = client.post(URL, {"images": [upload("wide.png", png((80, 60))), upload("sq.png", png((96, 96), 2))],
-                                 "heatmap": "true"}, format="multipart")
+    response = client.post(
+        URL,
+        {"images": [upload("wide.png", png((80, 60))), upload("sq.png", png((96, 96), 2))], "heatmap": "true"},
+        format="multipart",
+    )
 
     assert response.status_code == 200, response.content
     sizes = []
@@ -94,18 +99,23 @@ def test_heatmap_option_adds_a_png_of_each_images_size(version_with_ensemble, cl
 
 def test_a_file_that_is_not_an_image_is_named_in_a_400(version_with_ensemble, client):
     version_with_ensemble()
-    response = client.post(URL, {"images": [upload("ok.png", png((96, 96))),
-                                            upload("notes.png", b"just some text", "text/plain")]},
-                           format="multipart")
+    response = client.post(
+        URL,
+        {"images": [upload("ok.png", png((96, 96))), upload("notes.png", b"just some text", "text/plain")]},
+        format="multipart",
+    )
     assert response.status_code == 400
     assert response.json()["detail"].startswith("notes.png: not a JPEG, PNG, BMP or TIFF image")
 
 
-@pytest.mark.parametrize(("limit", "detail"), [
-    ("HEMALOOP_INFERENCE_MAX_FILES", "3 images sent; at most 2 per request."),
-    # Django refuses to parse more than DATA_UPLOAD_MAX_NUMBER_FILES parts before the view can count them.
-    ("DATA_UPLOAD_MAX_NUMBER_FILES", "More than 2 files sent; at most 16 images per request."),
-])
+@pytest.mark.parametrize(
+    ("limit", "detail"),
+    [
+        ("HEMALOOP_INFERENCE_MAX_FILES", "3 images sent; at most 2 per request."),
+        # Django refuses to parse more than DATA_UPLOAD_MAX_NUMBER_FILES parts before the view can count them.
+        ("DATA_UPLOAD_MAX_NUMBER_FILES", "More than 2 files sent; at most 16 images per request."),
+    ],
+)
 def test_too_many_files_is_a_json_400_naming_the_limit(version_with_ensemble, client, settings, limit, detail):
     version_with_ensemble()
     setattr(settings, limit, 2)
@@ -119,8 +129,9 @@ def test_a_file_over_the_size_limit_is_named_in_a_413(version_with_ensemble, cli
     version_with_ensemble()
     small, large = png((32, 32)), png((300, 300), 5)
     settings.HEMALOOP_INFERENCE_MAX_FILE_BYTES = len(large) - 1
-    response = client.post(URL, {"images": [upload("small.png", small), upload("large.png", large)]},
-                           format="multipart")
+    response = client.post(
+        URL, {"images": [upload("small.png", small), upload("large.png", large)]}, format="multipart"
+    )
     assert response.status_code == 413
     assert response.json()["detail"].startswith("large.png: file is ")
     assert "larger than the limit" in response.json()["detail"]
@@ -168,8 +179,9 @@ def test_requests_beyond_the_rate_get_429(version_with_ensemble, client, setting
     version_with_ensemble()
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"inference": "2/min"}}
 
-    statuses = [client.post(URL, {"images": [upload("a.png", png((96, 96)))]}, format="multipart").status_code
-                for _ in range(3)]
+    statuses = [
+        client.post(URL, {"images": [upload("a.png", png((96, 96)))]}, format="multipart").status_code for _ in range(3)
+    ]
 
     assert statuses == [200, 200, 429]
 

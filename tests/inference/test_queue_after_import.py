@@ -1,5 +1,6 @@
 """After an import finishes: a cold-start order across cases without a model; with an active model, a pass that
 scores only the images it has not scored yet, then re-orders the queue."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,9 @@ def _folder(tmp_path, counts: dict[str, int], *, start: int = 50_000):
 
 
 def _import(admin_user, source) -> ImportBatch:
-    batch = import_batch_create(created_by=admin_user, source=source, source_name="cells", case_from_folder=True,
-                                enqueue=False)
+    batch = import_batch_create(
+        created_by=admin_user, source=source, source_name="cells", case_from_folder=True, enqueue=False
+    )
     return import_batch_process(batch=batch)
 
 
@@ -82,8 +84,9 @@ def test_an_import_while_the_model_is_scoring_queues_nothing_more(
     assert list(ScoringJob.objects.values_list("pk", flat=True)) == [running.pk]
 
 
-def test_a_batch_that_imported_nothing_changes_no_priority(admin_user, batch, tmp_path,
-                                                          django_capture_on_commit_callbacks):
+def test_a_batch_that_imported_nothing_changes_no_priority(
+    admin_user, batch, tmp_path, django_capture_on_commit_callbacks
+):
     image = image_make(batch=batch, case=Case.objects.create(code="old"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")

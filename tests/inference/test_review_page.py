@@ -1,4 +1,5 @@
 """The review list page: the active model's confident disagreements with final labels, with the model's opinion."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,8 +47,8 @@ def test_review_list_shows_the_confident_disagreements_with_the_models_opinion(s
     assert "Lymphoblast" in html
     assert "93%" in html
     assert "Neutrophil" in html
-    assert f'/annotation/images/{seeded["disagree"].pk}/' in html
-    assert f'/annotation/images/{seeded["disagree"].pk}/thumb' in html
+    assert f"/annotation/images/{seeded['disagree'].pk}/" in html
+    assert f"/annotation/images/{seeded['disagree'].pk}/thumb" in html
     for name in ("unsure", "agree", "unlabeled"):
         assert f'data-image="{seeded[name].pk}"' not in html
     assert "Basophil" not in html  # the candidate version's opinion never shows
@@ -69,8 +70,11 @@ def test_the_admins_threshold_and_unclassifiable_final_labels(seeded, admin_user
 def test_review_list_is_paginated(batch, make_version, predict, admin_user, client_for):
     version = make_version(ModelVersion.Status.ACTIVE)
     for i in range(50):
-        predict(version, image_make(batch=batch, final_label="neutrophil", with_thumbnail=False),
-                {"lymphocyte": 0.91 + i / 1000})
+        predict(
+            version,
+            image_make(batch=batch, final_label="neutrophil", with_thumbnail=False),
+            {"lymphocyte": 0.91 + i / 1000},
+        )
     client = client_for(admin_user)
 
     first, second = client.get("/inference/review/"), client.get("/inference/review/?page=2")

@@ -1,4 +1,5 @@
 """Scoring the pool for real: a smoke-trained ensemble on demo images writes one calibrated Prediction per image."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,8 +83,11 @@ def test_one_loader_spans_many_write_rounds_and_every_image_gets_its_own_row(mak
     ensemble = FakeEnsemble().install(monkeypatch)
     loaders = []
     stream = services.ensemble_score_stream
-    monkeypatch.setattr(services, "ensemble_score_stream",
-                        lambda e, paths, **options: loaders.append(len(paths)) or stream(e, paths, **options))
+    monkeypatch.setattr(
+        services,
+        "ensemble_score_stream",
+        lambda e, paths, **options: loaders.append(len(paths)) or stream(e, paths, **options),
+    )
     monkeypatch.setattr(services, "SCORING_LOADER_CHUNK", 5)
     version = make_version()
     for _ in range(5):

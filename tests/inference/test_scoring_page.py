@@ -1,4 +1,5 @@
 """The Scoring page: Rescore queues a pass on the inference queue (eager in tests), progress as JSON, refusals."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -43,8 +44,18 @@ def test_rescore_runs_a_job_that_scores_the_pool_and_orders_the_queue(
     assert set(CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)) == {i.pk for i in unlabeled}
     progress = client.get(f"/inference/scoring/jobs/{job.pk}/progress/").json()
     speed = {key: progress.pop(key) for key in ("images_per_second", "seconds_left", "speed")}
-    assert progress == {"id": job.pk, "model_version": active.pk, "status": "succeeded", "status_display": "Succeeded",
-                        "scope": "all", "done": pool, "total": pool, "percent": 100, "finished": True, "error": ""}
+    assert progress == {
+        "id": job.pk,
+        "model_version": active.pk,
+        "status": "succeeded",
+        "status_display": "Succeeded",
+        "scope": "all",
+        "done": pool,
+        "total": pool,
+        "percent": 100,
+        "finished": True,
+        "error": "",
+    }
     assert job.running_at is not None  # the worker's claim set it
     assert speed["images_per_second"] > 0
     assert speed["seconds_left"] is None
@@ -87,11 +98,21 @@ def test_a_stale_job_is_failed_and_no_longer_blocks(active, admin_user, client_f
 def test_jobs_show_their_speed_and_time_left_from_when_a_worker_took_them(active, admin_user, client_for):
     now = timezone.now()
     # Queued long before a worker took it: the wait does not count against the speed.
-    running = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.RUNNING, total=42_000,
-                                        done=2_000, running_at=now - timedelta(seconds=10))
-    finished = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.SUCCEEDED, total=600,
-                                         done=600, running_at=now - timedelta(minutes=12),
-                                         finished_at=now - timedelta(minutes=2))
+    running = ScoringJob.objects.create(
+        model_version=active,
+        status=ScoringJob.Status.RUNNING,
+        total=42_000,
+        done=2_000,
+        running_at=now - timedelta(seconds=10),
+    )
+    finished = ScoringJob.objects.create(
+        model_version=active,
+        status=ScoringJob.Status.SUCCEEDED,
+        total=600,
+        done=600,
+        running_at=now - timedelta(minutes=12),
+        finished_at=now - timedelta(minutes=2),
+    )
     ScoringJob.objects.filter(pk__in=[running.pk, finished.pk]).update(started_at=now - timedelta(hours=3))
     client = client_for(admin_user)
 
@@ -110,8 +131,14 @@ def test_jobs_show_their_speed_and_time_left_from_when_a_worker_took_them(active
 
 def test_a_pass_of_a_few_seconds_shows_tenths(active, admin_user, client_for):
     now = timezone.now()
-    quick = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.SUCCEEDED, total=8, done=8,
-                                      running_at=now - timedelta(seconds=0.5), finished_at=now)
+    quick = ScoringJob.objects.create(
+        model_version=active,
+        status=ScoringJob.Status.SUCCEEDED,
+        total=8,
+        done=8,
+        running_at=now - timedelta(seconds=0.5),
+        finished_at=now,
+    )
     progress = client_for(admin_user).get(f"/inference/scoring/jobs/{quick.pk}/progress/").json()
     assert progress["speed"] == "8 images in 0.5 s · 16.0 images/s"
 

@@ -1,4 +1,5 @@
 """Active-learning selection on seeded predictions (no training): strategies, class cap, exploration, versions."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -36,8 +37,9 @@ def test_queue_next_serves_the_smallest_margin_first(make_version, predict, batc
 
 
 @pytest.mark.parametrize(("strategy", "first"), [("margin", "a"), ("entropy", "b"), ("least_confidence", "c")])
-def test_each_uncertainty_measure_ranks_its_own_most_uncertain_image_first(make_version, predict, batch, strategy,
-                                                                          first):
+def test_each_uncertainty_measure_ranks_its_own_most_uncertain_image_first(
+    make_version, predict, batch, strategy, first
+):
     version = make_version(ACTIVE)
     images = {name: image_make(batch=batch) for name in "abc"}
     # a: tiny margin; b: spread thin over all classes (highest entropy); c: lowest top-1 probability.

@@ -1,4 +1,5 @@
 """Fixtures for the releases tests: a private MEDIA_ROOT, real image files with final labels, cases, cutting."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,14 @@ def cell(batch):
     cell(None) is a final "unclassifiable" image; cell(..., final=False) one that still needs labels.
     """
 
-    def make(label: str | None, *, case: Case | None = None, method: str = "agreement", expert_labels: int = 2,
-             final: bool = True) -> CellImage:
+    def make(
+        label: str | None,
+        *,
+        case: Case | None = None,
+        method: str = "agreement",
+        expert_labels: int = 2,
+        final: bool = True,
+    ) -> CellImage:
         image = image_make(batch=batch, case=case, final_label=label if final else None, with_thumbnail=False)
         if final:
             CellImage.objects.filter(pk=image.pk).update(

@@ -1,4 +1,5 @@
 """The releases API as a script would use it: cut, inspect, page through the manifest, build, poll, diff."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ def api(researcher, api_client_for):
 
 @pytest.fixture
 def labeled(cell, case):
-    return [cell(["neutrophil", "monocyte", "myeloblast"][i % 3], case=case(f"P-{i % 5}") if i < 10 else None)
-            for i in range(15)]
+    return [
+        cell(["neutrophil", "monocyte", "myeloblast"][i % 3], case=case(f"P-{i % 5}") if i < 10 else None)
+        for i in range(15)
+    ]
 
 
 def test_cut_a_version_and_read_it_back(api, labeled):
@@ -26,10 +29,18 @@ def test_cut_a_version_and_read_it_back(api, labeled):
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["number"], body["title"], body["image_count"], body["case_count"], body["parent"]) == (
-        1, "Paper", 15, 5, None
+        1,
+        "Paper",
+        15,
+        5,
+        None,
     )
-    assert body["leakage"] == {"cases_in_several_splits": 0, "shared_cases": [], "earlier_test_in_training": 0,
-                               "clean": True}
+    assert body["leakage"] == {
+        "cases_in_several_splits": 0,
+        "shared_cases": [],
+        "earlier_test_in_training": 0,
+        "clean": True,
+    }
     assert body["archive"]["status"] == "not_built"
     assert body["archive"]["download_url"] is None
     assert sum(sum(c.values()) for c in body["class_counts"].values()) == 15
@@ -96,9 +107,15 @@ def test_diff_between_two_versions(api, labeled, cut, cell):
     cut()
     body = api.get("/api/releases/versions/1/diff/2/").json()
     assert (body["old"], body["new"], body["added"], body["removed"], body["relabeled"], body["unchanged"]) == (
-        1, 2, 1, 0, 0, 15
+        1,
+        2,
+        1,
+        0,
+        0,
+        15,
     )
     assert body["changes"] == [{"sha256": added.sha256, "change": "added", "old_label": "", "new_label": "lymphoblast"}]
-    assert body["per_class"] == [{"code": "lymphoblast", "added": 1, "removed": 0, "relabeled_away": 0,
-                                  "relabeled_to": 0}]
+    assert body["per_class"] == [
+        {"code": "lymphoblast", "added": 1, "removed": 0, "relabeled_away": 0, "relabeled_to": 0}
+    ]
     assert api.get("/api/releases/versions/1/diff/9/").status_code == 404

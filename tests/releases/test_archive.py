@@ -1,4 +1,5 @@
 """The archive: deterministic bytes, checksums that verify, an ImageFolder torchvision loads, safe CSV, datasheet."""
+
 from __future__ import annotations
 
 import csv
@@ -111,7 +112,7 @@ def test_manifests_list_every_image_with_its_provenance(version, archive_bytes):
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped(cell, case, cut, archive_bytes):
-    codes = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "plain"]
+    codes = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "\rx", "plain"]
     for code in codes:
         cell("neutrophil", case=case(code))
     members = zip_members(archive_bytes(cut()))
@@ -164,8 +165,9 @@ def test_datasheet_describes_counts_labeling_agreement_sources_licence_and_limit
     assert all(f"{counts[s].get('myeloblast', 0)} (" in row for s in counts)
 
 
-def test_build_publishes_the_file_and_its_sha256(version, researcher, archive_bytes,
-                                                 django_capture_on_commit_callbacks):
+def test_build_publishes_the_file_and_its_sha256(
+    version, researcher, archive_bytes, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         archive_build_start(version=version, requested_by=researcher)
     archive = DatasetArchive.objects.get(version=version)
@@ -254,14 +256,25 @@ ZIPSTREAM = "releases.services.zipstream"
 @pytest.mark.parametrize(
     "sizes",
     [
-        {f"{ZIPSTREAM}.SPILL_BYTES": 300, f"{ARCHIVE}.COMMIT_STEP": 1, f"{ARCHIVE}.PREFETCH_MAX_FILE": 500,
-         f"{ARCHIVE}.CHUNK": 256},
-        {f"{ZIPSTREAM}.SPILL_BYTES": 50_000, f"{ARCHIVE}.COMMIT_STEP": 10**9, f"{ARCHIVE}.IMAGES_PER_READ": 1,
-         f"{ARCHIVE}.PREFETCH_BYTES": 1000},
+        {
+            f"{ZIPSTREAM}.SPILL_BYTES": 300,
+            f"{ARCHIVE}.COMMIT_STEP": 1,
+            f"{ARCHIVE}.PREFETCH_MAX_FILE": 500,
+            f"{ARCHIVE}.CHUNK": 256,
+        },
+        {
+            f"{ZIPSTREAM}.SPILL_BYTES": 50_000,
+            f"{ARCHIVE}.COMMIT_STEP": 10**9,
+            f"{ARCHIVE}.IMAGES_PER_READ": 1,
+            f"{ARCHIVE}.PREFETCH_BYTES": 1000,
+        },
         {f"{ZIPSTREAM}.CENTRAL_DIRECTORY_BLOCK": 4},
     ],
-    ids=["members spilled, images streamed in pieces", "one commit at the end, little read-ahead",
-         "central directory spooled"],
+    ids=[
+        "members spilled, images streamed in pieces",
+        "one commit at the end, little read-ahead",
+        "central directory spooled",
+    ],
 )
 def test_the_bytes_do_not_depend_on_buffer_sizes(version, archive_bytes, monkeypatch, sizes):
     """Spilling a member to disk before zipfile fills in its header, streaming images in small pieces instead

@@ -1,4 +1,5 @@
 """Downloads: streamed, resumable with a single Range (206, Content-Range, 416), ETag = SHA-256, X-Accel option."""
+
 from __future__ import annotations
 
 import hashlib
@@ -79,7 +80,7 @@ def test_single_ranges(built, download, header, start, end):
     if start == "-50":
         start, expected = len(data) - 50, data[-50:]
     else:
-        expected = data[start:] if end is None else data[start:end + 1]
+        expected = data[start:] if end is None else data[start : end + 1]
     assert response.status_code == 206
     assert _body(response) == expected
     assert response["Content-Range"] == f"bytes {start}-{start + len(expected) - 1}/{len(data)}"
@@ -99,8 +100,11 @@ def test_unsatisfiable_or_malformed_ranges_get_416(built, download, header):
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "headers",
-    [{"HTTP_RANGE": "bytes=0-1,5-6"}, {"HTTP_RANGE": "items=0-1"},
-     {"HTTP_RANGE": "bytes=10-", "HTTP_IF_RANGE": '"another-file"'}],
+    [
+        {"HTTP_RANGE": "bytes=0-1,5-6"},
+        {"HTTP_RANGE": "items=0-1"},
+        {"HTTP_RANGE": "bytes=10-", "HTTP_IF_RANGE": '"another-file"'},
+    ],
     ids=["multiple ranges", "unknown unit", "if-range of another file"],
 )
 def test_ranges_that_are_ignored_get_the_whole_file(built, download, headers):

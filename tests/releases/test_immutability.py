@@ -1,5 +1,6 @@
 """A version never changes: after corrections, imports and taxonomy edits its manifest and archive bytes are the
 same, and the diff to the next version shows exactly what changed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,9 @@ def test_later_changes_leave_v1_untouched_and_the_diff_shows_exactly_them(
     # An adjudicator corrects one final label (re-open, then resolve: the real correction path) ...
     corrected = images[0]
     label_reopen(image_id=corrected.id, actor=admin_user, reason="Auer rods missed")
-    consensus_resolve(image_id=corrected.id, adjudicator=adjudicator,
-                      cell_class=CellClass.objects.get(code="lymphoblast"))
+    consensus_resolve(
+        image_id=corrected.id, adjudicator=adjudicator, cell_class=CellClass.objects.get(code="lymphoblast")
+    )
     # ... another image is re-opened and ends unclassifiable (it leaves the data set) ...
     dropped = images[1]
     label_reopen(image_id=dropped.id, actor=admin_user, reason="smudge cell")
@@ -69,8 +71,10 @@ def test_later_changes_leave_v1_untouched_and_the_diff_shows_exactly_them(
     assert per_class[images[1].final_label.code].removed == 1
 
     # The corrected image stays in the split of its case: a relabel never moves an image between splits.
-    split_of = {version: dict(ManifestEntry.objects.filter(version=version).values_list("sha256", "split"))
-                for version in (v1, v2)}
+    split_of = {
+        version: dict(ManifestEntry.objects.filter(version=version).values_list("sha256", "split"))
+        for version in (v1, v2)
+    }
     assert split_of[v2][corrected.sha256] == split_of[v1][corrected.sha256]
     assert hashlib.sha256(v1_bytes).hexdigest() == DatasetArchive.objects.get(version=v1).sha256
 

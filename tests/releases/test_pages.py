@@ -1,4 +1,5 @@
 """The releases pages as a researcher sees them: list, cut, version page (archive, leakage, balance), diff."""
+
 from __future__ import annotations
 
 import pytest

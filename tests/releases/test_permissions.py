@@ -1,4 +1,5 @@
 """Only researchers and admins list, cut, build and download versions; annotators and adjudicators never do."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Splits: grouped by case (no patient in two splits), stratified by class, stable across versions, leakage checked."""
+
 from __future__ import annotations
 
 import random
@@ -26,8 +27,9 @@ def _items(*, seed: int, cases: int = 60, singles: int = 40) -> list[SplitItem]:
 
 
 def _assign(items, *, remembered=None, key=b"k" * 32, salt="v1"):
-    return splits_assign(items=items, remembered=remembered or {}, key=key, salt=salt,
-                         test_fraction=0.2, validation_fraction=0.1)
+    return splits_assign(
+        items=items, remembered=remembered or {}, key=key, salt=salt, test_fraction=0.2, validation_fraction=0.1
+    )
 
 
 def _shares(items, splits) -> dict[str, Counter]:
@@ -52,7 +54,9 @@ def test_remembered_groups_keep_their_split_and_only_new_groups_are_split():
     remembered = {"case:P-0": "test", "case:P-1": "train", "case:P-2": "validation", "case:gone": "test"}
     splits = _assign(items, remembered=remembered)
     assert {group: splits[group] for group in ("case:P-0", "case:P-1", "case:P-2")} == {
-        "case:P-0": "test", "case:P-1": "train", "case:P-2": "validation"
+        "case:P-0": "test",
+        "case:P-1": "train",
+        "case:P-2": "validation",
     }
     assert "case:gone" not in splits, "only groups of this version are returned"
     assert set(splits) == {item.group for item in items}
@@ -82,8 +86,8 @@ def test_an_image_without_a_case_is_its_own_group():
 
 def _cases_in_splits(version) -> dict[str, set[str]]:
     splits: dict[str, set[str]] = defaultdict(set)
-    for case_id, split in ManifestEntry.objects.filter(version=version).exclude(case_id="").values_list(
-        "case_id", "split"
+    for case_id, split in (
+        ManifestEntry.objects.filter(version=version).exclude(case_id="").values_list("case_id", "split")
     ):
         splits[case_id].add(split)
     return splits
@@ -164,8 +168,15 @@ def test_the_leakage_check_reports_a_case_in_two_splits_and_earlier_test_images_
     # Rows the service would never write: a second image of a test case, placed in train.
     extra = cell(LABELS[0], case=case("unused"))
     ManifestEntry.objects.create(
-        version=v2, image=extra, sha256=extra.sha256, extension="png", label=LABELS[0], method="agreement",
-        expert_labels=2, case_id=test_entry.case_id, split="train",
+        version=v2,
+        image=extra,
+        sha256=extra.sha256,
+        extension="png",
+        label=LABELS[0],
+        method="agreement",
+        expert_labels=2,
+        case_id=test_entry.case_id,
+        split="train",
     )
     leakage = version_leakage(version=v2)
     assert leakage.cases_in_several_splits == 1

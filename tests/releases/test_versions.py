@@ -1,4 +1,5 @@
 """Cutting versions: numbering, what is frozen (and what is left out), who may cut, cuts running at once."""
+
 from __future__ import annotations
 
 import threading
@@ -38,7 +39,12 @@ def test_only_images_with_a_final_class_are_frozen(cell, case, cut):
     assert set(entries) == {image.sha256 for image in kept}
     blast = entries[kept[0].sha256]
     assert (blast.label, blast.method, blast.expert_labels, blast.case_id, blast.extension, blast.image_id) == (
-        "myeloblast", "adjudicated", 2, "P-1", "png", kept[0].id
+        "myeloblast",
+        "adjudicated",
+        2,
+        "P-1",
+        "png",
+        kept[0].id,
     )
     assert entries[kept[1].sha256].case_id == ""
     assert version.image_count == 2
@@ -56,8 +62,13 @@ def test_the_taxonomy_agreement_and_datasheet_texts_are_frozen_with_the_version(
     Annotation.objects.create(image=image, annotator=second, cell_class=CellClass.objects.get(code="lymphoblast"))
     version = cut()
     assert [c["code"] for c in version.taxonomy] == list(CellClass.objects.values_list("code", flat=True))
-    assert version.taxonomy[0] == {"code": "neutrophil", "name": "Neutrophil", "group": "normal", "order": 1,
-                                   "is_active": True}
+    assert version.taxonomy[0] == {
+        "code": "neutrophil",
+        "name": "Neutrophil",
+        "group": "normal",
+        "order": 1,
+        "is_active": True,
+    }
     assert version.agreement["images_with_two_labels"] == 1
     assert version.agreement["observed_agreement"] == 0.0
     settings_row = ReleaseSettings.objects.get()

@@ -1,4 +1,5 @@
 """Fixtures for the training platform tests: a small labeled data set imported from the real demo images."""
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,9 @@ def labeled_demo(admin_user, tmp_path):
     def import_labeled(classes: tuple[str, ...] = DEMO_CLASSES):
         source = demo_subset(target=tmp_path / f"demo-{len(classes)}", classes=classes)
         csv_path = source / "cases.csv"
-        batch = import_batch_create(created_by=admin_user, source=source, source_name="demo", trusted=True,
-                                    csv_path=csv_path, enqueue=False)
+        batch = import_batch_create(
+            created_by=admin_user, source=source, source_name="demo", trusted=True, csv_path=csv_path, enqueue=False
+        )
         return import_batch_process(batch=batch)
 
     return import_labeled

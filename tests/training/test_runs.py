@@ -1,4 +1,5 @@
 """Retraining through the API and pages with the smoke profile on real demo images (eager Celery)."""
+
 from __future__ import annotations
 
 import time
@@ -36,15 +37,25 @@ def dataset_version_create_for(user):
 def _version_with_run(*, admin_user, status=ModelVersion.Status.CANDIDATE, f1=0.5) -> ModelVersion:
     """A registered model version without training (for activation and staleness rules)."""
     run = TrainingRun.objects.create(
-        dataset_version=dataset_version_create_for(admin_user), profile="smoke", config={},
-        started_by=admin_user, status=TrainingRun.Status.SUCCEEDED,
+        dataset_version=dataset_version_create_for(admin_user),
+        profile="smoke",
+        config={},
+        started_by=admin_user,
+        status=TrainingRun.Status.SUCCEEDED,
     )
-    return ModelVersion.objects.create(run=run, out_dir="models/x", config={}, temperature=1.0, status=status,
-                                       metrics={"ensemble": {"test": {"macro_f1": f1}}})
+    return ModelVersion.objects.create(
+        run=run,
+        out_dir="models/x",
+        config={},
+        temperature=1.0,
+        status=status,
+        metrics={"ensemble": {"test": {"macro_f1": f1}}},
+    )
 
 
-def test_admin_retrains_and_activates_through_the_api(labeled_demo, admin_user, researcher, api_client_for,
-                                                      client_for, django_capture_on_commit_callbacks):
+def test_admin_retrains_and_activates_through_the_api(
+    labeled_demo, admin_user, researcher, api_client_for, client_for, django_capture_on_commit_callbacks
+):
     labeled_demo()
     api = api_client_for(admin_user)
     response = _start(api, django_capture_on_commit_callbacks)
@@ -87,12 +98,20 @@ def test_admin_retrains_and_activates_through_the_api(labeled_demo, admin_user, 
 
 
 def test_run_page_shows_live_progress_and_the_cancel_button(admin_user, client_for):
-    run = TrainingRun.objects.create(dataset_version=dataset_version_create_for(admin_user), profile="smoke",
-                                     config={}, started_by=admin_user, status=TrainingRun.Status.RUNNING,
-                                     model_count=2, max_epochs=4, epoch=3, batch=5, batches_total=10,
-                                     heartbeat_at=timezone.now(),
-                                     history=[{"model": "m", "model_index": 0, "epoch": 1, "val_macro_f1": 0.4,
-                                               "val_loss": 1.2}])
+    run = TrainingRun.objects.create(
+        dataset_version=dataset_version_create_for(admin_user),
+        profile="smoke",
+        config={},
+        started_by=admin_user,
+        status=TrainingRun.Status.RUNNING,
+        model_count=2,
+        max_epochs=4,
+        epoch=3,
+        batch=5,
+        batches_total=10,
+        heartbeat_at=timezone.now(),
+        history=[{"model": "m", "model_index": 0, "epoch": 1, "val_macro_f1": 0.4, "val_loss": 1.2}],
+    )
     content = client_for(admin_user).get(f"/training/runs/{run.pk}/").content.decode()
     assert f'data-url="/api/training/runs/{run.pk}/"' in content
     assert "Cancel run" in content
@@ -100,8 +119,9 @@ def test_run_page_shows_live_progress_and_the_cancel_button(admin_user, client_f
     assert '"val_macro_f1": 0.4' in content  # the history for the chart
 
 
-def test_a_second_start_while_one_runs_is_refused_with_409(labeled_demo, admin_user, api_client_for,
-                                                           django_capture_on_commit_callbacks):
+def test_a_second_start_while_one_runs_is_refused_with_409(
+    labeled_demo, admin_user, api_client_for, django_capture_on_commit_callbacks
+):
     labeled_demo()
     version = dataset_version_create(created_by=admin_user)
     queued = TrainingRun.objects.create(dataset_version=version, profile="smoke", config={}, started_by=admin_user)
@@ -111,12 +131,18 @@ def test_a_second_start_while_one_runs_is_refused_with_409(labeled_demo, admin_u
     assert TrainingRun.objects.count() == 1
     # The guard is the database's, so a race past the service's own check still fails.
     with pytest.raises(IntegrityError), transaction.atomic():
-        TrainingRun.objects.create(dataset_version=version, profile="smoke", config={}, started_by=admin_user,
-                                   status=TrainingRun.Status.RUNNING)
+        TrainingRun.objects.create(
+            dataset_version=version,
+            profile="smoke",
+            config={},
+            started_by=admin_user,
+            status=TrainingRun.Status.RUNNING,
+        )
 
 
-def test_a_version_with_one_class_is_refused(labeled_demo, admin_user, api_client_for,
-                                             django_capture_on_commit_callbacks):
+def test_a_version_with_one_class_is_refused(
+    labeled_demo, admin_user, api_client_for, django_capture_on_commit_callbacks
+):
     labeled_demo(("basophil",))
     response = _start(api_client_for(admin_user), django_capture_on_commit_callbacks)
     assert response.status_code == 400
@@ -124,8 +150,9 @@ def test_a_version_with_one_class_is_refused(labeled_demo, admin_user, api_clien
     assert not TrainingRun.objects.exists()
 
 
-def test_cancel_mid_run_ends_cancelled_without_a_version(labeled_demo, admin_user, api_client_for, monkeypatch,
-                                                         django_capture_on_commit_callbacks):
+def test_cancel_mid_run_ends_cancelled_without_a_version(
+    labeled_demo, admin_user, api_client_for, monkeypatch, django_capture_on_commit_callbacks
+):
     labeled_demo()
     active = _version_with_run(admin_user=admin_user, status=ModelVersion.Status.ACTIVE)
     api = api_client_for(admin_user)
@@ -152,8 +179,9 @@ def test_cancel_mid_run_ends_cancelled_without_a_version(labeled_demo, admin_use
 
 def test_cancelling_a_queued_run_ends_it_at_once_and_the_task_skips_it(labeled_demo, admin_user, api_client_for):
     labeled_demo()
-    run = TrainingRun.objects.create(dataset_version=dataset_version_create(created_by=admin_user), profile="smoke",
-                                     config={}, started_by=admin_user)
+    run = TrainingRun.objects.create(
+        dataset_version=dataset_version_create(created_by=admin_user), profile="smoke", config={}, started_by=admin_user
+    )
     assert api_client_for(admin_user).post(f"/api/training/runs/{run.pk}/cancel/").json()["status"] == "cancelled"
     assert training_run(run.pk) == "cancelled"  # a late or redelivered task does not train it
     assert not ModelVersion.objects.exists()
@@ -162,8 +190,12 @@ def test_cancelling_a_queued_run_ends_it_at_once_and_the_task_skips_it(labeled_d
 def test_a_stale_run_is_marked_failed_and_the_active_model_stays(admin_user, researcher, api_client_for):
     active = _version_with_run(admin_user=admin_user, status=ModelVersion.Status.ACTIVE)
     stale = TrainingRun.objects.create(
-        dataset_version=active.run.dataset_version, profile="smoke", config={}, started_by=admin_user,
-        status=TrainingRun.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=2),
+        dataset_version=active.run.dataset_version,
+        profile="smoke",
+        config={},
+        started_by=admin_user,
+        status=TrainingRun.Status.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(hours=2),
     )
     runs = api_client_for(researcher).get("/api/training/runs/").json()
     row = next(r for r in runs if r["id"] == stale.pk)
@@ -175,14 +207,18 @@ def test_a_stale_run_is_marked_failed_and_the_active_model_stays(admin_user, res
     assert ModelVersion.objects.count() == 1
 
 
-def test_a_failing_run_records_the_error_and_leaves_the_active_model(labeled_demo, admin_user, api_client_for,
-                                                                     django_capture_on_commit_callbacks):
+def test_a_failing_run_records_the_error_and_leaves_the_active_model(
+    labeled_demo, admin_user, api_client_for, django_capture_on_commit_callbacks
+):
     labeled_demo()
     active = _version_with_run(admin_user=admin_user, status=ModelVersion.Status.ACTIVE)
     entry = active.run.dataset_version.entries.select_related("image").first()
     Path(default_storage.path(entry.image.file)).unlink()  # the worker cannot read one image
-    response = _start(api_client_for(admin_user), django_capture_on_commit_callbacks,
-                      dataset_version=active.run.dataset_version.number)
+    response = _start(
+        api_client_for(admin_user),
+        django_capture_on_commit_callbacks,
+        dataset_version=active.run.dataset_version.number,
+    )
     run = TrainingRun.objects.get(pk=response.json()["id"])
     assert run.status == TrainingRun.Status.FAILED
     assert run.error
@@ -204,13 +240,15 @@ def test_activating_retires_the_old_one_and_rolling_back_works(admin_user, make_
         ModelVersion.objects.filter(pk=second.pk).update(status="active")
 
 
-def test_auto_activation_takes_a_better_candidate(labeled_demo, admin_user, api_client_for, settings,
-                                                  django_capture_on_commit_callbacks):
+def test_auto_activation_takes_a_better_candidate(
+    labeled_demo, admin_user, api_client_for, settings, django_capture_on_commit_callbacks
+):
     labeled_demo()
     settings.HEMALOOP_AUTO_ACTIVATE = True
     worse = _version_with_run(admin_user=admin_user, status=ModelVersion.Status.ACTIVE, f1=-1.0)
-    response = _start(api_client_for(admin_user), django_capture_on_commit_callbacks,
-                      dataset_version=worse.run.dataset_version.number)
+    response = _start(
+        api_client_for(admin_user), django_capture_on_commit_callbacks, dataset_version=worse.run.dataset_version.number
+    )
     new = ModelVersion.objects.get(run_id=response.json()["id"])
     worse.refresh_from_db()
     assert (new.status, worse.status) == ("active", "retired")
@@ -222,8 +260,12 @@ def test_the_heartbeat_thread_keeps_a_run_alive_through_a_long_stretch_without_b
     settings.HEMALOOP_TRAINING_HEARTBEAT_SECONDS = 0.05
     settings.HEMALOOP_TRAINING_HEARTBEAT_MINUTES = 0.01  # stale after 0.6 s without a beat
     run = TrainingRun.objects.create(
-        dataset_version=dataset_version_create_for(admin_user), profile="smoke", config={}, started_by=admin_user,
-        status=TrainingRun.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=2),
+        dataset_version=dataset_version_create_for(admin_user),
+        profile="smoke",
+        config={},
+        started_by=admin_user,
+        status=TrainingRun.Status.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(hours=2),
     )
     with services._heartbeat(run_id=run.pk):
         time.sleep(0.2)  # the first beat

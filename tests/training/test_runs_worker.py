@@ -1,4 +1,5 @@
 """A retrain through a REAL Celery worker (a subprocess on the training queue) and the embedded Redis, not eager."""
+
 from __future__ import annotations
 
 import os
@@ -54,15 +55,40 @@ def worker(broker, tmp_path):
     processes = []
 
     def start() -> subprocess.Popen:
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": _test_database_url(),
-               "HEMALOOP_CELERY_EAGER": "0", "REDIS_URL": broker.url,
-               "HEMALOOP_TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": _test_database_url(),
+            "HEMALOOP_CELERY_EAGER": "0",
+            "REDIS_URL": broker.url,
+            "HEMALOOP_TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        }
         log = (tmp_path / "worker.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "training,default", "--concurrency", "1",
-             "-P", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "training,default",
+                "--concurrency",
+                "1",
+                "-P",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         processes.append(process)
         return process
 
@@ -77,8 +103,9 @@ def worker(broker, tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_trains_the_run_and_registers_a_version(transactional_db, labeled_demo, admin_user,
-                                                               api_client_for, worker, tmp_path):
+def test_a_real_worker_trains_the_run_and_registers_a_version(
+    transactional_db, labeled_demo, admin_user, api_client_for, worker, tmp_path
+):
     labeled_demo()
     response = api_client_for(admin_user).post("/api/training/runs/", {"profile": "smoke"}, format="json")
     assert response.status_code == 201, response.content

@@ -4,6 +4,7 @@ The main names are importable from here (lazily, so `import training.ml` stays c
 `train_ensemble`, `EnsembleResult`, `load_ensemble`, `Ensemble`, `TrainConfig`, `config_for_profile`,
 `Callback`, `TrainingCancelled`.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Temperature scaling (Guo et al. 2017) fitted with LBFGS, and expected calibration error."""
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,9 @@ def _bin_indices(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
 
 
-def reliability_curve(probabilities: np.ndarray, labels: np.ndarray, *, n_bins: int = 15
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability_curve(
+    probabilities: np.ndarray, labels: np.ndarray, *, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per confidence bin: mean confidence, accuracy, and count (empty bins: NaN, NaN, 0).
 
     Args:

@@ -1,4 +1,5 @@
 """Checkpoints as safetensors (never pickles): the timm state dict plus JSON metadata to rebuild the model."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ _logger = logging.getLogger(__name__)
 _METADATA_KEY = "hemaloop"
 
 
-def save_checkpoint(path: str | Path, model: CellClassifier, *, classes: list[str] | tuple[str, ...],
-                    extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: CellClassifier,
+    *,
+    classes: list[str] | tuple[str, ...],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write `model` to `path` atomically (a crash never leaves a half-written best checkpoint).
 
     Args:
@@ -66,6 +72,5 @@ def load_classifier(path: str | Path, *, device: str | torch.device = "cpu") -> 
     metadata = read_checkpoint_metadata(path)
     net = timm.create_model(metadata["model_name"], pretrained=False, num_classes=int(metadata["num_classes"]))
     net.load_state_dict(load_file(str(path)), strict=True)
-    model = CellClassifier(net, name=metadata["model_name"], mean=tuple(metadata["mean"]),
-                           std=tuple(metadata["std"]))
+    model = CellClassifier(net, name=metadata["model_name"], mean=tuple(metadata["mean"]), std=tuple(metadata["std"]))
     return model.to(device).eval()

@@ -1,4 +1,5 @@
 """Training configuration: one frozen dataclass, saved as JSON beside every checkpoint, plus named profiles."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Datasets: manifest CSVs and ImageFolder trees become (path, class index) items; items become DataLoaders."""
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,15 @@ _logger = logging.getLogger(__name__)
 Item = tuple[str, int]  # (image path, index into the caller's class list)
 
 SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                  "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MANIFEST_NAME = "manifest.csv"
 
@@ -79,8 +87,8 @@ def stratified_split(
         n_val = min(n_val, max(n - 1 - n_test, 0))
         shuffled = [members[i] for i in order]
         test += shuffled[:n_test]
-        val += shuffled[n_test:n_test + n_val]
-        train += shuffled[n_test + n_val:]
+        val += shuffled[n_test : n_test + n_val]
+        train += shuffled[n_test + n_val :]
     return train, val, test
 
 
@@ -146,8 +154,9 @@ def read_manifest(
 
     if not has_split:
         items = [(locate(row), index[row["label"]]) for row in rows]
-        return DatasetSplits(tuple(classes), *stratified_split(
-            items, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed))
+        return DatasetSplits(
+            tuple(classes), *stratified_split(items, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        )
     by_split: dict[str, list[Item]] = {split: [] for split in SPLITS}
     for row in rows:
         split = _SPLIT_ALIASES.get(row["split"].strip().lower())
@@ -208,8 +217,9 @@ def scan_image_folder(
     items = [(str(path), index[d.name]) for d in label_dirs for path in _images_under(d)]
     if not items:
         raise ValueError(f"{root}: no images found in <label>/ or <split>/<label>/ folders")
-    return DatasetSplits(tuple(classes), *stratified_split(
-        items, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed))
+    return DatasetSplits(
+        tuple(classes), *stratified_split(items, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    )
 
 
 def load_splits(

@@ -5,6 +5,7 @@ and one temperature T is fitted on them (validation NLL, LBFGS), so `predict_pro
 softmax(log(p_vote) / T). Per-member temperatures are fitted too, but only to report each member's own
 calibrated ECE; they do not enter the vote.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,14 @@ class MemberSpec:
     temperature: float
 
 
-def write_ensemble_file(out_dir: Path, *, classes: Sequence[str], image_size: tuple[int, int],
-                        members: Sequence[MemberSpec], temperature: float) -> Path:
+def write_ensemble_file(
+    out_dir: Path,
+    *,
+    classes: Sequence[str],
+    image_size: tuple[int, int],
+    members: Sequence[MemberSpec],
+    temperature: float,
+) -> Path:
     """Write ensemble.json: what `load_ensemble` needs besides the checkpoints (paths relative to out_dir)."""
     path = Path(out_dir) / ENSEMBLE_FILE
     payload = {
@@ -111,8 +118,9 @@ class Ensemble:
         return torch.stack(tensors).to(self.device)
 
     @torch.no_grad()
-    def member_probabilities(self, images: Sequence[Image.Image | str | Path], batch_size: int = 32
-                             ) -> list[np.ndarray]:
+    def member_probabilities(
+        self, images: Sequence[Image.Image | str | Path], batch_size: int = 32
+    ) -> list[np.ndarray]:
         """Each member's uncalibrated softmax probabilities, (N, C) per member.
 
         Args:
@@ -121,7 +129,7 @@ class Ensemble:
         """
         outputs: list[list[np.ndarray]] = [[] for _ in self.models]
         for start in range(0, len(images), batch_size):
-            batch = self._batch(images[start:start + batch_size])
+            batch = self._batch(images[start : start + batch_size])
             for member, model in enumerate(self.models):
                 with autocast(self.device, self.mixed_precision):
                     logits = model(batch)
@@ -129,8 +137,9 @@ class Ensemble:
         empty = np.zeros((0, len(self.classes)))
         return [np.concatenate(chunks) if chunks else empty for chunks in outputs]
 
-    def predict_proba(self, images: Sequence[Image.Image | str | Path], batch_size: int = 32, *,
-                      calibrated: bool = True) -> np.ndarray:
+    def predict_proba(
+        self, images: Sequence[Image.Image | str | Path], batch_size: int = 32, *, calibrated: bool = True
+    ) -> np.ndarray:
         """(N, C) ensemble probabilities, temperature-calibrated unless `calibrated=False`.
 
         Paths are decoded exactly as in training (JPEGs with libjpeg's reduced-size decoding when the training
@@ -163,5 +172,11 @@ def load_ensemble(out_dir: str | Path, *, device: str | torch.device = "auto") -
     for member, model in zip(members, models, strict=True):
         if model.num_classes != len(spec["classes"]):
             raise ValueError(f"{member.checkpoint}: {model.num_classes} outputs for {len(spec['classes'])} classes")
-    return Ensemble(models, weights=[m.weight for m in members], temperature=spec["temperature"],
-                    classes=spec["classes"], image_size=tuple(spec["image_size"]), device=target)
+    return Ensemble(
+        models,
+        weights=[m.weight for m in members],
+        temperature=spec["temperature"],
+        classes=spec["classes"],
+        image_size=tuple(spec["image_size"]),
+        device=target,
+    )

@@ -4,6 +4,7 @@ combined with the vote weights and drawn over the image as a PNG.
 Members see the image at the training size; the maps are normalised per member before the weighted sum, because
 two architectures' raw gradient scales are not comparable, then resized to the original image for the overlay.
 """
+
 from __future__ import annotations
 
 import io
@@ -85,8 +86,9 @@ def ensemble_cam(ensemble: Ensemble, image: Image.Image, class_index: int) -> np
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def overlay_png(image: Image.Image, cam: np.ndarray, *, alpha: float = DEFAULT_ALPHA,
-                colormap: str = DEFAULT_COLORMAP) -> bytes:
+def overlay_png(
+    image: Image.Image, cam: np.ndarray, *, alpha: float = DEFAULT_ALPHA, colormap: str = DEFAULT_COLORMAP
+) -> bytes:
     """`cam` coloured with `colormap` and blended over `image`; PNG bytes of the image's size.
 
     Args:
@@ -105,8 +107,14 @@ def overlay_png(image: Image.Image, cam: np.ndarray, *, alpha: float = DEFAULT_A
     return out.getvalue()
 
 
-def gradcam_png(ensemble: Ensemble, image: Image.Image, class_index: int, *, alpha: float = DEFAULT_ALPHA,
-                colormap: str = DEFAULT_COLORMAP) -> bytes:
+def gradcam_png(
+    ensemble: Ensemble,
+    image: Image.Image,
+    class_index: int,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    colormap: str = DEFAULT_COLORMAP,
+) -> bytes:
     """The ensemble's Grad-CAM for `class_index`, overlaid on `image`, as PNG bytes of the image's size.
 
     Args:

@@ -1,4 +1,5 @@
 """The training loop: Adam, ReduceLROnPlateau, early stopping on validation macro-F1 keeping the best weights."""
+
 from __future__ import annotations
 
 import contextlib
@@ -92,7 +93,7 @@ class CallbackList:
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """"auto" means CUDA when present, else CPU; anything else is passed to torch.device."""
+    """ "auto" means CUDA when present, else CPU; anything else is passed to torch.device."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
@@ -225,8 +226,9 @@ class FitResult:
     best_evaluation: Evaluation | None = None
 
 
-def class_weights_for(labels: Sequence[int], num_classes: int, *, mode: str, imbalance_ratio: float
-                      ) -> torch.Tensor | None:
+def class_weights_for(
+    labels: Sequence[int], num_classes: int, *, mode: str, imbalance_ratio: float
+) -> torch.Tensor | None:
     """Inverse-frequency loss weights (mean 1 over present classes), or None when not wanted.
 
     Args:
@@ -292,8 +294,11 @@ def fit(
     )
 
     def default_evaluate(m: nn.Module) -> Evaluation:
-        return Evaluation(*predict_logits(m, val_loader, device=device, mixed_precision=config.mixed_precision,
-                                          channels_last=channels_last))
+        return Evaluation(
+            *predict_logits(
+                m, val_loader, device=device, mixed_precision=config.mixed_precision, channels_last=channels_last
+            )
+        )
 
     evaluate = evaluate or default_evaluate
     history: list[dict[str, Any]] = []
@@ -307,8 +312,14 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         try:
             train_loss = train_one_epoch(
-                model, train_loader, optimizer, device=device, class_weights=class_weights,
-                mixed_precision=config.mixed_precision, channels_last=channels_last, callbacks=callbacks,
+                model,
+                train_loader,
+                optimizer,
+                device=device,
+                class_weights=class_weights,
+                mixed_precision=config.mixed_precision,
+                channels_last=channels_last,
+                callbacks=callbacks,
             )
         except TrainingCancelled as cancelled:
             raise TrainingCancelled(str(cancelled), history=history) from None
@@ -322,10 +333,17 @@ def fit(
             best_evaluation = evaluation
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, model, classes=list(classes), extra={
-                    **(checkpoint_metadata or {}), "epoch": epoch, "val_macro_f1": evaluation.macro_f1,
-                    "val_loss": evaluation.loss,
-                })
+                save_checkpoint(
+                    checkpoint_path,
+                    model,
+                    classes=list(classes),
+                    extra={
+                        **(checkpoint_metadata or {}),
+                        "epoch": epoch,
+                        "val_macro_f1": evaluation.macro_f1,
+                        "val_loss": evaluation.loss,
+                    },
+                )
         else:
             stale_epochs += 1
         row = {
@@ -338,13 +356,28 @@ def fit(
             "seconds": time.perf_counter() - started,
         }
         history.append(row)
-        _logger.debug("%s epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.4f, val macro-F1 %.4f%s",
-                     getattr(model, "name", "model"), epoch, config.max_epochs, train_loss, evaluation.loss,
-                     evaluation.accuracy, evaluation.macro_f1, " (best)" if improved else "")
-        callbacks.on_epoch_end(epoch, {
-            **row, "model": getattr(model, "name", ""), "model_index": model_index,
-            "max_epochs": config.max_epochs, "best_epoch": best_epoch, "improved": improved,
-        })
+        _logger.debug(
+            "%s epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.4f, val macro-F1 %.4f%s",
+            getattr(model, "name", "model"),
+            epoch,
+            config.max_epochs,
+            train_loss,
+            evaluation.loss,
+            evaluation.accuracy,
+            evaluation.macro_f1,
+            " (best)" if improved else "",
+        )
+        callbacks.on_epoch_end(
+            epoch,
+            {
+                **row,
+                "model": getattr(model, "name", ""),
+                "model_index": model_index,
+                "max_epochs": config.max_epochs,
+                "best_epoch": best_epoch,
+                "improved": improved,
+            },
+        )
         if callbacks.should_stop():
             raise TrainingCancelled(f"cancelled after epoch {epoch}", history=history)
         if stale_epochs >= config.early_stopping_patience and epoch < config.max_epochs:
@@ -353,5 +386,12 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(history, best_epoch, best_f1, best_loss, stopped_early,
-                     checkpoint_path if best_state is not None else None, best_evaluation)
+    return FitResult(
+        history,
+        best_epoch,
+        best_f1,
+        best_loss,
+        stopped_early,
+        checkpoint_path if best_state is not None else None,
+        best_evaluation,
+    )

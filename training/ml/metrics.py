@@ -1,4 +1,5 @@
 """Classification metrics for one classifier on one split (scikit-learn), as a JSON-ready dict."""
+
 from __future__ import annotations
 
 import logging

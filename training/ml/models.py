@@ -1,4 +1,5 @@
 """timm classifiers with a fresh 12-way head: random init, timm-hub weights, or a local safetensors directory."""
+
 from __future__ import annotations
 
 import logging
@@ -116,8 +117,7 @@ def load_local_weights(net: nn.Module, name: str, weights_dir: str | Path) -> Pa
             details.append(f"{len(unexpected)} tensors the model lacks, e.g. {', '.join(unexpected[:3])}")
         raise WeightsError(f"{path} does not fit {name}: " + "; ".join(details))
     result = net.load_state_dict(state, strict=False)
-    if result.unexpected_keys or not all(is_head(k) or k.endswith("num_batches_tracked")
-                                         for k in result.missing_keys):
+    if result.unexpected_keys or not all(is_head(k) or k.endswith("num_batches_tracked") for k in result.missing_keys):
         raise WeightsError(f"{path}: loading left {result.missing_keys + result.unexpected_keys} unmatched")
     _logger.info("loaded %s weights from %s (classifier head re-initialised)", name, path)
     return path

@@ -3,6 +3,7 @@
 Figures are built with matplotlib's object API (no pyplot), which needs no GUI backend and keeps no global
 state, so plotting is safe inside worker processes and threads.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,9 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *,
-                          title: str = "Confusion matrix") -> Path:
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "Confusion matrix"
+) -> Path:
     """Row-normalised heatmap (recall on the diagonal) annotated with counts.
 
     Args:
@@ -54,14 +56,27 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     for i in range(len(classes)):
         for j in range(len(classes)):
             if counts[i, j]:
-                axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                          color="white" if shares[i, j] > 0.5 else "black")
+                axes.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "black",
+                )
     return _save(figure, path)
 
 
-def plot_roc_curves(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], path: Path, *,
-                    title: str = "ROC (one vs rest)", per_class_auroc: Mapping[str, float | None] | None = None
-                    ) -> Path:
+def plot_roc_curves(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    path: Path,
+    *,
+    title: str = "ROC (one vs rest)",
+    per_class_auroc: Mapping[str, float | None] | None = None,
+) -> Path:
     """One-vs-rest ROC curve for every class that has positives and negatives in `labels`.
 
     Args:
@@ -107,8 +122,14 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], p
     for key, rows in histories.items():
         epochs = [row["epoch"] for row in rows]
         line = loss_axes.plot(epochs, [row["train_loss"] for row in rows], marker="o", label=f"{key} train")[0]
-        loss_axes.plot(epochs, [row["val_loss"] for row in rows], marker="o", linestyle="--",
-                       color=line.get_color(), label=f"{key} val")
+        loss_axes.plot(
+            epochs,
+            [row["val_loss"] for row in rows],
+            marker="o",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{key} val",
+        )
         f1_axes.plot(epochs, [row["val_macro_f1"] for row in rows], marker="o", color=line.get_color(), label=key)
     for axes in (loss_axes, f1_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -124,9 +145,15 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], p
     return _save(figure, path)
 
 
-def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, path: Path, *,
-                     calibrated_probabilities: np.ndarray | None = None, n_bins: int = 15,
-                     title: str = "Reliability") -> Path:
+def plot_reliability(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    path: Path,
+    *,
+    calibrated_probabilities: np.ndarray | None = None,
+    n_bins: int = 15,
+    title: str = "Reliability",
+) -> Path:
     """Accuracy against confidence per bin, before (and after) temperature scaling, with the diagonal.
 
     Args:

@@ -8,6 +8,7 @@ only read the files and decodes JPEGs in batches on the ensemble's device (nvJPE
 with an antialiased bilinear filter (within one grey level of the training decoding), which takes the decoding off the
 CPU for hosts with few cores per GPU. Other formats, and JPEGs the device decoder refuses, go through PIL.
 """
+
 from __future__ import annotations
 
 import io
@@ -78,8 +79,9 @@ def _jpeg_pil(path: str, data: torch.Tensor, transform: CellTransform) -> torch.
         raise OSError(f"{path}: not a readable JPEG ({exc.__class__.__name__})") from exc
 
 
-def decode_batch(items: Sequence[tuple[str, torch.Tensor]], size: Size, device: torch.device,
-                 transform: CellTransform) -> torch.Tensor:
+def decode_batch(
+    items: Sequence[tuple[str, torch.Tensor]], size: Size, device: torch.device, transform: CellTransform
+) -> torch.Tensor:
     """(N, 3, H, W) uint8 on `device` from `EncodedFiles` items: JPEG bytes decoded on the device in one call."""
     from torchcodec.decoders import decode_jpeg  # loads its codec libraries; only this decoder needs them
 
@@ -110,19 +112,37 @@ def decode_batch(items: Sequence[tuple[str, torch.Tensor]], size: Size, device: 
     return out
 
 
-def input_batches(paths: Sequence[str | Path], *, size: Size, device: torch.device, batch_size: int,
-                  num_workers: int, decoder: str = "pil") -> Iterator[torch.Tensor]:
+def input_batches(
+    paths: Sequence[str | Path],
+    *,
+    size: Size,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    decoder: str = "pil",
+) -> Iterator[torch.Tensor]:
     """(n, 3, H, W) uint8 batches of image files on `device`, in file order, decoded by `decoder`: what the
     networks of `ensemble_score_stream` consume (the benchmark times it alone as "decode only")."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     transform = build_transform(size, train=False)
     if decoder == "pil":
-        loader = create_loader([(str(path), 0) for path in paths], transform=transform, batch_size=batch_size,
-                               shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
+        loader = create_loader(
+            [(str(path), 0) for path in paths],
+            transform=transform,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
         return (images.to(device, non_blocking=True) for images, _ in loader)
-    files = DataLoader(EncodedFiles(paths, transform), batch_size=batch_size, shuffle=False,
-                       num_workers=num_workers, collate_fn=_as_list)
+    files = DataLoader(
+        EncodedFiles(paths, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_as_list,
+    )
     return (decode_batch(items, size, device, transform) for items in files)
 
 
@@ -157,8 +177,9 @@ def ensemble_score_stream(
     if channels_last:
         for model in ensemble.models:
             model.to(memory_format=torch.channels_last)
-    batches = input_batches(paths, size=ensemble.image_size, device=device, batch_size=batch_size,
-                            num_workers=workers, decoder=decoder)
+    batches = input_batches(
+        paths, size=ensemble.image_size, device=device, batch_size=batch_size, num_workers=workers, decoder=decoder
+    )
 
     def finish(member_outputs: list[torch.Tensor]) -> np.ndarray:
         vote = soft_vote([p.cpu().numpy().astype(np.float64) for p in member_outputs], ensemble.weights)

@@ -1,4 +1,5 @@
 """Paired tests between classifiers (McNemar, DeLong) and percentile-bootstrap confidence intervals."""
+
 from __future__ import annotations
 
 import logging
@@ -141,16 +142,23 @@ def delong_test(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) 
         # Identical rankings give no evidence of a difference; otherwise the test is undefined here (too few
         # positives or negatives to estimate a variance), reported as NaN rather than as p = 0.
         same = abs(difference) < 1e-12 and math.isfinite(variance)
-        return DeLongResult(float(aucs[0]), float(aucs[1]), difference, 0.0 if same else math.nan,
-                            0.0 if same else math.nan, 1.0 if same else math.nan)
+        return DeLongResult(
+            float(aucs[0]),
+            float(aucs[1]),
+            difference,
+            0.0 if same else math.nan,
+            0.0 if same else math.nan,
+            1.0 if same else math.nan,
+        )
     std_error = math.sqrt(variance)
     z = difference / std_error
     p_value = float(2 * scipy_stats.norm.sf(abs(z)))
     return DeLongResult(float(aucs[0]), float(aucs[1]), difference, std_error, z, p_value)
 
 
-def delong_per_class(labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.ndarray,
-                     classes: Sequence[str]) -> dict[str, dict | None]:
+def delong_per_class(
+    labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.ndarray, classes: Sequence[str]
+) -> dict[str, dict | None]:
     """One-vs-rest DeLong test per class; None for a class that is absent from (or is all of) `labels`.
 
     Args:

@@ -4,6 +4,7 @@ For runs that train many times on subsets of one pool (active-learning simulatio
 happens once per process instead of once per epoch, and on a GPU the pool and the augmentation stay there.
 `TensorBatches` is a drop-in for the DataLoaders that `training.ml.loop.fit` and `predict_logits` iterate.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,9 @@ from training.ml.transforms import Size, build_transform
 _logger = logging.getLogger(__name__)
 
 
-def decode_items(items: Sequence[Item], size: Size, *, num_workers: int = 0, batch_size: int = 128
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_items(
+    items: Sequence[Item], size: Size, *, num_workers: int = 0, batch_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3, H, W) uint8 images and (N,) int64 labels, decoded exactly as the evaluation DataLoader does.
 
     Args:
@@ -29,8 +31,13 @@ def decode_items(items: Sequence[Item], size: Size, *, num_workers: int = 0, bat
         num_workers: decoding processes.
         batch_size: images per decoding batch.
     """
-    loader = create_loader(items, transform=build_transform(size, train=False), batch_size=batch_size,
-                           shuffle=False, num_workers=num_workers)
+    loader = create_loader(
+        items,
+        transform=build_transform(size, train=False),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
     images, labels = [], []
     for batch, batch_labels in loader:
         images.append(batch)
@@ -38,8 +45,14 @@ def decode_items(items: Sequence[Item], size: Size, *, num_workers: int = 0, bat
     return torch.cat(images), torch.cat(labels).to(torch.int64)
 
 
-def augment_batch(images: torch.Tensor, *, generator: torch.Generator, rotation_degrees: float = 180.0,
-                  hflip: bool = True, vflip: bool = True) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    rotation_degrees: float = 180.0,
+    hflip: bool = True,
+    vflip: bool = True,
+) -> torch.Tensor:
     """Random flips and a random rotation per image, on the images' device; returns floats in [0, 1].
 
     The rotation uses `affine_grid` in pixel-true coordinates (no shear on non-square images) and fills the
@@ -65,10 +78,13 @@ def augment_batch(images: torch.Tensor, *, generator: torch.Generator, rotation_
         cos, sin = torch.cos(angle), torch.sin(angle)
         zero = torch.zeros_like(cos)
         # affine_grid works in [-1, 1] per axis; the aspect factors keep the rotation rigid in pixels.
-        theta = torch.stack([
-            torch.stack([cos, -sin * height / width, zero], dim=1),
-            torch.stack([sin * width / height, cos, zero], dim=1),
-        ], dim=1)
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin * height / width, zero], dim=1),
+                torch.stack([sin * width / height, cos, zero], dim=1),
+            ],
+            dim=1,
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return x
@@ -126,14 +142,14 @@ class TensorBatches:
         n = len(self.images)
         if not self.shuffle:
             for start in range(0, n, self.batch_size):
-                yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
+                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
             return
         per_pass = self._batches_per_pass()
         size = min(self.batch_size, n)
         for _ in range(len(self) // per_pass):
             order = torch.randperm(n, generator=self.generator).to(self.images.device)
             for b in range(per_pass):
-                pick = order[b * size:(b + 1) * size]
+                pick = order[b * size : (b + 1) * size]
                 batch = self.images[pick]
                 if self.augment:
                     batch = augment_batch(batch, generator=self.generator, **self.augment_options)

@@ -1,4 +1,5 @@
 """Image decoding and augmentation: PIL in, uint8 CHW tensors out (models normalise on their device)."""
+
 from __future__ import annotations
 
 import logging
@@ -149,4 +150,3 @@ def build_transform(
         hflip=hflip and augmenting,
         vflip=vflip and augmenting,
     )
-

@@ -3,6 +3,7 @@
 
 Pure numpy so the platform's pool scoring and the active-learning benchmark rank images the same way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,11 +51,18 @@ def uncertainty_order(probabilities: np.ndarray, strategy: str, *, seed: int = 0
 
 def select_uncertain(probabilities: np.ndarray, count: int, strategy: str, *, seed: int = 0) -> np.ndarray:
     """The row indices of the `count` most uncertain rows under `strategy` (see `uncertainty_order`)."""
-    return uncertainty_order(probabilities, strategy, seed=seed)[:max(0, count)]
+    return uncertainty_order(probabilities, strategy, seed=seed)[: max(0, count)]
 
 
-def select_for_queue(probabilities: np.ndarray, count: int, strategy: str, *, exploration: float = 0.1,
-                     max_class_share: float = 0.3, seed: int = 0) -> np.ndarray:
+def select_for_queue(
+    probabilities: np.ndarray,
+    count: int,
+    strategy: str,
+    *,
+    exploration: float = 0.1,
+    max_class_share: float = 0.3,
+    seed: int = 0,
+) -> np.ndarray:
     """Row indices chosen the way the platform fills its labeling queue, in queue order.
 
     Mirrors inference.services.queue_priorities_update, which streams candidates from the database and so

@@ -1,4 +1,5 @@
 """python manage.py create_user NAME --role ROLE [--password P]"""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.roles import Role

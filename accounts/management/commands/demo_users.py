@@ -1,4 +1,5 @@
 """Create the demo users on first run and print their credentials (kept under var/, never in git)."""
+
 from django.conf import settings
 from django.core.management.base import BaseCommand
 

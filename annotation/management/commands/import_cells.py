@@ -1,4 +1,5 @@
 """`manage.py import_cells PATH`: import a folder or zip of cell images in-process (no worker needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,21 +17,34 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="folder or .zip of images")
-        parser.add_argument("--csv", type=Path, help="CSV with columns file, case_id, diagnosis, analyzer_class, "
-                            "reference_label")
-        parser.add_argument("--case-from-folder", action="store_true",
-                            help="the folder holding each image is its case id (instead of its label)")
-        parser.add_argument("--trusted", action="store_true",
-                            help="reference labels become final labels (only for expert-confirmed labels)")
+        parser.add_argument(
+            "--csv", type=Path, help="CSV with columns file, case_id, diagnosis, analyzer_class, reference_label"
+        )
+        parser.add_argument(
+            "--case-from-folder",
+            action="store_true",
+            help="the folder holding each image is its case id (instead of its label)",
+        )
+        parser.add_argument(
+            "--trusted",
+            action="store_true",
+            help="reference labels become final labels (only for expert-confirmed labels)",
+        )
         parser.add_argument("--user", help="username of the importing admin (default: the first admin)")
 
-    def handle(self, *args, path: Path, csv: Path | None, case_from_folder: bool, trusted: bool, user: str | None,
-               **options):
+    def handle(
+        self, *args, path: Path, csv: Path | None, case_from_folder: bool, trusted: bool, user: str | None, **options
+    ):
         importer = _importer(username=user)
         try:
             batch = import_batch_create(
-                created_by=importer, source=path, source_name=path.name or str(path), trusted=trusted,
-                case_from_folder=case_from_folder, csv_path=csv, enqueue=False,
+                created_by=importer,
+                source=path,
+                source_name=path.name or str(path),
+                trusted=trusted,
+                case_from_folder=case_from_folder,
+                csv_path=csv,
+                enqueue=False,
             )
         except (ImportRejected, PermissionDenied) as exc:
             raise CommandError(str(exc)) from None

@@ -1,4 +1,5 @@
 """`manage.py load_demo`: import demo/pbc-sample (180 PBC images, untrusted) once, as the first admin."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +31,10 @@ class Command(BaseCommand):
         folder = demo_dir()
         # Not trusted: the demo images must go through expert labeling like any new data.
         batch = import_batch_create(
-            created_by=importer, source=folder, source_name=DEMO_SOURCE_NAME, csv_path=folder / "cases.csv",
+            created_by=importer,
+            source=folder,
+            source_name=DEMO_SOURCE_NAME,
+            csv_path=folder / "cases.csv",
             enqueue=False,
         )
         batch = import_batch_process(batch=batch)

@@ -1,4 +1,5 @@
 """Fixtures for the ML package: few threads, and tiny generated image sets (coloured blobs per class)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,7 +55,6 @@ def tiny_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Four batches of random uint8 32 px images with labels in 0..2, a stand-in for a training DataLoader."""
     generator = torch.Generator().manual_seed(0)
     return [
-        (torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
-         torch.tensor([0, 1, 2, 0]))
+        (torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator), torch.tensor([0, 1, 2, 0]))
         for _ in range(4)
     ]

@@ -1,4 +1,5 @@
 """Temperature scaling fitted on miscalibrated synthetic logits."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Checkpoints are safetensors with JSON metadata and round-trip exactly."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ def test_checkpoint_round_trip_is_safetensors_and_exact(tmp_path):
 
     raw = path.read_bytes()
     header_length = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + header_length])  # a JSON header, not a pickle (which starts with 0x80)
+    header = json.loads(raw[8 : 8 + header_length])  # a JSON header, not a pickle (which starts with 0x80)
     assert "conv_stem.weight" in header
     metadata = read_checkpoint_metadata(path)
     assert (metadata["model_name"], metadata["classes"], metadata["epoch"]) == (MODEL, ["a", "b", "c", "d"], 3)

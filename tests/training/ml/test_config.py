@@ -1,4 +1,5 @@
 """The run config: paper defaults, profiles, validation, and the JSON saved beside checkpoints."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,13 +30,16 @@ def test_config_json_round_trip(tmp_path):
     assert load_config(save_config(config, tmp_path / "config.json")) == config
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"ensemble_weights": (1.0,)}, "2 models but 1 ensemble weights"),
-    ({"pretrained": "local"}, "needs weights_dir"),
-    ({"pretrained": "imagenet"}, "pretrained must be one of"),
-    ({"image_size": 8}, "at least 16 pixels"),
-    ({"batch_size": 1}, "batch_size must be at least 2"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ensemble_weights": (1.0,)}, "2 models but 1 ensemble weights"),
+        ({"pretrained": "local"}, "needs weights_dir"),
+        ({"pretrained": "imagenet"}, "pretrained must be one of"),
+        ({"image_size": 8}, "at least 16 pixels"),
+        ({"batch_size": 1}, "batch_size must be at least 2"),
+    ],
+)
 def test_invalid_configs_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes)

@@ -1,4 +1,5 @@
 """Manifests and ImageFolder trees become stable (path, index) items; transforms and loaders behave."""
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,17 @@ def _write_release_archive(root: Path) -> list[dict[str, str]]:
                 path = root / "images" / split / label / f"{digest}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 image.save(path)
-                rows.append({"sha256": digest, "ext": "png", "label": label, "method": "agreement",
-                             "n_labels": "2", "case": "P-1", "split": split})
+                rows.append(
+                    {
+                        "sha256": digest,
+                        "ext": "png",
+                        "label": label,
+                        "method": "agreement",
+                        "n_labels": "2",
+                        "case": "P-1",
+                        "split": split,
+                    }
+                )
     with (root / "manifest.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -63,8 +73,9 @@ def test_manifest_with_paths_and_no_split_is_split_by_class(tmp_path):
             for path in sorted((tmp_path / label).iterdir()):
                 writer.writerow([f"{label}/{path.name}", label, "0" * 64])
     splits = load_splits(tmp_path, CLASSES, val_fraction=0.2, test_fraction=0.2)
-    assert splits.counts() == {split: dict.fromkeys(BLOB_COLOURS, n) for split, n in
-                               (("train", 6), ("val", 2), ("test", 2))}
+    assert splits.counts() == {
+        split: dict.fromkeys(BLOB_COLOURS, n) for split, n in (("train", 6), ("val", 2), ("test", 2))
+    }
     assert splits == load_splits(tmp_path, CLASSES, val_fraction=0.2, test_fraction=0.2)
 
 
@@ -129,9 +140,9 @@ def test_training_loader_never_yields_a_single_image_batch(tmp_path):
     write_blob_folder(tmp_path, per_class=3)
     items = scan_image_folder(tmp_path, CLASSES, val_fraction=0, test_fraction=0).train  # 9 images
     transform = build_transform((32, 32), train=True)
-    train_batches = [len(labels) for _, labels in create_loader(items, transform=transform, batch_size=8,
-                                                                shuffle=True)]
+    train_batches = [len(labels) for _, labels in create_loader(items, transform=transform, batch_size=8, shuffle=True)]
     assert train_batches == [8]
-    eval_batches = [images.shape for images, _ in create_loader(items, transform=transform, batch_size=8,
-                                                                shuffle=False)]
+    eval_batches = [
+        images.shape for images, _ in create_loader(items, transform=transform, batch_size=8, shuffle=False)
+    ]
     assert eval_batches == [(8, 3, 32, 32), (1, 3, 32, 32)]

@@ -1,4 +1,5 @@
 """Soft voting uses the configured weights, and predict_proba applies the ensemble temperature after voting."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,10 +40,18 @@ class _FixedLogits(nn.Module):
 
 def test_ensemble_predict_proba_votes_then_applies_the_temperature(tmp_path):
     logits_a, logits_b = [2.0, 0.0, -1.0], [-1.0, 1.5, 0.0]
-    members = [CellClassifier(_FixedLogits(logits), name=f"m{i}", mean=(0.5,) * 3, std=(0.5,) * 3)
-               for i, logits in enumerate([logits_a, logits_b])]
-    ensemble = Ensemble(members, weights=[0.4, 0.6], temperature=2.0, classes=["a", "b", "c"], image_size=(32, 32),
-                        device=torch.device("cpu"))
+    members = [
+        CellClassifier(_FixedLogits(logits), name=f"m{i}", mean=(0.5,) * 3, std=(0.5,) * 3)
+        for i, logits in enumerate([logits_a, logits_b])
+    ]
+    ensemble = Ensemble(
+        members,
+        weights=[0.4, 0.6],
+        temperature=2.0,
+        classes=["a", "b", "c"],
+        image_size=(32, 32),
+        device=torch.device("cpu"),
+    )
     image = Image.new("RGB", (40, 40), (200, 150, 160))
     image.save(tmp_path / "cell.png")
     images = [image, tmp_path / "cell.png", str(tmp_path / "cell.png")]
@@ -51,7 +60,8 @@ def test_ensemble_predict_proba_votes_then_applies_the_temperature(tmp_path):
     raw = ensemble.predict_proba(images, batch_size=2, calibrated=False)
     np.testing.assert_allclose(raw, np.repeat(expected_vote, 3, axis=0), atol=1e-6)
     calibrated = ensemble.predict_proba(images, batch_size=2)
-    np.testing.assert_allclose(calibrated, np.repeat(apply_temperature(probabilities_to_logits(expected_vote), 2.0),
-                                                     3, axis=0), atol=1e-6)
+    np.testing.assert_allclose(
+        calibrated, np.repeat(apply_temperature(probabilities_to_logits(expected_vote), 2.0), 3, axis=0), atol=1e-6
+    )
     np.testing.assert_allclose(calibrated.sum(axis=1), 1.0)
     assert calibrated.max() < raw.max()  # T = 2 softens

@@ -1,4 +1,5 @@
 """Ensemble Grad-CAM: maps at the image's size in [0, 1], the vote weights honoured, and the PNG overlay."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,14 @@ SIZE = 96  # the members see 96 px: a 3x3 last conv block, so maps have structur
 def _ensemble(weights=(0.4, 0.6)) -> Ensemble:
     torch.manual_seed(0)
     members = [create_classifier(name, 4) for name in ("test_efficientnet", "test_efficientnet_gn")]
-    return Ensemble(members, weights=weights, temperature=1.0, classes=["a", "b", "c", "d"],
-                    image_size=(SIZE, SIZE), device=torch.device("cpu"))
+    return Ensemble(
+        members,
+        weights=weights,
+        temperature=1.0,
+        classes=["a", "b", "c", "d"],
+        image_size=(SIZE, SIZE),
+        device=torch.device("cpu"),
+    )
 
 
 @pytest.fixture

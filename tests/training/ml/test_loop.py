@@ -1,4 +1,5 @@
 """The loop keeps the best epoch's weights, stops early, lowers the learning rate, and can be cancelled."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,9 +61,17 @@ def test_the_best_epoch_is_kept_not_the_last(tmp_path, tiny_batches):
     config = config_for_profile("smoke", max_epochs=10, early_stopping_patience=2)
     validation = ScriptedValidation([ONE_RIGHT, BOTH_RIGHT, ONE_RIGHT, BOTH_WRONG, BOTH_RIGHT])
     recorder = Recorder()
-    result = fit(model, train_loader=tiny_batches, val_loader=[], config=config, device=CPU,
-                 checkpoint_path=tmp_path / "best.safetensors", classes=["a", "b", "c"],
-                 callbacks=CallbackList([recorder]), evaluate=validation)
+    result = fit(
+        model,
+        train_loader=tiny_batches,
+        val_loader=[],
+        config=config,
+        device=CPU,
+        checkpoint_path=tmp_path / "best.safetensors",
+        classes=["a", "b", "c"],
+        callbacks=CallbackList([recorder]),
+        evaluate=validation,
+    )
 
     # Epoch 2 is best; epochs 3 and 4 are worse, and patience 2 stops after epoch 4 (epoch 5 never runs).
     assert [row["val_macro_f1"] for row in result.history] == pytest.approx([1 / 3, 1.0, 1 / 3, 0.0])
@@ -73,17 +82,31 @@ def test_the_best_epoch_is_kept_not_the_last(tmp_path, tiny_batches):
     assert _same(model.state_dict(), validation.snapshots[1])
     saved = load_classifier(tmp_path / "best.safetensors")
     assert _same(saved.state_dict(), validation.snapshots[1])
-    assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr",
-                                      "seconds"}
+    assert set(result.history[0]) == {
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_macro_f1",
+        "lr",
+        "seconds",
+    }
     assert recorder.batches[:4] == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 def test_learning_rate_drops_on_a_validation_loss_plateau(tiny_batches):
     model = create_classifier("test_efficientnet", 3)
-    config = config_for_profile("smoke", max_epochs=4, early_stopping_patience=10, plateau_patience=1,
-                                plateau_factor=0.1)
-    result = fit(model, train_loader=tiny_batches, val_loader=[], config=config, device=CPU,
-                 evaluate=ScriptedValidation([ONE_RIGHT] * 4))
+    config = config_for_profile(
+        "smoke", max_epochs=4, early_stopping_patience=10, plateau_patience=1, plateau_factor=0.1
+    )
+    result = fit(
+        model,
+        train_loader=tiny_batches,
+        val_loader=[],
+        config=config,
+        device=CPU,
+        evaluate=ScriptedValidation([ONE_RIGHT] * 4),
+    )
     # Same loss every epoch: after two epochs without improvement (> patience 1) the rate drops for epoch 4.
     assert [row["lr"] for row in result.history] == pytest.approx([5e-4, 5e-4, 5e-4, 5e-5])
 
@@ -92,8 +115,15 @@ def test_should_stop_cancels_after_the_current_batch(tiny_batches):
     model = create_classifier("test_efficientnet", 3)
     recorder = Recorder(stop_after_batches=3)
     with pytest.raises(TrainingCancelled, match="after batch 3 of 4"):
-        fit(model, train_loader=tiny_batches, val_loader=[], config=config_for_profile("smoke", max_epochs=5),
-            device=CPU, callbacks=CallbackList([recorder]), evaluate=ScriptedValidation([ONE_RIGHT] * 5))
+        fit(
+            model,
+            train_loader=tiny_batches,
+            val_loader=[],
+            config=config_for_profile("smoke", max_epochs=5),
+            device=CPU,
+            callbacks=CallbackList([recorder]),
+            evaluate=ScriptedValidation([ONE_RIGHT] * 5),
+        )
     assert len(recorder.batches) == 3
     assert recorder.epochs == []
 
@@ -102,8 +132,15 @@ def test_should_stop_between_epochs_cancels_with_the_history_so_far(tiny_batches
     model = create_classifier("test_efficientnet", 3)
     recorder = Recorder(stop_after_epochs=1)
     with pytest.raises(TrainingCancelled) as cancelled:
-        fit(model, train_loader=tiny_batches, val_loader=[], config=config_for_profile("smoke", max_epochs=5),
-            device=CPU, callbacks=CallbackList([recorder]), evaluate=ScriptedValidation([ONE_RIGHT] * 5))
+        fit(
+            model,
+            train_loader=tiny_batches,
+            val_loader=[],
+            config=config_for_profile("smoke", max_epochs=5),
+            device=CPU,
+            callbacks=CallbackList([recorder]),
+            evaluate=ScriptedValidation([ONE_RIGHT] * 5),
+        )
     assert len(recorder.batches) == 4
     assert [row["epoch"] for row in cancelled.value.history] == [1]
 

@@ -1,4 +1,5 @@
 """Local ImageNet weights load strictly (backbone kept, head re-initialised) and fail clearly when they do not fit."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,13 +12,22 @@ from training.ml.models import WeightsError, create_classifier
 MODEL = "test_efficientnet"
 
 
-def _imagenet_weights(tmp_path, *, name: str = f"{MODEL}.safetensors", tamper: bool = False,
-                      drop: set[str] | None = None, drop_suffix: str | None = None):
+def _imagenet_weights(
+    tmp_path,
+    *,
+    name: str = f"{MODEL}.safetensors",
+    tamper: bool = False,
+    drop: set[str] | None = None,
+    drop_suffix: str | None = None,
+):
     """A 1000-class ImageNet-style state dict saved as safetensors, the way timm/HF publish them."""
     torch.manual_seed(1)
     source = timm.create_model(MODEL, pretrained=False, num_classes=1000)
-    state = {k: v.contiguous() for k, v in source.state_dict().items()
-             if k not in (drop or set()) and not (drop_suffix and k.endswith(drop_suffix))}
+    state = {
+        k: v.contiguous()
+        for k, v in source.state_dict().items()
+        if k not in (drop or set()) and not (drop_suffix and k.endswith(drop_suffix))
+    }
     if tamper:
         state["conv_stem.weight"] = torch.zeros(8, 3, 5, 5)
     path = tmp_path / "weights" / name

@@ -1,4 +1,5 @@
 """Pool scoring from files: both decoders give the training decoding's pixels and the platform's probabilities."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -82,13 +83,18 @@ def test_a_file_that_only_looks_like_a_jpeg_fails_loudly_with_its_name(tmp_path)
 def test_both_decoders_score_like_the_platforms_predict_proba(files, num_workers):
     torch.manual_seed(0)
     models = [create_classifier(name, 4, pretrained="none") for name in ("test_efficientnet", "test_efficientnet_gn")]
-    ensemble = Ensemble(models, weights=[0.4, 0.6], temperature=1.7, classes=["a", "b", "c", "d"], image_size=SIZE,
-                        device=torch.device("cpu"))
+    ensemble = Ensemble(
+        models,
+        weights=[0.4, 0.6],
+        temperature=1.7,
+        classes=["a", "b", "c", "d"],
+        image_size=SIZE,
+        device=torch.device("cpu"),
+    )
     expected = ensemble.predict_proba(files, batch_size=4)
 
     by_pil = ensemble_score_paths(ensemble, files, batch_size=4, num_workers=num_workers, decoder="pil")
-    by_device = ensemble_score_paths(ensemble, files, batch_size=4, num_workers=num_workers,
-                                          decoder="device")
+    by_device = ensemble_score_paths(ensemble, files, batch_size=4, num_workers=num_workers, decoder="device")
 
     np.testing.assert_allclose(by_pil, expected, atol=1e-6)
     # One grey level here and there moves random-init probabilities only slightly; the order of files holds.
@@ -97,15 +103,27 @@ def test_both_decoders_score_like_the_platforms_predict_proba(files, num_workers
 
 
 def test_an_unknown_decoder_is_refused(files):
-    ensemble = Ensemble([create_classifier("test_efficientnet", 2, pretrained="none")], weights=[1.0],
-                        temperature=1.0, classes=["a", "b"], image_size=SIZE, device=torch.device("cpu"))
+    ensemble = Ensemble(
+        [create_classifier("test_efficientnet", 2, pretrained="none")],
+        weights=[1.0],
+        temperature=1.0,
+        classes=["a", "b"],
+        image_size=SIZE,
+        device=torch.device("cpu"),
+    )
     with pytest.raises(ValueError, match="unknown decoder"):
         ensemble_score_paths(ensemble, files, decoder="nvidia-dali")
 
 
 def test_empty_input_gives_an_empty_array(tmp_path):
-    ensemble = Ensemble([create_classifier("test_efficientnet", 2, pretrained="none")], weights=[1.0],
-                        temperature=1.0, classes=["a", "b"], image_size=SIZE, device=torch.device("cpu"))
+    ensemble = Ensemble(
+        [create_classifier("test_efficientnet", 2, pretrained="none")],
+        weights=[1.0],
+        temperature=1.0,
+        classes=["a", "b"],
+        image_size=SIZE,
+        device=torch.device("cpu"),
+    )
     for decoder in ("pil", "device"):
         assert ensemble_score_paths(ensemble, [], decoder=decoder).shape == (0, 2)
 
@@ -125,18 +143,28 @@ def test_jpegs_that_training_decodes_at_a_reduced_scale_are_decoded_as_in_traini
     path, data = EncodedFiles([large], transform)[0]
 
     assert data.dim() == 3
-    assert torch.equal(decode_batch([(path, data)], SIZE, torch.device("cpu"), transform)[0],
-                       _training_pixels([str(large)])[0])
+    assert torch.equal(
+        decode_batch([(path, data)], SIZE, torch.device("cpu"), transform)[0], _training_pixels([str(large)])[0]
+    )
 
 
 def test_the_stream_yields_each_batch_in_file_order(files):
     torch.manual_seed(0)
-    ensemble = Ensemble([create_classifier("test_efficientnet", 3, pretrained="none")], weights=[1.0],
-                        temperature=1.3, classes=["a", "b", "c"], image_size=SIZE, device=torch.device("cpu"))
+    ensemble = Ensemble(
+        [create_classifier("test_efficientnet", 3, pretrained="none")],
+        weights=[1.0],
+        temperature=1.3,
+        classes=["a", "b", "c"],
+        image_size=SIZE,
+        device=torch.device("cpu"),
+    )
     seen = []
 
-    batches = list(ensemble_score_stream(ensemble, files, batch_size=4, num_workers=0,
-                                         on_batch=lambda index, done: seen.append((index, done))))
+    batches = list(
+        ensemble_score_stream(
+            ensemble, files, batch_size=4, num_workers=0, on_batch=lambda index, done: seen.append((index, done))
+        )
+    )
 
     assert len(files) == 12
     assert [len(b) for b in batches] == [4, 4, 4]

@@ -1,4 +1,5 @@
 """McNemar on known tables; DeLong against a published AUC, an independent O(n^2) implementation and Mann-Whitney."""
+
 from __future__ import annotations
 
 import math
@@ -61,15 +62,15 @@ def _slow_delong(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
     def psi(x: float, z: float) -> float:
         return 1.0 if x > z else 0.5 if x == z else 0.0
 
-    v10 = np.array([[sum(psi(positives[r, i], negatives[r, j]) for j in range(n)) / n for i in range(m)]
-                    for r in range(k)])
-    v01 = np.array([[sum(psi(positives[r, i], negatives[r, j]) for i in range(m)) / m for j in range(n)]
-                    for r in range(k)])
+    v10 = np.array(
+        [[sum(psi(positives[r, i], negatives[r, j]) for j in range(n)) / n for i in range(m)] for r in range(k)]
+    )
+    v01 = np.array(
+        [[sum(psi(positives[r, i], negatives[r, j]) for i in range(m)) / m for j in range(n)] for r in range(k)]
+    )
     aucs = v10.mean(axis=1)
-    s10 = np.array([[np.sum((v10[r] - aucs[r]) * (v10[s] - aucs[s])) / (m - 1) for s in range(k)]
-                    for r in range(k)])
-    s01 = np.array([[np.sum((v01[r] - aucs[r]) * (v01[s] - aucs[s])) / (n - 1) for s in range(k)]
-                    for r in range(k)])
+    s10 = np.array([[np.sum((v10[r] - aucs[r]) * (v10[s] - aucs[s])) / (m - 1) for s in range(k)] for r in range(k)])
+    s01 = np.array([[np.sum((v01[r] - aucs[r]) * (v01[s] - aucs[s])) / (n - 1) for s in range(k)] for r in range(k)])
     return aucs, s10 / m + s01 / n
 
 

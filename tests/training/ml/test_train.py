@@ -1,4 +1,5 @@
 """End to end on tiny generated images: train_ensemble, load_ensemble, the command line, cancellation."""
+
 from __future__ import annotations
 
 import ast
@@ -39,14 +40,26 @@ def test_train_ensemble_writes_checkpoints_metrics_and_plots(tmp_path, blob_fold
     splits = scan_image_folder(blob_folder, CLASSES)
     progress = Progress()
     config = config_for_profile("smoke", max_epochs=2)
-    result = train_ensemble(config=config, train_items=splits.train, val_items=splits.val, test_items=splits.test,
-                            classes=CLASSES, out_dir=tmp_path / "run", callbacks=[progress])
+    result = train_ensemble(
+        config=config,
+        train_items=splits.train,
+        val_items=splits.val,
+        test_items=splits.test,
+        classes=CLASSES,
+        out_dir=tmp_path / "run",
+        callbacks=[progress],
+    )
 
     assert progress.models == ["test_efficientnet", "test_efficientnet_gn"]
     assert [(m["model_index"], m["epoch"]) for m in progress.epochs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert all(path.is_file() and path.suffix == ".safetensors" for path in result.checkpoint_paths.values())
-    assert set(result.plot_paths) >= {"training_curves", "confusion_ensemble", "roc_ensemble",
-                                      "reliability_ensemble", "confusion_test_efficientnet"}
+    assert set(result.plot_paths) >= {
+        "training_curves",
+        "confusion_ensemble",
+        "roc_ensemble",
+        "reliability_ensemble",
+        "confusion_test_efficientnet",
+    }
     for path in result.plot_paths.values():
         assert path.read_bytes()[:8] == PNG_MAGIC
         assert Image.open(path).size[0] > 200
@@ -57,12 +70,23 @@ def test_train_ensemble_writes_checkpoints_metrics_and_plots(tmp_path, blob_fold
     ensemble = metrics["ensemble"]["test"]
     assert ensemble["n"] == len(splits.test) == 3
     assert ensemble["per_class"]["monocyte"]["auroc"] is None  # in the class list, absent from the data
-    for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece", "ece_calibrated",
-                "accuracy_ci95", "macro_f1_ci95", "confusion_matrix"):
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "macro_precision",
+        "macro_recall",
+        "ece",
+        "ece_calibrated",
+        "accuracy_ci95",
+        "macro_f1_ci95",
+        "confusion_matrix",
+    ):
         assert key in ensemble
     assert set(metrics["comparisons"]["mcnemar"]) == {
-        "ensemble_vs_test_efficientnet", "ensemble_vs_test_efficientnet_gn",
-        "test_efficientnet_vs_test_efficientnet_gn"}
+        "ensemble_vs_test_efficientnet",
+        "ensemble_vs_test_efficientnet_gn",
+        "test_efficientnet_vs_test_efficientnet_gn",
+    }
     assert set(metrics["comparisons"]["delong"]["ensemble_vs_test_efficientnet"]) == set(CLASSES)
     assert [row["epoch"] for row in metrics["models"]["test_efficientnet"]["history"]] == [1, 2]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["profile"] == "smoke"
@@ -89,8 +113,15 @@ def test_cancelled_run_raises_and_registers_nothing(tmp_path, blob_folder):
             return True
 
     with pytest.raises(TrainingCancelled, match="after batch 1"):
-        train_ensemble(config=config_for_profile("smoke"), train_items=splits.train, val_items=splits.val,
-                       test_items=splits.test, classes=CLASSES, out_dir=tmp_path / "run", callbacks=[CancelAtOnce()])
+        train_ensemble(
+            config=config_for_profile("smoke"),
+            train_items=splits.train,
+            val_items=splits.val,
+            test_items=splits.test,
+            classes=CLASSES,
+            out_dir=tmp_path / "run",
+            callbacks=[CancelAtOnce()],
+        )
     assert not (tmp_path / "run" / "ensemble.json").exists()
     assert not (tmp_path / "run" / "metrics.json").exists()
 
@@ -98,16 +129,40 @@ def test_cancelled_run_raises_and_registers_nothing(tmp_path, blob_folder):
 def test_command_line_trains_from_an_image_folder(tmp_path, blob_folder):
     out = tmp_path / "cli"
     completed = subprocess.run(
-        [sys.executable, "-m", "training.ml.train", "--data", str(blob_folder), "--out", str(out),
-         "--profile", "smoke", "--classes", ",".join(CLASSES), "--seed", "3"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "training.ml.train",
+            "--data",
+            str(blob_folder),
+            "--out",
+            str(out),
+            "--profile",
+            "smoke",
+            "--classes",
+            ",".join(CLASSES),
+            "--seed",
+            "3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "epoch 1/1" in completed.stdout
     assert "ensemble: test accuracy" in completed.stdout
-    for name in ("config.json", "ensemble.json", "metrics.json", "model0_test_efficientnet.safetensors",
-                 "model1_test_efficientnet_gn.safetensors", "plots/training_curves.png",
-                 "plots/confusion_ensemble.png", "plots/roc_ensemble.png", "plots/reliability_ensemble.png"):
+    for name in (
+        "config.json",
+        "ensemble.json",
+        "metrics.json",
+        "model0_test_efficientnet.safetensors",
+        "model1_test_efficientnet_gn.safetensors",
+        "plots/training_curves.png",
+        "plots/confusion_ensemble.png",
+        "plots/roc_ensemble.png",
+        "plots/reliability_ensemble.png",
+    ):
         assert (out / name).is_file(), name
     assert json.loads((out / "config.json").read_text())["seed"] == 3
 

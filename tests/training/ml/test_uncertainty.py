@@ -1,4 +1,5 @@
 """The platform's queue selection in numpy: class cap on the uncertainty picks, exploration share, seeds."""
+
 from __future__ import annotations
 
 import numpy as np
