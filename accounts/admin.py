@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
-from accounts.roles import Role
+from core.roles import Role
 
 User = get_user_model()
 admin.site.unregister(User)

@@ -6,7 +6,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.roles import user_roles
+from core.roles import user_roles
 
 
 class MeOutput(serializers.Serializer):

@@ -1,4 +1,4 @@
-from accounts.roles import Role, user_roles
+from core.roles import Role, user_roles
 
 
 def roles(request) -> dict:

@@ -10,11 +10,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group, Permission
 from django.db import transaction
 
-from accounts.roles import Role
+from core.roles import Role
 
 PROJECT_APPS = ("accounts", "annotation", "training", "inference", "releases")
 # Django model permissions per role, for the Django admin and for anyone inspecting groups;
-# the pages and API check roles directly (accounts.permissions).
+# the pages and API check roles directly (core.permissions).
 ROLE_PERMISSIONS: dict[Role, tuple[str, ...]] = {
     Role.ANNOTATOR: (),
     Role.ADJUDICATOR: ("annotation.view_cellimage",),

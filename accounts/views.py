@@ -3,9 +3,9 @@
 from django.contrib.auth import views as auth_views
 from django.shortcuts import render
 
-from accounts.roles import Role, user_has_role
 from annotation.selectors import batch_active_count, consensus_count, image_stats, labeling_progress
 from cases.selectors import case_count
+from core.roles import Role, user_has_role
 from inference.selectors import review_list
 from releases.selectors import version_latest
 from training.selectors import model_version_active, training_run_current, training_run_percent

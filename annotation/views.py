@@ -10,8 +10,6 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.permissions import role_required
-from accounts.roles import Role, user_has_role
 from annotation import selectors
 from annotation.files import image_file_response
 from annotation.forms import AgreementFilterForm, BatchItemFilterForm, BatchUploadForm, ImageFilterForm, ReopenForm
@@ -20,6 +18,8 @@ from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_stats
 from annotation.services.consensus import label_reopen
 from annotation.services.imports import ImportRejected, import_batch_create_from_upload
 from annotation.services.labeling import LabelingError
+from core.permissions import role_required
+from core.roles import Role, user_has_role
 from inference.explain import EXPLAIN_ROLES, heatmap_url, image_opinion_state, opinion_visible_to
 
 IMAGES_PER_PAGE = 48

@@ -41,10 +41,10 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from accounts.roles import Role
     from accounts.services import user_create
     from annotation.services.imports import import_batch_create, import_batch_process
     from annotation.services.validation import entry_is_companion
+    from core.roles import Role
 
     if args.workers:
         settings.HEMALOOP_IMPORT_WORKERS = args.workers

@@ -198,9 +198,9 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from accounts.roles import Role
     from accounts.services import user_create
     from annotation.models import CellClass, CellImage
+    from core.roles import Role
 
     logging.getLogger("django.request").setLevel(logging.ERROR)  # 409s are expected under contention
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 600  # keep connections per thread, as gunicorn workers do

@@ -8,10 +8,10 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from accounts.permissions import role_required
-from accounts.roles import Role
 from cases import selectors
 from cases.charts import differential_chart
+from core.permissions import role_required
+from core.roles import Role
 
 CASE_ROLES = (Role.RESEARCHER, Role.ADJUDICATOR, Role.ADMIN)
 CASES_PER_PAGE = 50

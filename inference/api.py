@@ -17,9 +17,9 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from accounts.permissions import roles_permission
-from accounts.roles import Role
 from annotation import selectors as annotation_selectors
+from core.permissions import roles_permission
+from core.roles import Role
 from inference import explain
 from inference.predict import PredictLimits, PredictRejected, images_predict
 from inference.selectors import scoring_job_get, scoring_job_list, scoring_job_progress

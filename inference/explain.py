@@ -25,8 +25,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from PIL import Image
 
-from accounts.roles import Role, user_has_role
 from annotation.models import Annotation, CellClass, CellImage, LabelStatus
+from core.roles import Role, user_has_role
 from inference.models import Prediction
 from training.ml.ensemble import ENSEMBLE_FILE, Ensemble, load_ensemble
 from training.ml.transforms import load_image

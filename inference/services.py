@@ -26,8 +26,8 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from accounts.roles import Role, user_has_role
 from annotation.models import CellClass, CellImage, ImportBatch, LabelStatus
+from core.roles import Role, user_has_role
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from inference.selectors import al_settings_get
 from training.ml.ensemble import load_ensemble

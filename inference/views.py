@@ -10,8 +10,8 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.permissions import role_required
-from accounts.roles import Role
+from core.permissions import role_required
+from core.roles import Role
 from inference import selectors
 from inference.forms import ActiveLearningSettingsForm
 from inference.services import (

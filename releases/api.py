@@ -15,8 +15,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from accounts.permissions import roles_permission
-from accounts.roles import Role
+from core.permissions import roles_permission
+from core.roles import Role
 from releases import selectors
 from releases.downloads import archive_download_response
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, Split

@@ -7,8 +7,8 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
-from accounts.permissions import role_required
-from accounts.roles import Role
+from core.permissions import role_required
+from core.roles import Role
 from releases import selectors
 from releases.downloads import archive_download_response
 from releases.forms import DiffForm, VersionCreateForm

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from accounts.roles import Role
 from accounts.services import user_create
+from core.roles import Role
 
 _names = itertools.count(1)
 

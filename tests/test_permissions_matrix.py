@@ -12,8 +12,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from rest_framework.test import APIClient
 
-from accounts.roles import Role
 from annotation.models import Case
+from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make
 
 ROLES = ("anonymous", "annotator", "adjudicator", "researcher", "admin", "norole")

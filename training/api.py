@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from accounts.permissions import roles_permission
-from accounts.roles import Role
+from core.permissions import roles_permission
+from core.roles import Role
 from releases.models import DatasetVersion
 from releases.services.versions import ReleaseEmpty
 from training import selectors

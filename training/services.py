@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from accounts.roles import Role, user_has_role
+from core.roles import Role, user_has_role
 from inference.services import inference_after_activation
 from releases.models import DatasetVersion, Split
 from releases.services.versions import dataset_version_create

@@ -10,8 +10,8 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.permissions import role_required
-from accounts.roles import Role
+from core.permissions import role_required
+from core.roles import Role
 from releases.services.versions import ReleaseEmpty
 from training import selectors
 from training.forms import RunStartForm

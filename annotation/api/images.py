@@ -12,12 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import roles_permission
-from accounts.roles import Role
 from annotation import selectors
 from annotation.files import image_file_response
 from annotation.models import CellClass, CellImage, ImportBatch, ImportItem
 from annotation.services.imports import ImportRejected, import_batch_create_from_upload
+from core.permissions import roles_permission
+from core.roles import Role
 
 # --- serializers -----------------------------------------------------------------------------------
 

@@ -12,8 +12,6 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import roles_permission
-from accounts.roles import Role
 from annotation import selectors
 from annotation.models import CellClass, CellImage
 from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_heatmap_png, agreement_stats
@@ -26,6 +24,8 @@ from annotation.services.labeling import (
     queue_next,
     queue_skip,
 )
+from core.permissions import roles_permission
+from core.roles import Role
 
 IsAnnotator = roles_permission(Role.ANNOTATOR)
 IsAdjudicator = roles_permission(Role.ADJUDICATOR, Role.ADMIN)

@@ -23,7 +23,6 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.roles import Role, user_has_role
 from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem, LabelEvent, LabelStatus
 from annotation.services.metadata import FileMeta, ImportPlan, csv_rows_read, import_plan_build
 from annotation.services.sources import Source, SourceEntry, SourceInvalid, source_open
@@ -37,6 +36,7 @@ from annotation.storage import (
     image_storage_name,
     thumbnail_storage_name,
 )
+from core.roles import Role, user_has_role
 
 TRUSTED_IMPORT = "trusted_import"
 FINISHED = (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django import template
 
-from accounts.roles import Role, user_has_role
 from annotation import selectors
+from core.roles import Role, user_has_role
 
 register = template.Library()
 

@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally: air-gapped sites have no CDN
+    "core",
     "accounts",
     "annotation",
     "training",
@@ -110,6 +111,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     # Scoped throttles only (views opt in with throttle_scope); per user, counted in the default cache.
     # "explain" (a stored image's model opinion and Grad-CAM overlay) is generous: adjudicators toggle heatmaps
     # with a hotkey and cached PNGs are cheap, but an uncached Grad-CAM costs about a second of CPU.

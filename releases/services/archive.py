@@ -33,7 +33,7 @@ from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.roles import Role, user_has_role
+from core.roles import Role, user_has_role
 from releases import conf, selectors
 from releases.models import DatasetArchive, DatasetVersion
 from releases.services.datasheet import MANIFEST_COLUMNS_DOC, datasheet_render

@@ -12,10 +12,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.roles import Role, user_has_role
 from annotation.models import CellClass, CellImage, LabelStatus
 from annotation.selectors.agreement import agreement_stats
 from annotation.storage import IMAGE_EXTENSIONS
+from core.roles import Role, user_has_role
 from releases import conf
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, ReleaseSettings, Split, SplitAssignment
 from releases.splits import SplitItem, group_key, splits_assign

@@ -1,8 +1,8 @@
 import pytest
 
-from accounts.roles import Role, user_roles
 from accounts.services import user_create
 from annotation.models import CellClass
+from core.roles import Role, user_roles
 
 
 @pytest.mark.django_db

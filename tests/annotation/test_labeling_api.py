@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from accounts.roles import Role
 from annotation.models import CellImage, LabelStatus
+from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make
 
 SECRET_WORDS = ("myeloblast", "lymphoblast", "reference", "analyzer", "final", "consensus", "prediction")

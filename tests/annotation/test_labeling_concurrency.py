@@ -13,9 +13,9 @@ import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from accounts.roles import Role
 from annotation.models import Annotation, CellClass, CellImage, ImportBatch, LabelStatus
 from annotation.services.labeling import LabelingError, annotation_submit, queue_next, queue_skip
+from core.roles import Role
 
 POOL = 500
 SERVICE_CLIENTS = 14

@@ -8,7 +8,6 @@ import pytest
 from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
 
-from accounts.roles import Role
 from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus, Lease
 from annotation.selectors import image_history, labeling_progress
 from annotation.selectors.agreement import agreement_stats
@@ -22,6 +21,7 @@ from annotation.services.labeling import (
     queue_next,
     queue_skip,
 )
+from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make
 
 

@@ -9,11 +9,11 @@ import pytest
 from django.urls import resolve, reverse
 from sklearn.metrics import cohen_kappa_score
 
-from accounts.roles import Role
 from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus
 from annotation.services.consensus import consensus_resolve
 from annotation.services.labeling import annotation_submit
 from annotation.templatetags.annotation_ui import kappa_band
+from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make
 
 pytestmark = pytest.mark.django_db

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.roles import Role
 from annotation.models import Case, CellImage, LabelStatus
 from cases.selectors import blast_flag, case_list, case_summary
+from core.roles import Role
 from tests.annotation.imagedata import image_make
 from training.models import ModelVersion
 

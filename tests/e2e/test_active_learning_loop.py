@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from accounts.roles import Role
+from core.roles import Role
 from inference import explain
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from tests.annotation.imagedata import batch_make, image_make

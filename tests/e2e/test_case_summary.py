@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from accounts.roles import Role
 from annotation.models import Case, CellClass
+from core.roles import Role
 from inference.models import Prediction
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD

@@ -7,8 +7,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from accounts.roles import Role
 from annotation.models import Case, ImportBatch, ImportItem
+from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make, zip_of_cells
 from tests.e2e.conftest import PASSWORD
 

@@ -16,10 +16,10 @@ from PIL import Image as PILImage
 from playwright.sync_api import expect
 from sklearn.metrics import cohen_kappa_score
 
-from accounts.roles import Role
 from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus
 from annotation.services.consensus import consensus_resolve
 from annotation.services.labeling import annotation_submit
+from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
 

@@ -8,9 +8,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from accounts.roles import Role
 from annotation.models import CellClass
 from annotation.services.labeling import annotation_submit
+from core.roles import Role
 from inference import explain
 from inference.models import Prediction
 from tests.annotation.imagedata import batch_make, image_make

@@ -9,8 +9,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from accounts.roles import Role
 from annotation.models import Case
+from core.roles import Role
 from releases.models import DatasetArchive
 from releases.services import archive_build
 from tests.annotation.imagedata import batch_make, image_make

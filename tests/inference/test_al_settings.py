@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from accounts.roles import Role
 from annotation.models import CellImage
 from config.celery import app
+from core.roles import Role
 from inference.models import ActiveLearningSettings
 from inference.selectors import al_settings_get
 from inference.services import al_settings_update, queue_priorities_refresh_start, queue_priorities_update

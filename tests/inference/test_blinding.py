@@ -8,9 +8,9 @@ from django.contrib.auth.models import Group
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
-from accounts.roles import Role
 from annotation.models import CellClass, LabelStatus
 from annotation.services.labeling import annotation_submit, queue_next
+from core.roles import Role
 from inference import explain
 from tests.annotation.imagedata import image_make
 from tests.inference.ensembles import version_factory

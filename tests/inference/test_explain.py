@@ -11,7 +11,7 @@ import pytest
 from django.core.cache import cache
 from PIL import Image
 
-from accounts.roles import Role
+from core.roles import Role
 from inference import explain
 from inference.models import Prediction
 from inference.services import pool_score

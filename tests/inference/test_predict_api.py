@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
 
-from accounts.roles import Role
+from core.roles import Role
 from inference import explain
 from tests.annotation.imagedata import cell_png, image_make
 from tests.inference.ensembles import version_factory

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.roles import Role
 from annotation.models import CellImage, LabelStatus
+from core.roles import Role
 from inference.services import al_settings_update
 from tests.annotation.imagedata import image_make
 from training.models import ModelVersion

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from accounts.roles import Role
 from annotation.models import CellImage
+from core.roles import Role
 from inference.models import Prediction, ScoringJob
 from inference.services import al_settings_update
 from tests.annotation.imagedata import image_make

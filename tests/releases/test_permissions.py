@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.roles import Role
+from core.roles import Role
 from releases.models import DatasetArchive, DatasetVersion
 from releases.services import archive_build
 

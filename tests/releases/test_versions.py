@@ -8,8 +8,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 
-from accounts.roles import Role
 from annotation.models import Annotation, CellClass
+from core.roles import Role
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, ReleaseSettings
 from releases.services import ReleaseEmpty, dataset_version_create
 

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.roles import Role
 from accounts.services import user_create
+from core.roles import Role
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from functools import wraps
 from django.core.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 
-from accounts.roles import Role, user_has_role
+from core.roles import Role, user_has_role
 
 
 def roles_permission(*roles: Role) -> type[BasePermission]:

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
+from core.errors import PermissionRefused
+
 
 class Role(StrEnum):
     ANNOTATOR = "annotator"
@@ -29,3 +31,10 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[Role]:
 
 def user_has_role(user: AbstractBaseUser | AnonymousUser, *roles: Role) -> bool:
     return bool(user_roles(user) & set(roles))
+
+
+def role_require(user: AbstractBaseUser | AnonymousUser, *roles: Role, action: str = "do this") -> None:
+    """Raise PermissionRefused unless `user` holds one of `roles`: every service acting for a user calls this."""
+    if not user_has_role(user, *roles):
+        names = " and ".join(f"{role.value}s" for role in roles)
+        raise PermissionRefused(f"Only {names} may {action}.")
