@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from annotation.models import Case, CellClass, CellImage, ImportBatch
-from config.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 
 
 @admin.register(CellClass)

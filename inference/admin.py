@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.shortcuts import redirect
 
-from config.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from inference.selectors import al_settings_get
 

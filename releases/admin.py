@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from config.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 from releases.models import DatasetArchive, DatasetVersion, ReleaseSettings
 from releases.services import release_settings_get
 
