@@ -9,7 +9,7 @@ from annotation.models import ImportBatch
 from annotation.services import imports
 
 # Soft limit first: the service then marks the batch failed before the hard limit kills the worker.
-IMPORT_TIME_LIMIT_S = getattr(settings, "HEMALOOP_IMPORT_TIME_LIMIT_S", 4 * 3600)
+IMPORT_TIME_LIMIT_S = settings.HEMALOOP_IMPORT_TIME_LIMIT_S
 
 
 @shared_task(acks_late=True, soft_time_limit=IMPORT_TIME_LIMIT_S, time_limit=IMPORT_TIME_LIMIT_S + 120)

@@ -35,12 +35,11 @@ class PredictLimits:
 
     @classmethod
     def from_settings(cls) -> PredictLimits:
-        imports = ImportLimits.from_settings()
+        # The per-file limits default to the import's (config/settings/base.py).
         return cls(
-            max_files=getattr(settings, "HEMALOOP_INFERENCE_MAX_FILES", 16),
-            # The same per-file limits as an import unless set apart.
-            max_file_bytes=getattr(settings, "HEMALOOP_INFERENCE_MAX_FILE_BYTES", imports.max_file_bytes),
-            max_pixels=getattr(settings, "HEMALOOP_INFERENCE_MAX_PIXELS", imports.max_pixels),
+            max_files=settings.HEMALOOP_INFERENCE_MAX_FILES,
+            max_file_bytes=settings.HEMALOOP_INFERENCE_MAX_FILE_BYTES,
+            max_pixels=settings.HEMALOOP_INFERENCE_MAX_PIXELS,
         )
 
 

@@ -20,11 +20,11 @@ def al_settings_get() -> ActiveLearningSettings:
     row, _ = ActiveLearningSettings.objects.get_or_create(
         pk=ActiveLearningSettings.SINGLETON_ID,
         defaults={
-            "strategy": getattr(settings, "HEMALOOP_AL_STRATEGY", "margin"),
-            "exploration": getattr(settings, "HEMALOOP_AL_EXPLORATION", 0.1),
-            "max_class_share": getattr(settings, "HEMALOOP_AL_MAX_CLASS_SHARE", 0.3),
-            "top_n": getattr(settings, "HEMALOOP_AL_TOP_N", 1000),
-            "review_min_confidence": getattr(settings, "HEMALOOP_AL_REVIEW_MIN_CONFIDENCE", 0.9),
+            "strategy": settings.HEMALOOP_AL_STRATEGY,
+            "exploration": settings.HEMALOOP_AL_EXPLORATION,
+            "max_class_share": settings.HEMALOOP_AL_MAX_CLASS_SHARE,
+            "top_n": settings.HEMALOOP_AL_TOP_N,
+            "review_min_confidence": settings.HEMALOOP_AL_REVIEW_MIN_CONFIDENCE,
         },
     )
     return row

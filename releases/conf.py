@@ -7,19 +7,19 @@ from django.conf import settings
 
 def test_fraction() -> float:
     """Share of the images held out for test; 0.2 as in Park et al. (2024)."""
-    return float(getattr(settings, "HEMALOOP_RELEASE_TEST_FRACTION", 0.2))
+    return float(settings.HEMALOOP_RELEASE_TEST_FRACTION)
 
 
 def validation_fraction() -> float:
     """Share of the images not in test that go to validation."""
-    return float(getattr(settings, "HEMALOOP_RELEASE_VALIDATION_FRACTION", 0.1))
+    return float(settings.HEMALOOP_RELEASE_VALIDATION_FRACTION)
 
 
 def archive_time_limit_s() -> int:
-    return int(getattr(settings, "HEMALOOP_RELEASE_ARCHIVE_TIME_LIMIT_S", 2 * 3600))
+    return int(settings.HEMALOOP_RELEASE_ARCHIVE_TIME_LIMIT_S)
 
 
 def x_accel_redirect_prefix() -> str:
     """When set (e.g. "/protected-media/"), nginx serves archive downloads from MEDIA_ROOT through an
     `internal` location with that prefix, and Django only checks the role and names the file."""
-    return str(getattr(settings, "HEMALOOP_RELEASES_X_ACCEL_REDIRECT_PREFIX", ""))
+    return str(settings.HEMALOOP_RELEASES_X_ACCEL_REDIRECT_PREFIX)

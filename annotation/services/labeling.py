@@ -42,15 +42,15 @@ class NothingToUndo(LabelingError):
 
 
 def labels_per_image() -> int:
-    return getattr(settings, "HEMALOOP_LABELS_PER_IMAGE", 2)
+    return settings.HEMALOOP_LABELS_PER_IMAGE
 
 
 def lease_duration() -> timedelta:
-    return timedelta(seconds=getattr(settings, "HEMALOOP_LEASE_SECONDS", 600))
+    return timedelta(seconds=settings.HEMALOOP_LEASE_SECONDS)
 
 
 def skip_cooldown() -> timedelta:
-    return timedelta(hours=getattr(settings, "HEMALOOP_SKIP_COOLDOWN_HOURS", 24))
+    return timedelta(hours=settings.HEMALOOP_SKIP_COOLDOWN_HOURS)
 
 
 @dataclass(frozen=True)

@@ -33,15 +33,13 @@ class ImportLimits:
     @classmethod
     def from_settings(cls) -> ImportLimits:
         return cls(
-            max_file_bytes=getattr(settings, "HEMALOOP_IMPORT_MAX_FILE_BYTES", 20 * 1024**2),
-            # Cell crops are about 360×360; 25 Mpx leaves room for whole fields of view and stays below
-            # Pillow's own bomb warning (89 Mpx), so this check is the one that fires.
-            max_pixels=getattr(settings, "HEMALOOP_IMPORT_MAX_PIXELS", 25_000_000),
-            max_entries=getattr(settings, "HEMALOOP_IMPORT_MAX_ENTRIES", 250_000),
-            max_total_bytes=getattr(settings, "HEMALOOP_IMPORT_MAX_TOTAL_BYTES", 20 * 1024**3),
-            max_csv_bytes=getattr(settings, "HEMALOOP_IMPORT_MAX_CSV_BYTES", 50 * 1024**2),
-            max_upload_bytes=getattr(settings, "HEMALOOP_MAX_UPLOAD_BYTES", 2 * 1024**3),
-            thumbnail_px=getattr(settings, "HEMALOOP_THUMBNAIL_PX", 128),
+            max_file_bytes=settings.HEMALOOP_IMPORT_MAX_FILE_BYTES,
+            max_pixels=settings.HEMALOOP_IMPORT_MAX_PIXELS,
+            max_entries=settings.HEMALOOP_IMPORT_MAX_ENTRIES,
+            max_total_bytes=settings.HEMALOOP_IMPORT_MAX_TOTAL_BYTES,
+            max_csv_bytes=settings.HEMALOOP_IMPORT_MAX_CSV_BYTES,
+            max_upload_bytes=settings.HEMALOOP_MAX_UPLOAD_BYTES,
+            thumbnail_px=settings.HEMALOOP_THUMBNAIL_PX,
         )
 
 

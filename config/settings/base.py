@@ -1,5 +1,6 @@
 """Settings shared by every environment; values come from the environment (django-environ)."""
 
+import os
 from pathlib import Path
 
 import environ
@@ -152,15 +153,53 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
 
-# Labeling and training policy.
+# HemaLoop's own settings: each is declared here once, read from the environment of the same name, documented in
+# README.md's configuration table, and read as a plain settings attribute (tests/test_settings.py keeps this true).
+
+# Labeling.
 HEMALOOP_LABELS_PER_IMAGE = env.int("HEMALOOP_LABELS_PER_IMAGE", default=2)
 HEMALOOP_LEASE_SECONDS = env.int("HEMALOOP_LEASE_SECONDS", default=600)
 HEMALOOP_SKIP_COOLDOWN_HOURS = env.int("HEMALOOP_SKIP_COOLDOWN_HOURS", default=24)
+
+# Imports. Cell crops are about 360×360; 25 Mpx leaves room for whole fields of view and stays below Pillow's own
+# bomb warning (89 Mpx), so the import's check is the one that fires.
+HEMALOOP_IMPORT_MAX_FILE_BYTES = env.int("HEMALOOP_IMPORT_MAX_FILE_BYTES", default=20 * 1024**2)
+HEMALOOP_IMPORT_MAX_PIXELS = env.int("HEMALOOP_IMPORT_MAX_PIXELS", default=25_000_000)
+HEMALOOP_IMPORT_MAX_ENTRIES = env.int("HEMALOOP_IMPORT_MAX_ENTRIES", default=250_000)
+HEMALOOP_IMPORT_MAX_TOTAL_BYTES = env.int("HEMALOOP_IMPORT_MAX_TOTAL_BYTES", default=20 * 1024**3)
+HEMALOOP_IMPORT_MAX_CSV_BYTES = env.int("HEMALOOP_IMPORT_MAX_CSV_BYTES", default=50 * 1024**2)
+HEMALOOP_THUMBNAIL_PX = env.int("HEMALOOP_THUMBNAIL_PX", default=128)
+HEMALOOP_IMPORT_PROGRESS_EVERY = env.int("HEMALOOP_IMPORT_PROGRESS_EVERY", default=50)
+HEMALOOP_IMPORT_WORKERS = env.int("HEMALOOP_IMPORT_WORKERS", default=min(4, os.cpu_count() or 1))
+HEMALOOP_IMPORT_TIME_LIMIT_S = env.int("HEMALOOP_IMPORT_TIME_LIMIT_S", default=4 * 3600)
+HEMALOOP_DEMO_DIR = Path(env.str("HEMALOOP_DEMO_DIR", default=str(BASE_DIR / "demo" / "pbc-sample")))
+
+# Releases.
+HEMALOOP_RELEASE_TEST_FRACTION = env.float("HEMALOOP_RELEASE_TEST_FRACTION", default=0.2)
+HEMALOOP_RELEASE_VALIDATION_FRACTION = env.float("HEMALOOP_RELEASE_VALIDATION_FRACTION", default=0.1)
+HEMALOOP_RELEASE_ARCHIVE_TIME_LIMIT_S = env.int("HEMALOOP_RELEASE_ARCHIVE_TIME_LIMIT_S", default=2 * 3600)
+HEMALOOP_RELEASES_X_ACCEL_REDIRECT_PREFIX = env.str("HEMALOOP_RELEASES_X_ACCEL_REDIRECT_PREFIX", default="")
+
+# Training.
 HEMALOOP_AUTO_ACTIVATE = env.bool("HEMALOOP_AUTO_ACTIVATE", default=False)
-# Pool scoring's JPEG decoding: "pil" in DataLoader workers, exactly as training decodes; "device" decodes in
-# batches on the scoring device (nvJPEG on a GPU), for GPU hosts with few CPU cores (bench/inference_throughput.py).
-HEMALOOP_SCORING_DECODER = env.str("HEMALOOP_SCORING_DECODER", default="pil")
+HEMALOOP_TRAINING_HEARTBEAT_SECONDS = env.float("HEMALOOP_TRAINING_HEARTBEAT_SECONDS", default=60.0)
 HEMALOOP_TRAINING_HEARTBEAT_MINUTES = env.int("HEMALOOP_TRAINING_HEARTBEAT_MINUTES", default=30)
+
+# Inference. Pool scoring's JPEG decoding: "pil" in DataLoader workers, exactly as training decodes; "device"
+# decodes in batches on the scoring device (nvJPEG on a GPU), for GPU hosts with few CPU cores
+# (bench/inference_throughput.py).
+HEMALOOP_SCORING_DECODER = env.str("HEMALOOP_SCORING_DECODER", default="pil")
+HEMALOOP_INFERENCE_MAX_FILES = env.int("HEMALOOP_INFERENCE_MAX_FILES", default=16)
+# The same per-file limits as an import unless set apart.
+HEMALOOP_INFERENCE_MAX_FILE_BYTES = env.int("HEMALOOP_INFERENCE_MAX_FILE_BYTES", default=HEMALOOP_IMPORT_MAX_FILE_BYTES)
+HEMALOOP_INFERENCE_MAX_PIXELS = env.int("HEMALOOP_INFERENCE_MAX_PIXELS", default=HEMALOOP_IMPORT_MAX_PIXELS)
+
+# Active learning: initial values of the ActiveLearningSettings row, which admins then edit on the site.
+HEMALOOP_AL_STRATEGY = env.str("HEMALOOP_AL_STRATEGY", default="margin")
+HEMALOOP_AL_EXPLORATION = env.float("HEMALOOP_AL_EXPLORATION", default=0.1)
+HEMALOOP_AL_MAX_CLASS_SHARE = env.float("HEMALOOP_AL_MAX_CLASS_SHARE", default=0.3)
+HEMALOOP_AL_TOP_N = env.int("HEMALOOP_AL_TOP_N", default=1000)
+HEMALOOP_AL_REVIEW_MIN_CONFIDENCE = env.float("HEMALOOP_AL_REVIEW_MIN_CONFIDENCE", default=0.9)
 
 LOGGING = {
     "version": 1,

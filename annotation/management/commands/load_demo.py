@@ -15,7 +15,7 @@ DEMO_SOURCE_NAME = "demo"
 
 
 def demo_dir() -> Path:
-    return Path(getattr(settings, "HEMALOOP_DEMO_DIR", Path(settings.BASE_DIR) / "demo" / "pbc-sample"))
+    return Path(settings.HEMALOOP_DEMO_DIR)
 
 
 class Command(BaseCommand):
