@@ -1,15 +1,15 @@
 """Train, calibrate and evaluate the ensemble: `train_ensemble` for the platform, and a command line.
 
+`train_ensemble` composes the steps: members.py trains, evaluation.py calibrates, evaluates and compares,
+report.py writes the plots and metrics.json.
+
 python -m training.ml.train --data DIR --out DIR [--profile quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
-import random
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -17,42 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from training.ml.calibration import apply_temperature, fit_temperature, probabilities_to_logits, softmax
 from training.ml.config import PROFILES, TAXONOMY_CODES, TrainConfig, config_for_profile, save_config
-from training.ml.data import Item, create_loader, default_num_workers, load_splits
-from training.ml.ensemble import (
-    ENSEMBLE_FILE,
-    MemberSpec,
-    ensemble_logits,
-    load_ensemble,
-    soft_vote,
-    write_ensemble_file,
-)
-from training.ml.loop import (
-    Callback,
-    CallbackList,
-    class_weights_for,
-    fit,
-    predict_logits,
-    resolve_device,
-    use_channels_last,
-)
-from training.ml.metrics import classification_metrics
-from training.ml.models import create_classifier
-from training.ml.plots import plot_confusion_matrix, plot_reliability, plot_roc_curves, plot_training_curves
-from training.ml.stats import delong_per_class, mcnemar_test
-from training.ml.transforms import build_transform, resolve_image_size
+from training.ml.data import Item, load_splits
+from training.ml.ensemble import ENSEMBLE_FILE, MemberSpec, load_ensemble, write_ensemble_file
+from training.ml.evaluation import ENSEMBLE_KEY, Calibration, calibrate, compare_models, evaluate_on_test, labels_of
+from training.ml.loop import Callback, CallbackList, class_weights_for, resolve_device
+from training.ml.members import TrainedMember, create_run_loaders, train_members
+from training.ml.report import METRICS_FILE, PLOTS_DIR, write_metrics_file, write_plots
+from training.ml.transforms import resolve_image_size
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["EnsembleResult", "load_ensemble", "main", "train_ensemble"]
 
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-ENSEMBLE_KEY = "ensemble"
 
 
 @dataclass
@@ -77,17 +55,6 @@ class EnsembleResult:
     seconds: float = field(default=0.0)
 
 
-def _model_keys(names: Sequence[str]) -> list[str]:
-    # Metrics are keyed by model name; the same architecture twice gets its position appended.
-    return [name if names.count(name) == 1 else f"{name}_{i}" for i, name in enumerate(names)]
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - third-party code may still draw from the legacy global RNG
-    torch.manual_seed(seed)
-
-
 def _check_items(name: str, items: Sequence[Item], num_classes: int) -> None:
     if not items:
         raise ValueError(f"the {name} split is empty")
@@ -96,19 +63,27 @@ def _check_items(name: str, items: Sequence[Item], num_classes: int) -> None:
         raise ValueError(f"the {name} split has label indices outside 0..{num_classes - 1}: {sorted(set(bad))[:5]}")
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN and infinities become null (JSON has neither); paths become strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def _write_ensemble(
+    out_dir: Path,
+    *,
+    classes: Sequence[str],
+    image_size: tuple[int, int],
+    members: Sequence[TrainedMember],
+    weights: Sequence[float],
+    calibration: Calibration,
+) -> Path:
+    return write_ensemble_file(
+        out_dir,
+        classes=classes,
+        image_size=image_size,
+        temperature=calibration.temperature,
+        members=[
+            MemberSpec(
+                name=m.name, checkpoint=m.checkpoint.name, weight=w, temperature=calibration.model_temperatures[m.key]
+            )
+            for m, w in zip(members, weights, strict=True)
+        ],
+    )
 
 
 def train_ensemble(
@@ -139,10 +114,11 @@ def train_ensemble(
     """
     started = time.perf_counter()
     classes = list(classes)
+    split_sizes = {"train": len(train_items), "val": len(val_items), "test": len(test_items)}
     for name, items in (("train", train_items), ("val", val_items), ("test", test_items)):
         _check_items(name, items, len(classes))
     out_dir = Path(out_dir)
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    (out_dir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     config_path = save_config(config, out_dir / CONFIG_FILE)
     device = resolve_device(config.device)
     size = resolve_image_size(config.image_size, [path for path, _ in train_items])
@@ -152,31 +128,16 @@ def train_ensemble(
         device,
         size[0],
         size[1],
-        len(train_items),
-        len(val_items),
-        len(test_items),
+        *split_sizes.values(),
     )
-    callback_list = CallbackList(callbacks)
-    channels_last = use_channels_last(config, device)
-    workers = default_num_workers(device.type) if config.num_workers is None else config.num_workers
-    loader_options = {"num_workers": workers, "seed": config.seed, "pin_memory": device.type == "cuda"}
-    train_transform = build_transform(
-        size,
-        train=True,
-        augment=config.augment,
-        rotation_degrees=config.rotation_degrees,
-        hflip=config.hflip,
-        vflip=config.vflip,
-    )
-    eval_transform = build_transform(size, train=False)
-    train_loader = create_loader(
-        train_items, transform=train_transform, batch_size=config.batch_size, shuffle=True, **loader_options
-    )
-    val_loader = create_loader(
-        val_items, transform=eval_transform, batch_size=config.eval_batch_size, shuffle=False, **loader_options
-    )
-    test_loader = create_loader(
-        test_items, transform=eval_transform, batch_size=config.eval_batch_size, shuffle=False, **loader_options
+
+    loaders = create_run_loaders(
+        config=config,
+        device=device,
+        image_size=size,
+        train_items=train_items,
+        val_items=val_items,
+        test_items=test_items,
     )
     class_weights = class_weights_for(
         [label for _, label in train_items],
@@ -184,178 +145,76 @@ def train_ensemble(
         mode=config.class_weighting,
         imbalance_ratio=config.imbalance_ratio,
     )
-
-    keys = _model_keys(list(config.models))
-    val_logits: dict[str, np.ndarray] = {}
-    test_logits: dict[str, np.ndarray] = {}
-    histories: dict[str, list[dict[str, Any]]] = {}
-    best_epochs: dict[str, int] = {}
-    checkpoints: dict[str, Path] = {}
-    val_labels = np.asarray([label for _, label in val_items], dtype=np.int64)
-    test_labels = np.asarray([label for _, label in test_items], dtype=np.int64)
-    for index, (key, name) in enumerate(zip(keys, config.models, strict=True)):
-        callback_list.on_model_start(index, name)
-        _seed_everything(config.seed + index)
-        model = create_classifier(name, len(classes), pretrained=config.pretrained, weights_dir=config.weights_dir)
-        checkpoint = out_dir / f"model{index}_{name}.safetensors"
-        result = fit(
-            model,
-            train_loader=train_loader,
-            val_loader=val_loader,
-            config=config,
-            device=device,
-            checkpoint_path=checkpoint,
-            classes=classes,
-            class_weights=class_weights,
-            callbacks=callback_list,
-            model_index=index,
-            checkpoint_metadata={"model_key": key, "image_size": list(size), "config": config.to_dict()},
-        )
-        histories[key] = result.history
-        best_epochs[key] = result.best_epoch
-        checkpoints[key] = checkpoint
-        val_logits[key] = result.best_evaluation.logits
-        test_logits[key], _ = predict_logits(
-            model, test_loader, device=device, mixed_precision=config.mixed_precision, channels_last=channels_last
-        )
-        del model
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    weights = config.normalized_weights
-    val_probs = {key: softmax(val_logits[key]) for key in keys}
-    test_probs = {key: softmax(test_logits[key]) for key in keys}
-    model_temperatures = {key: fit_temperature(val_logits[key], val_labels) for key in keys}
-    temperature = fit_temperature(ensemble_logits([val_probs[k] for k in keys], weights), val_labels)
-    ensemble_test = soft_vote([test_probs[k] for k in keys], weights)
-    ensemble_test_calibrated = apply_temperature(probabilities_to_logits(ensemble_test), temperature)
-    _logger.info(
-        "temperatures: ensemble %.3f, members %s",
-        temperature,
-        ", ".join(f"{k} {t:.3f}" for k, t in model_temperatures.items()),
-    )
-
-    metric_options = {"bootstrap_samples": config.bootstrap_samples, "ece_bins": config.ece_bins, "seed": config.seed}
-    model_metrics = {
-        key: classification_metrics(
-            test_labels,
-            test_probs[key],
-            classes,
-            calibrated_probabilities=apply_temperature(test_logits[key], model_temperatures[key]),
-            **metric_options,
-        )
-        for key in keys
-    }
-    ensemble_metrics = classification_metrics(
-        test_labels, ensemble_test, classes, calibrated_probabilities=ensemble_test_calibrated, **metric_options
-    )
-    comparisons = _comparisons(test_labels, {ENSEMBLE_KEY: ensemble_test, **test_probs}, keys, classes)
-
-    plots_dir = out_dir / "plots"
-    plot_paths = {"training_curves": plot_training_curves(histories, plots_dir / "training_curves.png")}
-    for key, probs, metrics, calibrated in [
-        *[(k, test_probs[k], model_metrics[k], apply_temperature(test_logits[k], model_temperatures[k])) for k in keys],
-        (ENSEMBLE_KEY, ensemble_test, ensemble_metrics, ensemble_test_calibrated),
-    ]:
-        plot_paths[f"confusion_{key}"] = plot_confusion_matrix(
-            metrics["confusion_matrix"], classes, plots_dir / f"confusion_{key}.png", title=f"{key}: confusion matrix"
-        )
-        plot_paths[f"roc_{key}"] = plot_roc_curves(
-            test_labels,
-            probs,
-            classes,
-            plots_dir / f"roc_{key}.png",
-            title=f"{key}: ROC (one vs rest)",
-            per_class_auroc={c: v["auroc"] for c, v in metrics["per_class"].items()},
-        )
-        plot_paths[f"reliability_{key}"] = plot_reliability(
-            test_labels,
-            probs,
-            plots_dir / f"reliability_{key}.png",
-            calibrated_probabilities=calibrated,
-            n_bins=config.ece_bins,
-            title=f"{key}: reliability (test)",
-        )
-
-    ensemble_path = write_ensemble_file(
-        out_dir,
+    members = train_members(
+        config=config,
+        loaders=loaders,
         classes=classes,
+        class_weights=class_weights,
+        device=device,
         image_size=size,
-        temperature=temperature,
-        members=[
-            MemberSpec(name=name, checkpoint=checkpoints[key].name, weight=w, temperature=model_temperatures[key])
-            for key, name, w in zip(keys, config.models, weights, strict=True)
-        ],
+        out_dir=out_dir,
+        callbacks=CallbackList(callbacks),
+    )
+    keys = [m.key for m in members]
+    weights = config.normalized_weights
+    test_labels = labels_of(test_items)
+    calibration = calibrate(members=members, val_labels=labels_of(val_items), weights=weights)
+    evaluation = evaluate_on_test(
+        members=members,
+        calibration=calibration,
+        weights=weights,
+        test_labels=test_labels,
+        classes=classes,
+        bootstrap_samples=config.bootstrap_samples,
+        ece_bins=config.ece_bins,
+        seed=config.seed,
+    )
+    comparisons = compare_models(labels=test_labels, probabilities=evaluation.probabilities, keys=keys, classes=classes)
+    histories = {m.key: m.history for m in members}
+    plot_paths = write_plots(
+        plots_dir=out_dir / PLOTS_DIR,
+        histories=histories,
+        evaluation=evaluation,
+        test_labels=test_labels,
+        classes=classes,
+        ece_bins=config.ece_bins,
+    )
+    ensemble_path = _write_ensemble(
+        out_dir, classes=classes, image_size=size, members=members, weights=weights, calibration=calibration
     )
     seconds = time.perf_counter() - started
-    metrics_path = out_dir / METRICS_FILE
-    metrics_path.write_text(
-        json.dumps(
-            _jsonable(
-                {
-                    "classes": classes,
-                    "image_size": list(size),
-                    "device": str(device),
-                    "seconds": seconds,
-                    "split_sizes": {"train": len(train_items), "val": len(val_items), "test": len(test_items)},
-                    "models": {
-                        key: {
-                            "name": name,
-                            "weight": w,
-                            "temperature": model_temperatures[key],
-                            "best_epoch": best_epochs[key],
-                            "checkpoint": checkpoints[key].name,
-                            "test": model_metrics[key],
-                            "history": histories[key],
-                        }
-                        for key, name, w in zip(keys, config.models, weights, strict=True)
-                    },
-                    ENSEMBLE_KEY: {
-                        "weights": dict(zip(keys, weights, strict=True)),
-                        "temperature": temperature,
-                        "test": ensemble_metrics,
-                    },
-                    "comparisons": comparisons,
-                    "config": config.to_dict(),
-                }
-            ),
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
+    metrics_path = write_metrics_file(
+        out_dir / METRICS_FILE,
+        config=config,
+        classes=classes,
+        image_size=size,
+        device=str(device),
+        seconds=seconds,
+        split_sizes=split_sizes,
+        members=members,
+        weights=weights,
+        calibration=calibration,
+        evaluation=evaluation,
+        comparisons=comparisons,
     )
     return EnsembleResult(
         classes=classes,
         model_keys=keys,
-        model_metrics=model_metrics,
-        ensemble_metrics=ensemble_metrics,
-        temperature=temperature,
-        model_temperatures=model_temperatures,
+        model_metrics={key: evaluation.metrics[key] for key in keys},
+        ensemble_metrics=evaluation.metrics[ENSEMBLE_KEY],
+        temperature=calibration.temperature,
+        model_temperatures=calibration.model_temperatures,
         comparisons=comparisons,
-        checkpoint_paths=checkpoints,
+        checkpoint_paths={m.key: m.checkpoint for m in members},
         config_path=config_path,
         ensemble_path=ensemble_path,
         metrics_path=metrics_path,
         plot_paths=plot_paths,
         history=histories,
-        best_epochs=best_epochs,
+        best_epochs={m.key: m.best_epoch for m in members},
         image_size=size,
         seconds=seconds,
     )
-
-
-def _comparisons(
-    labels: np.ndarray, probabilities: dict[str, np.ndarray], keys: Sequence[str], classes: Sequence[str]
-) -> dict[str, Any]:
-    """McNemar (accuracy) and per-class DeLong (AUROC): the ensemble against each member, and member pairs."""
-    pairs = [(ENSEMBLE_KEY, key) for key in keys] + [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :]]
-    correct = {key: probs.argmax(axis=1) == labels for key, probs in probabilities.items()}
-    return {
-        "mcnemar": {f"{a}_vs_{b}": mcnemar_test(correct[a], correct[b]).to_dict() for a, b in pairs},
-        "delong": {
-            f"{a}_vs_{b}": delong_per_class(labels, probabilities[a], probabilities[b], classes) for a, b in pairs
-        },
-    }
 
 
 class ConsoleProgress(Callback):
