@@ -3,7 +3,9 @@ from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accounts.views import home
+from annotation import urls as annotation_urls
+from dashboard import urls as dashboard_urls
+from dashboard.views import home
 
 
 def healthz(request):
@@ -15,7 +17,8 @@ urlpatterns = [
     path("healthz", healthz),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
-    path("annotation/", include("annotation.urls")),
+    # One namespace for every page under /annotation/, whichever floor serves it.
+    path("annotation/", include((dashboard_urls.annotation_urlpatterns + annotation_urls.urlpatterns, "annotation"))),
     path("releases/", include("releases.urls")),
     path("training/", include("training.urls")),
     path("inference/", include("inference.urls")),

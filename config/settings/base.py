@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "inference",
     "releases",
     "cases",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

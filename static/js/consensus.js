@@ -1,7 +1,7 @@
 // The consensus page: the oldest disagreement with both labels; the adjudicator chooses the final class
 // with the labeling hotkeys (any class), adds an optional note and resolves with Enter; the next follows.
 import { Alert, api, errorMessage, flash, formatDateTime, isTyping, Toasts, UNCLASSIFIABLE } from "./hemaloop.js";
-import { ModelOpinion } from "./model-opinion.js";
+import { ModelOpinion } from "./inference/model-opinion.js";
 import { CellViewer } from "./viewer.js";
 
 const root = document.getElementById("consensus-app");

@@ -1,4 +1,5 @@
-"""The annotation pages as a user sees them: image list and detail, image files, import pages."""
+"""The annotation pages as a user sees them: image list, image files, import pages (the image page itself is
+in tests/dashboard/test_pages.py)."""
 
 from __future__ import annotations
 
@@ -88,31 +89,6 @@ def test_image_list_paginates_and_keeps_the_filters_in_page_links(client_for, ad
     assert _ids(client.get(url, {"page": "not-a-number"})) == [images[0].id, images[1].id]
 
 
-def test_image_detail_shows_the_full_image_and_its_metadata(client_for, researcher, batch, case):
-    image = image_make(
-        batch=batch,
-        case=case,
-        reference_label="myelocyte",
-        analyzer_class="metamyelocyte",
-        original_name="slide7/cell_0001.png",
-    )
-    response = client_for(researcher).get(reverse("annotation:image_detail", args=[image.id]))
-    html = response.content.decode()
-    assert response.status_code == 200
-    assert f'src="/annotation/images/{image.id}/file"' in html
-    assert image.sha256 in html
-    assert "slide7/cell_0001.png" in html
-    assert "Myelocyte" in html
-    assert "Metamyelocyte" in html
-    assert "Acute myeloid leukemia" in html
-    # The batch page is admin-only, so researchers get no link to it.
-    assert reverse("annotation:batch_detail", args=[batch.id]) not in html
-
-
-def test_image_detail_of_a_missing_image_is_404(client_for, admin_user):
-    assert client_for(admin_user).get(reverse("annotation:image_detail", args=[424242])).status_code == 404
-
-
 # --- image files -------------------------------------------------------------------------------------
 
 
@@ -164,63 +140,7 @@ def test_annotators_never_see_labels_on_the_pages_they_can_open(client_for, anno
     assert "You do not have access" in client.get(reverse("annotation:image_list")).content.decode()
 
 
-# --- home ----------------------------------------------------------------------------------------------
-
-
-def test_home_tiles_follow_the_roles(client_for, admin_user, researcher, annotator, make_user, batch):
-    image_make(batch=batch)
-    admin_html = client_for(admin_user).get(reverse("home")).content.decode()
-    assert reverse("annotation:batch_list") in admin_html
-    assert reverse("annotation:image_list") in admin_html
-    researcher_html = client_for(researcher).get(reverse("home")).content.decode()
-    assert reverse("annotation:image_list") in researcher_html
-    assert reverse("annotation:batch_list") not in researcher_html
-    annotator_html = client_for(annotator).get(reverse("home")).content.decode()
-    assert reverse("annotation:label") in annotator_html  # the "Start labeling" tile
-    assert "1 cell waiting for your label" in annotator_html
-    assert reverse("annotation:image_list") not in annotator_html
-    assert "no role yet" in client_for(make_user(None)).get(reverse("home")).content.decode()
-
-
-def test_home_shows_the_model_review_cases_and_datasets_to_those_who_may_see_them(
-    client_for, admin_user, researcher, annotator, batch
-):
-    from releases.services.versions import dataset_version_create
-    from training.models import ModelVersion, TrainingRun
-
-    image_make(batch=batch, final_label="neutrophil")
-    admin_html = client_for(admin_user).get(reverse("home")).content.decode()
-    assert "No model version is active yet." in admin_html
-    assert "No training run in progress." in admin_html
-    assert "No dataset version yet." in admin_html
-    assert "0</span> possible label errors" in admin_html
-    assert reverse("cases:case_list") in admin_html
-
-    dataset = dataset_version_create(created_by=admin_user)
-    done = TrainingRun.objects.create(
-        dataset_version=dataset, profile="smoke", config={}, started_by=admin_user, status=TrainingRun.Status.SUCCEEDED
-    )
-    ModelVersion.objects.create(
-        run=done,
-        out_dir="models/none",
-        config={},
-        temperature=1.0,
-        metrics={"ensemble": {"test": {"macro_f1": 0.7361}}},
-        status=ModelVersion.Status.ACTIVE,
-    )
-    running = TrainingRun.objects.create(
-        dataset_version=dataset, profile="smoke", config={}, started_by=admin_user, status=TrainingRun.Status.RUNNING
-    )
-    researcher_html = client_for(researcher).get(reverse("home")).content.decode()
-    assert "model version" in researcher_html
-    assert "0.736" in researcher_html
-    assert f"Training run #{running.pk} running" in researcher_html
-    assert reverse("training:run_detail", args=[running.pk]) in researcher_html
-    assert f"v{dataset.number}" in researcher_html
-
-    annotator_html = client_for(annotator).get(reverse("home")).content.decode()
-    for hidden in ("possible label error", "macro-F1", reverse("inference:review"), reverse("cases:case_list")):
-        assert hidden not in annotator_html
+# --- every page --------------------------------------------------------------------------------------
 
 
 def test_every_page_links_the_favicon_that_static_files_serve(client_for, annotator):

@@ -1,4 +1,5 @@
-"""The labeling, consensus, image-history and agreement pages as each role sees them."""
+"""The labeling and agreement pages and the navigation as each role sees them (the consensus and image pages
+are in tests/dashboard/test_pages.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import pytest
 from django.urls import resolve, reverse
 from sklearn.metrics import cohen_kappa_score
 
-from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus
-from annotation.services.consensus import consensus_resolve
+from annotation.models import Annotation, CellClass, CellImage
 from annotation.services.labeling import annotation_submit
 from annotation.templatetags.annotation_ui import kappa_band
 from core.roles import Role
@@ -73,20 +73,6 @@ def test_nav_badge_counts_the_cells_waiting_for_an_adjudicator(client_for, adjud
     assert "2</span> cells waiting for an adjudicator" in html
 
 
-def test_home_has_a_start_labeling_tile_with_the_annotators_progress(client_for, annotators, batch):
-    alice, _ = annotators
-    done = image_make(batch=batch)
-    image_make(batch=batch)
-    image_make(batch=batch)
-    _label(done, alice, "neutrophil")
-    html = client_for(alice).get(reverse("home")).content.decode()
-    tile = html.split('class="tile hero"')[1].split("</a>")[0]
-    assert "Start labeling" in tile
-    assert "2 cells waiting for your label" in tile
-    assert re.search(r"<dt>Today</dt><dd>1</dd>", tile)
-    assert re.search(r"<dt>In total</dt><dd>1</dd>", tile)
-
-
 # --- the labeling page is blind ------------------------------------------------------------------------
 
 
@@ -140,155 +126,6 @@ def test_labeling_page_reveals_nothing_about_the_cells_labels(client_for, annota
     cell = client.post(reverse("annotation_api:queue_next"))
     assert set(cell.json()) == {"image", "image_url", "width", "height", "lease_expires_at"}
     assert resolve(cell.json()["image_url"]).kwargs == {"image_id": image.id}
-
-
-# --- consensus page ----------------------------------------------------------------------------------
-
-
-def test_consensus_page_shows_both_labels_who_gave_them_and_the_waiting_count(
-    client_for, adjudicator, annotators, batch
-):
-    alice, bob = annotators
-    agreed = image_make(batch=batch)
-    _label(agreed, alice, "monocyte")
-    _label(agreed, bob, "monocyte")
-    disputed = image_make(batch=batch)
-    _label(disputed, alice, "myeloblast")
-    _label(disputed, bob, "lymphoblast")
-    later = image_make(batch=batch)
-    _label(later, alice, None)
-    _label(later, bob, "basophil")
-
-    response = client_for(adjudicator).get(reverse("annotation:consensus"))
-    html = response.content.decode()
-    assert response.status_code == 200
-    assert response.context["item"].id == disputed.id  # oldest disagreement first
-    proposals = html.split("data-labels>")[1].split("</ol>")[0]
-    assert re.search(
-        r"Myeloblast</strong>\s*<span class=\"proposal-meta\">by <span class=\"proposal-who\">ann_alice", proposals
-    )
-    assert re.search(
-        r"Lymphoblast</strong>\s*<span class=\"proposal-meta\">by <span class=\"proposal-who\">ann_bob", proposals
-    )
-    assert "Monocyte</strong>" not in proposals
-    assert "<dd data-waiting>2</dd>" in html
-    item = json.loads(re.search(r'id="consensus-item" type="application/json">(.*?)</script>', html).group(1))
-    assert item["image"] == disputed.id
-    assert [(label["annotator"], label["cell_class"]) for label in item["labels"]] == [
-        ("ann_alice", "myeloblast"),
-        ("ann_bob", "lymphoblast"),
-    ]
-    assert item["reopened"] is None
-
-
-def test_consensus_page_says_why_a_reopened_cell_is_back(client_for, adjudicator, admin_user, annotators, batch):
-    alice, bob = annotators
-    image = image_make(batch=batch)
-    _label(image, alice, "myelocyte")
-    _label(image, bob, "myelocyte")
-    response = client_for(admin_user).post(
-        reverse("annotation:image_reopen", args=[image.id]), {"reason": "Granules look toxic, not myelocyte"}
-    )
-    assert response.status_code == 302
-    html = client_for(adjudicator).get(reverse("annotation:consensus")).content.decode()
-    note = html.split("data-reopened")[1].split("</div>")[0]
-    assert "Re-opened</strong> by " + admin_user.username in note
-    assert "was Myelocyte" in note
-    assert "Granules look toxic, not myelocyte" in note
-
-
-def test_consensus_page_when_the_queue_is_empty(client_for, adjudicator):
-    html = client_for(adjudicator).get(reverse("annotation:consensus")).content.decode()
-    assert "Consensus queue is empty" in html
-    assert re.search(r'class="empty-state" data-empty>', html)  # shown, not hidden
-    assert "<dd data-waiting>0</dd>" in html
-
-
-# --- image detail: history and re-open ------------------------------------------------------------------
-
-
-@pytest.fixture
-def final_by_agreement(batch, annotators):
-    image = image_make(batch=batch)
-    _label(image, annotators[0], "neutrophil")
-    _label(image, annotators[1], "neutrophil")
-    image.refresh_from_db()
-    assert image.label_status == LabelStatus.FINAL
-    return image
-
-
-def test_image_detail_shows_history_and_live_labels_to_adjudicators(client_for, adjudicator, final_by_agreement):
-    response = client_for(adjudicator).get(reverse("annotation:image_detail", args=[final_by_agreement.id]))
-    html = response.content.decode()
-    assert response.status_code == 200
-    history = html.split('id="history"')[1].split("</table>")[0]
-    assert history.count('<tr class="event-label">') == 2
-    assert "Final by agreement" in history
-    live = html.split('id="live-labels"')[1].split("</table>")[0]
-    for shown in ("ann_alice", "ann_bob", "1.5 s"):
-        assert shown in live
-    assert 'action="' + reverse("annotation:image_reopen", args=[final_by_agreement.id]) in html
-
-
-def test_reopen_form_appends_to_the_history_and_redirects(client_for, adjudicator, final_by_agreement):
-    image = final_by_agreement
-    before = list(LabelEvent.objects.filter(image=image).values_list("id", "kind", "note"))
-    client = client_for(adjudicator)
-    response = client.post(
-        reverse("annotation:image_reopen", args=[image.id]), {"reason": "  Band or segmented? Needs a second look.  "}
-    )
-    assert response.status_code == 302
-    assert response["Location"] == reverse("annotation:image_detail", args=[image.id])
-
-    after = list(LabelEvent.objects.filter(image=image).values_list("id", "kind", "note"))
-    assert after[: len(before)] == before  # nothing rewritten
-    assert after[len(before) :] == [(after[-1][0], "reopened", "Band or segmented? Needs a second look.")]
-    image.refresh_from_db()
-    assert (image.label_status, image.final_label) == (LabelStatus.CONSENSUS, None)
-
-    html = client.get(response["Location"]).content.decode()
-    assert "Re-opened: the cell is back in the consensus queue." in html
-    history = html.split('id="history"')[1].split("</table>")[0]
-    assert "Re-opened" in history
-    assert "Band or segmented? Needs a second look." in history
-    assert "Final by agreement" in history
-    assert "Re-open label" not in html  # not final any more: no form
-
-
-def test_reopen_needs_a_reason_and_changes_nothing_without_one(client_for, adjudicator, final_by_agreement):
-    events = LabelEvent.objects.filter(image=final_by_agreement).count()
-    response = client_for(adjudicator).post(
-        reverse("annotation:image_reopen", args=[final_by_agreement.id]), {"reason": "   "}
-    )
-    assert response.status_code == 200
-    assert "This field is required." in response.content.decode()
-    final_by_agreement.refresh_from_db()
-    assert final_by_agreement.label_status == LabelStatus.FINAL
-    assert LabelEvent.objects.filter(image=final_by_agreement).count() == events
-
-
-def test_reopen_of_a_cell_without_final_label_is_refused_with_a_message(client_for, adjudicator, batch):
-    image = image_make(batch=batch)
-    client = client_for(adjudicator)
-    response = client.post(reverse("annotation:image_reopen", args=[image.id]), {"reason": "why not"}, follow=True)
-    assert "Only a cell with a final label can be re-opened." in response.content.decode()
-    assert not LabelEvent.objects.filter(image=image).exists()
-
-
-def test_researchers_see_the_history_but_no_reopen_form(client_for, researcher, final_by_agreement):
-    html = client_for(researcher).get(reverse("annotation:image_detail", args=[final_by_agreement.id])).content.decode()
-    assert 'id="history"' in html
-    assert "Re-open label" not in html
-
-
-def test_unclassifiable_final_label_reads_as_such(client_for, adjudicator, annotators, batch):
-    image = image_make(batch=batch)
-    _label(image, annotators[0], None)
-    _label(image, annotators[1], "basophil")
-    consensus_resolve(image_id=image.id, adjudicator=adjudicator, cell_class=None, note="smudge cell")
-    html = client_for(adjudicator).get(reverse("annotation:image_detail", args=[image.id])).content.decode()
-    assert re.search(r"data-final-label>Unclassifiable <span class=\"muted\">\(adjudicated\)", html)
-    assert "smudge cell" in html
 
 
 # --- agreement page ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // page an annotator labels from): the top-3 calibrated probabilities as bars and a Grad-CAM overlay shown
 // beside the cell on demand. The consensus page loads it per cell from the API; the image page gets it
 // rendered by the server and only needs the toggle.
-import { api, errorMessage } from "./hemaloop.js";
+import { api, errorMessage } from "../hemaloop.js";
 
 const REMEMBER = "hemaloop.showHeatmap";
 

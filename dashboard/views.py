@@ -1,0 +1,160 @@
+"""Pages that combine several floors: the home page (a tile per thing the user's roles allow), the image page
+for adjudicators, researchers and admins, and the consensus page, both with the model's opinion. They keep the
+URLs they had under /annotation/ (config/urls.py mounts them in the annotation namespace)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation import selectors
+from annotation.forms import ReopenForm
+from annotation.models import CellImage, LabelEvent, LabelStatus
+from annotation.pages import taxonomy_context
+from annotation.selectors.agreement import UNCLASSIFIABLE
+from annotation.services.consensus import label_reopen
+from annotation.services.labeling import LabelingError
+from cases.selectors import case_count
+from core.permissions import role_required
+from core.roles import Role, user_has_role
+from inference.explain import EXPLAIN_ROLES, heatmap_url, image_opinion_state, opinion_visible_to
+from inference.selectors import review_list
+from releases.selectors import version_latest
+from training.selectors import model_version_active, training_run_current, training_run_percent
+
+
+def home(request):
+    user = request.user
+    context = {"stats": selectors.image_stats()}
+    if user_has_role(user, Role.ADMIN):
+        context["active_imports"] = selectors.batch_active_count()
+    if user_has_role(user, Role.ANNOTATOR):
+        context["progress"] = selectors.labeling_progress(annotator=user)
+    if user_has_role(user, Role.ADJUDICATOR, Role.ADMIN):
+        context["consensus_waiting"] = selectors.consensus_count()
+    if user_has_role(user, Role.RESEARCHER, Role.ADMIN):
+        run = training_run_current()
+        context.update(
+            model_active=model_version_active(),
+            run_current=run,
+            run_percent=training_run_percent(run=run) if run else 0,
+            dataset_latest=version_latest(),
+        )
+    if user_has_role(user, Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN):
+        # Review rows and case summaries carry model opinions: never computed for annotator-only users.
+        context.update(review_waiting=review_list().count(), cases=case_count())
+    return render(request, "dashboard/home.html", context)
+
+
+# --- the image page -------------------------------------------------------------------------------
+
+
+def _image_detail_context(request, image: CellImage, *, reopen_form: ReopenForm | None = None) -> dict:
+    can_reopen = user_has_role(request.user, Role.ADJUDICATOR, Role.ADMIN)
+    return {
+        "image": image,
+        "history": selectors.image_history(image=image),
+        "live_labels": selectors.annotation_list_for_image(image=image),
+        "can_reopen": can_reopen and image.label_status == LabelStatus.FINAL,
+        "reopen_form": reopen_form or ReopenForm(),
+    } | _model_opinion_context(request, image)
+
+
+def _model_opinion_context(request, image: CellImage) -> dict:
+    """The model's opinion for those who may see it; for anyone else (annotators) not even an empty panel."""
+    if not opinion_visible_to(user=request.user, image=image):
+        return {"show_opinion": False}
+    state = image_opinion_state(image=image)
+    url = heatmap_url(image_id=image.id, opinion=state.opinion) if state.opinion else ""
+    return {"show_opinion": True, "opinion_state": state, "heatmap_url": url}
+
+
+@require_GET
+@role_required(Role.ADMIN, Role.RESEARCHER, Role.ADJUDICATOR)
+def image_detail(request, image_id: int):
+    image = selectors.image_get(image_id=image_id)
+    return render(request, "dashboard/image_detail.html", _image_detail_context(request, image))
+
+
+@require_POST
+@role_required(Role.ADJUDICATOR, Role.ADMIN)
+def image_reopen(request, image_id: int):
+    """Send a final label back to the consensus queue (a reason is required); PRG back to the image."""
+    image = selectors.image_get(image_id=image_id)
+    form = ReopenForm(request.POST)
+    if not form.is_valid():
+        context = _image_detail_context(request, image, reopen_form=form)
+        return render(request, "dashboard/image_detail.html", context)
+    try:
+        label_reopen(image_id=image.id, actor=request.user, reason=form.cleaned_data["reason"])
+    except LabelingError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Re-opened: the cell is back in the consensus queue.")
+    return redirect("annotation:image_detail", image_id=image.id)
+
+
+# --- the consensus page ---------------------------------------------------------------------------
+
+
+def _reopened_event(image: CellImage) -> LabelEvent | None:
+    """The re-opening that put this image back in the queue, if that (not a disagreement) is why it is here."""
+    last = (
+        selectors.image_history(image=image)
+        .filter(kind__in=[LabelEvent.Kind.DISAGREEMENT, LabelEvent.Kind.REOPENED])
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return last if last is not None and last.kind == LabelEvent.Kind.REOPENED else None
+
+
+def _consensus_item(image: CellImage, *, reopened: LabelEvent | None) -> dict:
+    """One consensus item in the shape of /api/annotation/consensus/, plus why it was re-opened."""
+    return {
+        "image": image.id,
+        "image_url": reverse("annotation:image_file", kwargs={"image_id": image.id}),
+        "labels": [
+            {
+                "annotator": label.annotator.username,
+                "cell_class": label.cell_class.code if label.cell_class else UNCLASSIFIABLE,
+                "created_at": label.created_at.isoformat(),
+                "duration_ms": label.duration_ms,
+            }
+            for label in image.live_labels
+        ],
+        "reopened": None
+        if reopened is None
+        else {
+            "actor": reopened.actor.username if reopened.actor else None,
+            "cell_class": reopened.cell_class.code if reopened.cell_class else UNCLASSIFIABLE,
+            "note": reopened.note,
+            "created_at": reopened.created_at.isoformat(),
+        },
+    }
+
+
+@require_GET
+@role_required(Role.ADJUDICATOR, Role.ADMIN)
+def consensus(request):
+    """The first cell of the consensus queue with both labels and who gave them; the page's script
+    records the final class through the API and loads the next one."""
+    image = selectors.consensus_next()
+    reopened = _reopened_event(image) if image else None
+    context = taxonomy_context() | {
+        "item": image,
+        "reopened": reopened,
+        "item_data": _consensus_item(image, reopened=reopened) if image else None,
+        "waiting": selectors.consensus_count(),
+        "api": {
+            "list": reverse("annotation_api:consensus_list"),
+            "resolve": reverse("annotation_api:consensus_resolve", kwargs={"image_id": 0}),
+            "history": reverse("annotation_api:image_history", kwargs={"image_id": 0}),
+            "detail": reverse("annotation:image_detail", kwargs={"image_id": 0}),
+            "opinion": reverse("inference_api:image_opinion", kwargs={"image_id": 0}),
+        },
+        # Every cell here has both blind labels, so the model's opinion can no longer bias a label.
+        "show_opinion": user_has_role(request.user, *EXPLAIN_ROLES),
+    }
+    return render(request, "dashboard/consensus.html", context)
