@@ -1,6 +1,7 @@
 // The consensus page: the oldest disagreement with both labels; the adjudicator chooses the final class
 // with the labeling hotkeys (any class), adds an optional note and resolves with Enter; the next follows.
-import { Alert, api, errorMessage, flash, formatDateTime, isTyping, Toasts, UNCLASSIFIABLE } from "./hemaloop.js";
+import { Alert, api, errorMessage, flash, formatDateTime, markReady, Toasts } from "./hemaloop.js";
+import { hasModifier, hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
 import { ModelOpinion } from "./inference/model-opinion.js";
 import { CellViewer } from "./viewer.js";
 
@@ -12,11 +13,7 @@ const urls = {
   detail: (id) => root.dataset.detailUrl.replace("/0/", `/${id}/`),
   opinion: (id) => root.dataset.apiOpinion.replace("/0/", `/${id}/`),
 };
-const taxonomy = JSON.parse(document.getElementById("taxonomy-data").textContent);
-const names = Object.fromEntries(taxonomy.map((c) => [c.code, c.name]));
-names[UNCLASSIFIABLE] = "Unclassifiable";
-const hotkeys = new Map(taxonomy.map((c) => [c.hotkey, c.code]));
-hotkeys.set("u", UNCLASSIFIABLE);
+const { names, hotkeys } = readTaxonomy();
 
 const viewer = new CellViewer(root.querySelector("[data-viewer]"));
 const toasts = new Toasts(root.querySelector("[data-toasts]"));
@@ -267,7 +264,7 @@ function onKeyDown(event) {
     }
     return;
   }
-  if (isTyping(event) || event.altKey || event.metaKey || event.ctrlKey) return;
+  if (isTyping(event) || hasModifier(event)) return;
   if (event.key === "Enter") {
     event.preventDefault();
     if (!event.repeat) resolve();
@@ -277,7 +274,7 @@ function onKeyDown(event) {
     event.preventDefault();
     return;
   }
-  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  const key = hotkeyOf(event);
   if (key === "n" && state.item) {
     event.preventDefault();
     el.note.focus();
@@ -311,9 +308,16 @@ el.form.addEventListener("submit", (event) => {
   resolve();
 });
 
-const initial = JSON.parse(document.getElementById("consensus-item").textContent);
-if (initial) {
-  show(initial);
-} else {
-  showEmpty();
+/** Shows the cell the server rendered; the page is ready once that cell takes keys (its data-image-id is
+ * already in the HTML, so tests and users cannot tell from it). */
+async function start() {
+  const initial = JSON.parse(document.getElementById("consensus-item").textContent);
+  try {
+    if (initial) await show(initial);
+    else showEmpty();
+  } finally {
+    markReady();
+  }
 }
+
+start();

@@ -1,7 +1,5 @@
-// Shared helpers for the labeling and consensus pages: JSON API calls with the session's CSRF token,
-// short-lived toasts, and a persistent alert for messages the user must read.
-
-export const UNCLASSIFIABLE = "unclassifiable";
+// Shared helpers for the pages' modules: JSON API calls with the session's CSRF token, short-lived toasts,
+// a persistent alert for messages the user must read, and the ready marker a page's module sets.
 
 function cookie(name) {
   for (const part of document.cookie.split(";")) {
@@ -99,15 +97,14 @@ export function formatDateTime(iso) {
   return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
-/** True when a key press belongs to a text field (hotkeys must not fire while typing). */
-export function isTyping(event) {
-  const target = event.target;
-  return Boolean(target && target.closest && target.closest("input, textarea, select, [contenteditable='true']"));
-}
-
 /** Briefly marks a button as pressed, so a hotkey gives the same feedback as a click. */
 export function flash(button) {
   if (!button) return;
   button.classList.add("pressed");
   window.setTimeout(() => button.classList.remove("pressed"), 180);
+}
+
+/** Marks the page as wired up: modules run deferred, so browser tests wait for this before pressing a key. */
+export function markReady() {
+  document.documentElement.dataset.ready = "true";
 }

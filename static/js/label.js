@@ -1,6 +1,7 @@
 // The blind labeling page: one cell at a time from the queue, a class hotkey submits at once,
 // the next cell follows. The page only ever learns the cell's pixels and this annotator's own progress.
-import { Alert, api, errorMessage, flash, isTyping, Toasts, UNCLASSIFIABLE } from "./hemaloop.js";
+import { Alert, api, errorMessage, flash, markReady, Toasts } from "./hemaloop.js";
+import { hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
 import { CellViewer } from "./viewer.js";
 
 const root = document.getElementById("label-app");
@@ -11,11 +12,7 @@ const urls = {
   undo: root.dataset.apiUndo,
   progress: root.dataset.apiProgress,
 };
-const taxonomy = JSON.parse(document.getElementById("taxonomy-data").textContent);
-const names = Object.fromEntries(taxonomy.map((c) => [c.code, c.name]));
-names[UNCLASSIFIABLE] = "Unclassifiable";
-const hotkeys = new Map(taxonomy.map((c) => [c.hotkey, c.code]));
-hotkeys.set("u", UNCLASSIFIABLE);
+const { names, hotkeys } = readTaxonomy();
 
 const MAX_DURATION_MS = 24 * 3600 * 1000;
 const RENEW_BEFORE_MS = 120 * 1000; // renew the hold this long before it expires, if the user is active
@@ -244,7 +241,7 @@ function onKeyDown(event) {
     event.preventDefault();
     return;
   }
-  const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+  const key = hotkeyOf(event);
   if (key === "s") {
     event.preventDefault();
     if (!event.repeat) skip();
@@ -284,3 +281,4 @@ document.addEventListener("visibilitychange", () => {
 window.setInterval(renewHold, 30 * 1000);
 
 loadNext();
+markReady();

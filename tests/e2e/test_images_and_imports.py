@@ -60,7 +60,9 @@ def test_admin_logs_in_sees_thumbnails_and_opens_an_image(page, live_server, log
     screenshot("image-detail")
 
 
-def test_admin_uploads_a_zip_and_reads_the_per_file_report(page, live_server, log_in, admin, screenshot):
+def test_admin_uploads_a_zip_and_reads_the_per_file_report(
+    page, live_server, log_in, admin, screenshot, no_script_errors
+):
     log_in(admin)
     page.goto(f"{live_server.url}/annotation/imports/")
     page.get_by_role("link", name="New import").click()
@@ -100,7 +102,7 @@ def test_admin_uploads_a_zip_and_reads_the_per_file_report(page, live_server, lo
     screenshot("batch-list")
 
 
-def test_batch_page_follows_a_running_import_live(page, live_server, log_in, admin, screenshot):
+def test_batch_page_follows_a_running_import_live(page, live_server, log_in, admin, screenshot, no_script_errors):
     batch = batch_make(created_by=admin, source_name="live.zip", status=ImportBatch.Status.RUNNING, total=4)
     log_in(admin)
     page.goto(f"{live_server.url}/annotation/imports/{batch.id}/")

@@ -55,6 +55,8 @@ def _log_out(page):
 def _shown_cell(page, image_id: int):
     """Waits until the labeling (or consensus) page shows this cell, decoded and ready for a key."""
     expect(page.locator("[data-image-id]")).to_have_attribute("data-image-id", str(image_id))
+    # The consensus page renders the first cell's id itself: keys work once its module says it is ready.
+    expect(page.locator("html")).to_have_attribute("data-ready", "true")
     expect(page.locator("[data-viewer-image]")).to_be_visible()
 
 

@@ -70,6 +70,7 @@ def test_adjudicator_sees_the_top3_and_toggles_the_heatmap_on_the_consensus_page
     log_in(adjudicator)
     page.goto(f"{live_server.url}/annotation/consensus/")
     expect(page.locator("[data-image-id]")).to_have_attribute("data-image-id", str(first.id))
+    expect(page.locator("html")).to_have_attribute("data-ready", "true")  # the first cell takes keys
 
     opinion = page.locator("[data-model-opinion]")
     expect(opinion).to_have_attribute("data-state", "ready")
@@ -125,6 +126,8 @@ def test_adjudicator_sees_the_opinion_beside_the_image_on_its_page(
     log_in(adjudicator)
     page.evaluate("() => localStorage.removeItem('hemaloop.showHeatmap')")
     page.goto(f"{live_server.url}/annotation/images/{first.id}/")
+    # The page's module runs deferred: click and press only once it has wired the toggle.
+    expect(page.locator("html")).to_have_attribute("data-ready", "true")
 
     opinion = page.locator("[data-model-opinion]")
     expect(opinion.locator(".opinion-top li").nth(0)).to_contain_text("Myeloblast")

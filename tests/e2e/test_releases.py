@@ -31,7 +31,7 @@ def media(settings, tmp_path):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_researcher_cuts_a_version_builds_its_archive_and_downloads_it(
-    page, live_server, log_in, researcher, screenshot, monkeypatch
+    page, live_server, log_in, researcher, screenshot, monkeypatch, no_script_errors
 ):
     batch = batch_make(created_by=researcher, source_name="di60-2026-03.zip")
     cases = [Case.objects.create(code=f"P-{i:03d}", site="Seoul" if i % 2 else "Busan") for i in range(10)]

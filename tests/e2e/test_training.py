@@ -13,7 +13,9 @@ from training.models import TrainingRun
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_admin_retrains_from_the_page(page, live_server, log_in, make_user, screenshot, settings, tmp_path):
+def test_admin_retrains_from_the_page(
+    page, live_server, log_in, make_user, screenshot, settings, tmp_path, no_script_errors
+):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.HEMALOOP_RELEASE_VALIDATION_FRACTION = 0.25
     admin = make_user(Role.ADMIN, password=PASSWORD)
