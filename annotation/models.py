@@ -14,6 +14,14 @@ class LabelStatus(models.TextChoices):
     FINAL = "final", "Final"
 
 
+class FinalMethod(models.TextChoices):
+    """How an image got its final label; blank while it has none. Dataset manifests keep the value."""
+
+    AGREEMENT = "agreement", "By agreement"
+    ADJUDICATED = "adjudicated", "Adjudicated"
+    TRUSTED_IMPORT = "trusted_import", "Trusted import"
+
+
 class CellClass(models.Model):
     """One class of the taxonomy. `code` is stable forever (it is in every dataset manifest)."""
 
@@ -112,9 +120,9 @@ class CellImage(models.Model):
     analyzer_class = models.ForeignKey(CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     # A label that came with the import: kept apart from expert annotations, never shown to annotators.
     reference_label = models.ForeignKey(CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    # Set by consensus, or by a trusted import (final_method = "trusted_import").
+    # Set by agreement, by an adjudicator, or by a trusted import (final_method says which).
     final_label = models.ForeignKey(CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    final_method = models.CharField(max_length=20, blank=True)
+    final_method = models.CharField(max_length=20, blank=True, choices=FinalMethod.choices)
     finalized_at = models.DateTimeField(null=True, blank=True)
     label_status = models.CharField(max_length=14, choices=LabelStatus.choices, default=LabelStatus.NEEDS_LABELS)
     # Live (not undone) expert labels; changed only under the image's row lock (annotation.services.labeling).

@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from annotation.models import ImportBatch
-from annotation.services import imports
+from annotation.services.imports import runner
 
 # Soft limit first: the service then marks the batch failed before the hard limit kills the worker.
 IMPORT_TIME_LIMIT_S = settings.HEMALOOP_IMPORT_TIME_LIMIT_S
@@ -18,4 +18,4 @@ def import_batch_process(batch_id: int) -> str:
     batch = ImportBatch.objects.filter(pk=batch_id).first()
     if batch is None:
         return "missing"
-    return imports.import_batch_process(batch=batch).status
+    return runner.import_batch_process(batch=batch).status

@@ -17,7 +17,7 @@ from annotation.forms import AgreementFilterForm, BatchItemFilterForm, BatchUplo
 from annotation.models import CellImage
 from annotation.pages import taxonomy_context
 from annotation.selectors.agreement import agreement_stats
-from annotation.services.imports import ImportRejected, import_batch_create_from_upload
+from annotation.services.imports.batches import ImportRejected, import_batch_create_from_upload
 from core.permissions import role_required
 from core.roles import Role
 

@@ -42,7 +42,8 @@ def main() -> None:
     from django.core.management import call_command
 
     from accounts.services import user_create
-    from annotation.services.imports import import_batch_create, import_batch_process
+    from annotation.services.imports.batches import import_batch_create
+    from annotation.services.imports.runner import import_batch_process
     from annotation.services.validation import entry_is_companion
     from core.roles import Role
 

@@ -83,11 +83,14 @@ def main() -> None:
     from django.core.management import call_command
 
     from accounts.services import user_create
-    from annotation.services.imports import import_batch_create, import_batch_process
+    from annotation.services.imports.batches import import_batch_create
+    from annotation.services.imports.runner import import_batch_process
     from annotation.services.validation import entry_is_companion
     from core.roles import Role
     from releases.models import DatasetArchive
-    from releases.services import archive_build, archive_write, dataset_version_create, zipstream
+    from releases.services import zipstream
+    from releases.services.archive import archive_build, archive_write
+    from releases.services.versions import dataset_version_create
 
     call_command("migrate", verbosity=0)
     admin, _ = user_create(username="bench-admin", role=Role.ADMIN)

@@ -17,6 +17,7 @@ from django.db.models.functions import Cast, Coalesce, NullIf
 from annotation.models import Case, CellClass, CellImage, LabelStatus
 from inference.models import Prediction
 from training.models import ModelVersion
+from training.selectors import model_version_active
 
 BLAST_CODES = ("myeloblast", "lymphoblast")
 # WHO: at least 20% blasts among the white cells supports acute leukemia.
@@ -141,7 +142,7 @@ def _differential(*, counts: dict[int | None, int], classes: list[CellClass], un
 
 def case_summary(*, case: Case, model_version: ModelVersion | None = None) -> CaseSummary:
     """The case's two differentials (final labels; the given or else the active model's predictions)."""
-    model_version = model_version or ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+    model_version = model_version or model_version_active()
     # Retired classes still count where images carry them, so the rows cover the whole taxonomy.
     classes = list(CellClass.objects.order_by("order"))
     images = CellImage.objects.filter(case=case)
@@ -185,7 +186,7 @@ def _fraction(numerator: str, denominator: str):
 def case_list(*, sort: str = DEFAULT_SORT, model_version: ModelVersion | None = None) -> QuerySet[Case]:
     """Every case with its counts (images, labeled, unlabeled, white cells, blasts; the model's scored cells and
     blasts) and blast fractions, sorted by `sort` (a key of SORTS); cases without white cells sort last."""
-    model_version = model_version or ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+    model_version = model_version or model_version_active()
     images = CellImage.objects.filter(case=OuterRef("pk")).annotate(case_key=F("case_id"))
     final = images.filter(label_status=LabelStatus.FINAL)
     predictions = Prediction.objects.filter(

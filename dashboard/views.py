@@ -19,7 +19,9 @@ from annotation.services.labeling import LabelingError
 from cases.selectors import case_count
 from core.permissions import role_required
 from core.roles import Role, user_has_role
-from inference.explain import EXPLAIN_ROLES, heatmap_url, image_opinion_state, opinion_visible_to
+from inference.explain.links import heatmap_url
+from inference.explain.opinion import image_opinion_state
+from inference.explain.policy import EXPLAIN_ROLES, opinion_visible_to
 from inference.selectors import review_list
 from releases.selectors import version_latest
 from training.selectors import model_version_active, training_run_current, training_run_percent

@@ -10,7 +10,7 @@ from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -20,14 +20,17 @@ from rest_framework.views import APIView
 from annotation import selectors as annotation_selectors
 from core.permissions import roles_permission
 from core.roles import Role
-from inference import explain
-from inference.predict import PredictLimits, PredictRejected, images_predict
+from inference.explain.heatmaps import image_heatmap_png
+from inference.explain.links import heatmap_url
+from inference.explain.opinion import image_opinion_state
+from inference.explain.policy import EXPLAIN_ROLES, opinion_visible_to
+from inference.predict import PredictLimits, images_predict
 from inference.selectors import scoring_job_get, scoring_job_list, scoring_job_progress
 from inference.serializers import OpinionOutput, PredictInput, PredictOutput
-from inference.services import ScoringRefused, scoring_start
+from inference.services.starts import scoring_start
 
 CanPredict = roles_permission(Role.RESEARCHER, Role.ADMIN)
-CanSeeOpinion = roles_permission(*explain.EXPLAIN_ROLES)
+CanSeeOpinion = roles_permission(*EXPLAIN_ROLES)
 
 
 class SettingsScopedRateThrottle(ScopedRateThrottle):
@@ -36,24 +39,6 @@ class SettingsScopedRateThrottle(ScopedRateThrottle):
 
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-
-class NoActiveModelError(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "no_active_model"
-
-
-class ModelUnavailableError(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "model_unavailable"
-
-
-class PredictRefused(APIException):
-    default_code = "invalid_image"
-
-    def __init__(self, exc: PredictRejected) -> None:
-        super().__init__(exc.message)
-        self.status_code = exc.status_code
 
 
 _ERRORS = {
@@ -95,14 +80,8 @@ class PredictApi(APIView):
             ) from None
         data = PredictInput(data=payload)
         data.is_valid(raise_exception=True)
-        try:
-            result = images_predict(files=data.validated_data["images"], heatmap=data.validated_data["heatmap"])
-        except PredictRejected as exc:
-            raise PredictRefused(exc) from None
-        except explain.NoActiveModel as exc:
-            raise NoActiveModelError(str(exc)) from None
-        except explain.ExplanationUnavailable as exc:
-            raise ModelUnavailableError(str(exc)) from None
+        # PredictRejected (400, 413), NoActiveModel (409) and ModelUnavailable (503) reach the exception handler.
+        result = images_predict(files=data.validated_data["images"], heatmap=data.validated_data["heatmap"])
         return Response(PredictOutput(result).data)
 
 
@@ -111,7 +90,7 @@ _EXPLAIN_THROTTLED = OpenApiResponse(description="Rate limit (the 'explain' thro
 
 def _image_for(request, image_id: int):
     image = annotation_selectors.image_get(image_id=image_id)
-    if not explain.opinion_visible_to(user=request.user, image=image):
+    if not opinion_visible_to(user=request.user, image=image):
         raise PermissionDenied("The model's opinion stays hidden while you may still label this cell.")
     return image
 
@@ -132,7 +111,7 @@ class ImageOpinionApi(APIView):
     )
     def get(self, request, image_id: int):
         image = _image_for(request, image_id)
-        result = explain.image_opinion_state(image=image)
+        result = image_opinion_state(image=image)
         opinion = result.opinion
         return Response(
             OpinionOutput(
@@ -147,7 +126,7 @@ class ImageOpinionApi(APIView):
                     },
                     "top": [] if opinion is None else opinion.top,
                     "source": "" if opinion is None else opinion.source,
-                    "heatmap_url": "" if opinion is None else explain.heatmap_url(image_id=image.pk, opinion=opinion),
+                    "heatmap_url": "" if opinion is None else heatmap_url(image_id=image.pk, opinion=opinion),
                 }
             ).data
         )
@@ -173,12 +152,8 @@ class ImageHeatmapApi(APIView):
     )
     def get(self, request, image_id: int):
         image = _image_for(request, image_id)
-        try:
-            png = explain.image_heatmap_png(image=image, class_code=request.query_params.get("class") or None)
-        except explain.NoActiveModel as exc:
-            raise NoActiveModelError(str(exc)) from None
-        except explain.ExplanationUnavailable as exc:
-            raise ModelUnavailableError(str(exc)) from None
+        try:  # NoActiveModel (409) and ModelUnavailable (503) reach the exception handler
+            png = image_heatmap_png(image=image, class_code=request.query_params.get("class") or None)
         except ValueError as exc:
             raise ValidationError({"class": [str(exc)]}) from None
         response = HttpResponse(png, content_type="image/png")
@@ -214,10 +189,7 @@ class ScoringJobsApi(APIView):
         responses={202: ScoringJobOutput, 409: OpenApiResponse(description="No active model, or a pass is busy.")},
     )
     def post(self, request):
-        try:
-            job = scoring_start(actor=request.user)
-        except ScoringRefused as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        job = scoring_start(actor=request.user)  # ScoringRefused: 409
         return Response(scoring_job_progress(job=job), status=status.HTTP_202_ACCEPTED)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from inference.models import ActiveLearningSettings
-from inference.services import AL_SETTINGS_FIELDS
+from inference.services.settings import AL_SETTINGS_FIELDS
 
 
 class ActiveLearningSettingsForm(forms.ModelForm):

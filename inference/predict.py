@@ -13,18 +13,11 @@ from django.core.files.uploadedfile import UploadedFile
 from PIL import Image
 
 from annotation.services.validation import ACCEPTED_FORMATS, FileRejected, ImportLimits, image_validate, megabytes
-from inference.explain import NoActiveModel, ensemble_get, heatmap_render, model_version_name
+from inference.ensembles import ensemble_get, model_version_name
+from inference.errors import NoActiveModel, PredictRejected
+from inference.explain.heatmaps import heatmap_render
 from training.ml.uncertainty import prediction_stats
 from training.selectors import model_version_active
-
-
-class PredictRejected(Exception):
-    """The request cannot be scored as sent; `status_code` is 400 (bad input) or 413 (a file too large)."""
-
-    def __init__(self, message: str, *, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ def _decode(*, upload: UploadedFile, limits: PredictLimits) -> Image.Image:
     if upload.size is not None and upload.size > limits.max_file_bytes:
         raise PredictRejected(
             f"{name}: file is {megabytes(upload.size)}, larger than the limit of {megabytes(limits.max_file_bytes)}",
-            status_code=413,
+            status=413,
         )
     data = upload.read()
     checks = dataclasses.replace(
@@ -96,7 +89,7 @@ def images_predict(
     """Score uploaded images with the active ensemble's calibrated probabilities.
 
     Every file is checked before any is scored, so a bad one rejects the request with a message naming it.
-    Raises PredictRejected (400/413) and NoActiveModel; ExplanationUnavailable when the version cannot be loaded.
+    Raises PredictRejected (400/413) and NoActiveModel; ModelUnavailable when the version cannot be loaded.
 
     Args:
         files: the uploads, in the order the results come back.
@@ -110,7 +103,7 @@ def images_predict(
         raise PredictRejected(f"{len(files)} images sent; at most {limits.max_files} per request.")
     version = model_version_active()
     if version is None:
-        raise NoActiveModel(NoActiveModel.message)
+        raise NoActiveModel()
     images = [_decode(upload=upload, limits=limits) for upload in files]
 
     ensemble = ensemble_get(model_version=version)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from annotation.models import LabelStatus
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from training.models import ModelVersion
+from training.selectors import model_version_active
 
 
 def al_settings_get() -> ActiveLearningSettings:
@@ -28,10 +29,6 @@ def al_settings_get() -> ActiveLearningSettings:
         },
     )
     return row
-
-
-def model_version_active() -> ModelVersion | None:
-    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
 
 
 def review_list_confident_disagreements(

@@ -1,14 +1,15 @@
 """Celery tasks for the inference queue: score the pool with a version (then re-order the labeling queue if it is
-active), and re-order the labeling queue alone (Apply now)."""
+active), and re-order the labeling queue alone (Apply now). The services they call never import this module;
+inference.services.starts and .hooks enqueue them."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
 
-from inference.services import pool_score as pool_score_service
-from inference.services import queue_priorities_refresh as queue_priorities_refresh_service
-from inference.services import queue_priorities_update
+from inference.services.refresh import queue_priorities_refresh as queue_priorities_refresh_service
+from inference.services.scoring import pool_score as pool_score_service
+from inference.services.selection import queue_priorities_update
 from training.models import ModelVersion
 
 

@@ -13,14 +13,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.permissions import role_required
 from core.roles import Role
 from inference import selectors
+from inference.errors import ScoringRefused
 from inference.forms import ActiveLearningSettingsForm
-from inference.services import (
-    ScoringRefused,
-    al_settings_update,
-    queue_priorities_refresh_start,
-    scoring_jobs_fail_stale,
-    scoring_start,
-)
+from inference.services.scoring import scoring_jobs_fail_stale
+from inference.services.settings import al_settings_update
+from inference.services.starts import queue_priorities_refresh_start, scoring_start
+from training.selectors import model_version_active
 
 # The review list shows final labels and the model's opinion: never for annotators (they label blind).
 REVIEW_ROLES = (Role.ADJUDICATOR, Role.ADMIN, Role.RESEARCHER)
@@ -34,7 +32,7 @@ def scoring(request):
     scoring_jobs_fail_stale()
     jobs = selectors.scoring_job_list()
     context = {
-        "active": selectors.model_version_active(),
+        "active": model_version_active(),
         "rows": [(job, selectors.scoring_job_progress(job=job)) for job in jobs],
         "section": "scoring",
     }
@@ -65,7 +63,7 @@ def scoring_progress(request, job_id: int):
 @require_GET
 @role_required(*REVIEW_ROLES)
 def review(request):
-    active = selectors.model_version_active()
+    active = model_version_active()
     page = Paginator(selectors.review_list(model_version=active), REVIEW_ROWS_PER_PAGE).get_page(
         request.GET.get("page")
     )
@@ -88,7 +86,7 @@ def al_settings(request):
             if "apply" in request.POST:
                 _priorities_apply(request)
             return redirect("inference:settings")
-    context = {"form": form, "current": current, "active": selectors.model_version_active(), "section": "settings"}
+    context = {"form": form, "current": current, "active": model_version_active(), "section": "settings"}
     return render(request, "inference/settings.html", context)
 
 

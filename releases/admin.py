@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from core.admin import ReadOnlyAdmin
 from releases.models import DatasetArchive, DatasetVersion, ReleaseSettings
-from releases.services import release_settings_get
+from releases.services.versions import release_settings_get
 
 
 @admin.register(ReleaseSettings)

@@ -7,7 +7,6 @@ import json
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -20,7 +19,8 @@ from core.roles import Role
 from releases import selectors
 from releases.downloads import archive_download_response
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, Split
-from releases.services import ReleaseEmpty, archive_build_start, dataset_version_create
+from releases.services.archive_request import archive_build_start
+from releases.services.versions import dataset_version_create
 
 RELEASE_ROLES = roles_permission(Role.RESEARCHER, Role.ADMIN)
 
@@ -159,12 +159,6 @@ class VersionDiffOutput(serializers.Serializer):
         return [{"old_label": old, "new_label": new, "images": n} for old, new, n in diff.relabel_pairs]
 
 
-class ReleaseEmptyError(APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "No image has a final label yet."
-    default_code = "release_empty"
-
-
 class ZipRenderer(BaseRenderer):
     """Lets a client that asks for application/zip through content negotiation; errors still come back as JSON."""
 
@@ -202,10 +196,7 @@ class VersionListCreateApi(APIView):
     def post(self, request: Request):
         serializer = VersionCreateInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            version = dataset_version_create(created_by=request.user, **serializer.validated_data)
-        except ReleaseEmpty as exc:
-            raise ReleaseEmptyError(str(exc)) from exc
+        version = dataset_version_create(created_by=request.user, **serializer.validated_data)
         version = selectors.version_get(number=version.number)
         return Response(VersionDetailOutput(version, context={"request": request}).data, status=status.HTTP_201_CREATED)
 

@@ -12,7 +12,8 @@ from core.roles import Role
 from releases import selectors
 from releases.downloads import archive_download_response
 from releases.forms import DiffForm, VersionCreateForm
-from releases.services import ReleaseEmpty, archive_build_start, dataset_version_create
+from releases.services.archive_request import archive_build_start
+from releases.services.versions import ReleaseEmpty, dataset_version_create
 
 RELEASE_ROLES = (Role.RESEARCHER, Role.ADMIN)
 VERSIONS_PER_PAGE = 25

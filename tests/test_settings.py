@@ -46,13 +46,6 @@ def test_production_refuses_to_start_without(missing):
     assert f"{missing} must be set" in result.stderr
 
 
-# Modules being split in issue 12 that still read their settings with getattr; empty this list once they are merged.
-GETATTR_ALLOWED_UNTIL_SPLIT_MERGES = [
-    "annotation/services/imports.py",
-    "inference/services.py",
-    "inference/explain.py",
-    "training/services.py",
-]
 SKIPPED_DIRS = {".venv", ".git", "node_modules", "var", "staticfiles"}
 SETTINGS_DIR = BASE_DIR / "config" / "settings"
 GETATTR_READ = re.compile(r"getattr\(\s*settings\s*,\s*[\"']HEMALOOP_")
@@ -104,7 +97,7 @@ def test_code_reads_only_declared_hemaloop_settings_and_never_through_getattr():
     for path in _code_files():
         relative = path.relative_to(BASE_DIR).as_posix()
         text = path.read_text()
-        if relative not in GETATTR_ALLOWED_UNTIL_SPLIT_MERGES and GETATTR_READ.search(text):
+        if GETATTR_READ.search(text):
             problems.append(f"{relative}: reads a HEMALOOP setting through getattr with a default, not as settings.X")
         problems += [
             f"{relative}: settings.{name} is not declared in config/settings/base.py"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -13,17 +13,10 @@ from rest_framework.views import APIView
 from core.permissions import roles_permission
 from core.roles import Role
 from releases.models import DatasetVersion
-from releases.services.versions import ReleaseEmpty
 from training import selectors
 from training.models import ModelVersion, TrainingRun
-from training.services import (
-    PROFILES,
-    TrainingBusy,
-    TrainingRefused,
-    model_version_activate,
-    training_run_cancel,
-    training_run_start,
-)
+from training.services.runs import PROFILES, training_run_cancel, training_run_start
+from training.services.versions import model_version_activate
 
 READ_ROLES = roles_permission(Role.RESEARCHER, Role.ADMIN)
 ADMIN_ONLY = roles_permission(Role.ADMIN)
@@ -117,12 +110,6 @@ class ModelVersionDetailOutput(ModelVersionOutput):
         read_only_fields = fields
 
 
-class TrainingBusyError(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "Another training run is queued or running."
-    default_code = "training_busy"
-
-
 # --- views -----------------------------------------------------------------------------------------
 
 
@@ -161,12 +148,7 @@ class RunListStartApi(APIView):
     def post(self, request: Request):
         serializer = RunStartInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            run = training_run_start(started_by=request.user, **serializer.validated_data)
-        except TrainingBusy as exc:
-            raise TrainingBusyError(str(exc)) from exc
-        except (TrainingRefused, ReleaseEmpty) as exc:
-            raise ValidationError({"detail": str(exc)}) from exc
+        run = training_run_start(started_by=request.user, **serializer.validated_data)
         return Response(RunOutput(_run_or_404(run.pk), context={"request": request}).data, status=201)
 
 
@@ -187,10 +169,7 @@ class RunCancelApi(APIView):
         summary="Cancel a run (admins): at once if queued, after the current batch if running",
     )
     def post(self, request: Request, run_id: int):
-        try:
-            run = training_run_cancel(run=_run_or_404(run_id), actor=request.user)
-        except TrainingRefused as exc:
-            raise ValidationError({"detail": str(exc)}) from exc
+        run = training_run_cancel(run=_run_or_404(run_id), actor=request.user)
         return Response(RunOutput(_run_or_404(run.pk), context={"request": request}).data)
 
 

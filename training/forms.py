@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from training.selectors import dataset_version_choices
-from training.services import PROFILES
+from training.services.runs import PROFILES
 
 FREEZE_NOW = ""
 PROFILE_HELP = {

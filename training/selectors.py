@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from releases.models import DatasetVersion
 from training.models import ModelVersion, TrainingRun
-from training.services import training_runs_fail_stale
+from training.reaping import training_runs_fail_stale
 
 
 def training_run_list() -> QuerySet[TrainingRun]:
@@ -47,8 +47,11 @@ def model_version_get(*, version_id: int) -> ModelVersion | None:
     return model_version_list().filter(pk=version_id).first()
 
 
-def model_version_active() -> ModelVersion | None:
-    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+def model_version_active(*, for_update: bool = False) -> ModelVersion | None:
+    """The version inference uses (at most one is ACTIVE), or None; `for_update` locks its row (inside a
+    transaction) so two concurrent requests act on it one after the other."""
+    versions = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)
+    return (versions.select_for_update() if for_update else versions).first()
 
 
 def dataset_version_choices() -> QuerySet[DatasetVersion]:

@@ -1,4 +1,5 @@
-"""Celery task for the training queue: retrain the ensemble of one run (all logic lives in training.services)."""
+"""Celery task for the training queue: retrain the ensemble of one run (all logic lives in training.services.execute,
+which never imports this module; training.services.runs enqueues it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 
 from training.models import TrainingRun
-from training.services import training_run_execute
+from training.services.execute import training_run_execute
 
 
 @shared_task(

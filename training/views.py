@@ -14,8 +14,10 @@ from core.permissions import role_required
 from core.roles import Role
 from releases.services.versions import ReleaseEmpty
 from training import selectors
+from training.errors import TrainingRefused
 from training.forms import RunStartForm
-from training.services import TrainingRefused, model_version_activate, training_run_cancel, training_run_start
+from training.services.runs import training_run_cancel, training_run_start
+from training.services.versions import model_version_activate
 
 READ_ROLES = (Role.RESEARCHER, Role.ADMIN)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -15,7 +14,7 @@ from rest_framework.views import APIView
 from annotation import selectors
 from annotation.files import image_file_response
 from annotation.models import CellClass, CellImage, ImportBatch, ImportItem
-from annotation.services.imports import ImportRejected, import_batch_create_from_upload
+from annotation.services.imports.batches import import_batch_create_from_upload
 from core.permissions import roles_permission
 from core.roles import Role
 
@@ -157,12 +156,6 @@ class BatchProgressOutput(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
 
 
-class ImportRejectedError(APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "The upload was rejected."
-    default_code = "import_rejected"
-
-
 # --- views -----------------------------------------------------------------------------------------
 
 
@@ -234,10 +227,7 @@ class BatchListApi(APIView):
     def post(self, request):
         serializer = BatchCreateInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            batch = import_batch_create_from_upload(created_by=request.user, **serializer.validated_data)
-        except ImportRejected as exc:
-            raise ImportRejectedError(str(exc)) from exc
+        batch = import_batch_create_from_upload(created_by=request.user, **serializer.validated_data)
         return Response(BatchOutput(batch, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 

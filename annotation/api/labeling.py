@@ -16,24 +16,13 @@ from annotation import selectors
 from annotation.models import CellClass, CellImage
 from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_heatmap_png, agreement_stats
 from annotation.services.consensus import consensus_resolve, label_reopen
-from annotation.services.labeling import (
-    LabelingError,
-    QueueItem,
-    annotation_submit,
-    annotation_undo,
-    queue_next,
-    queue_skip,
-)
+from annotation.services.labeling import QueueItem, annotation_submit, annotation_undo, queue_next, queue_skip
 from core.permissions import roles_permission
 from core.roles import Role
 
 IsAnnotator = roles_permission(Role.ANNOTATOR)
 IsAdjudicator = roles_permission(Role.ADJUDICATOR, Role.ADMIN)
 CanSeeLabels = roles_permission(Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN)
-
-
-def _refused(exc: LabelingError) -> Response:
-    return Response({"detail": exc.message}, status=exc.status_code)
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -112,15 +101,12 @@ class LabelListCreateApi(APIView):
         data = LabelInput(data=request.data)
         data.is_valid(raise_exception=True)
         get_object_or_404(CellImage, pk=data.validated_data["image"])
-        try:
-            annotation = annotation_submit(
-                image_id=data.validated_data["image"],
-                annotator=request.user,
-                cell_class=data.validated_data["cell_class"],
-                duration_ms=data.validated_data.get("duration_ms"),
-            )
-        except LabelingError as exc:
-            return _refused(exc)
+        annotation = annotation_submit(
+            image_id=data.validated_data["image"],
+            annotator=request.user,
+            cell_class=data.validated_data["cell_class"],
+            duration_ms=data.validated_data.get("duration_ms"),
+        )
         return Response(MyLabelOutput(annotation).data, status=status.HTTP_201_CREATED)
 
 
@@ -149,10 +135,7 @@ class UndoApi(APIView):
 
     @extend_schema(request=None, responses={200: QueueItemOutput, 404: None, 409: None})
     def post(self, request):
-        try:
-            item = annotation_undo(annotator=request.user)
-        except LabelingError as exc:
-            return _refused(exc)
+        item = annotation_undo(annotator=request.user)
         return Response(QueueItemOutput(item).data)
 
 
@@ -220,10 +203,7 @@ class ConsensusResolveApi(APIView):
         get_object_or_404(CellImage, pk=image_id)
         data = ResolveInput(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            image = consensus_resolve(image_id=image_id, adjudicator=request.user, **data.validated_data)
-        except LabelingError as exc:
-            return _refused(exc)
+        image = consensus_resolve(image_id=image_id, adjudicator=request.user, **data.validated_data)
         return Response(FinalOutput(image).data)
 
 
@@ -241,10 +221,7 @@ class ReopenApi(APIView):
         get_object_or_404(CellImage, pk=image_id)
         data = ReopenInput(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            image = label_reopen(image_id=image_id, actor=request.user, reason=data.validated_data["reason"])
-        except LabelingError as exc:
-            return _refused(exc)
+        image = label_reopen(image_id=image_id, actor=request.user, reason=data.validated_data["reason"])
         return Response(FinalOutput(image).data)
 
 

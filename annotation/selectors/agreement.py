@@ -126,6 +126,7 @@ def agreement_stats(
 
 def agreement_heatmap_png(stats: AgreementStats) -> bytes:
     """The annotator-vs-annotator confusion matrix as a PNG heatmap."""
+    # Imported here for start-up time: matplotlib is slow to import and only this chart needs it.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,4 +1,4 @@
-"""Consensus: adjudicators resolve disagreements; adjudicators and admins re-open final labels.
+"""Consensus: adjudicators (and admins) resolve disagreements and re-open final labels.
 
 Nothing is overwritten: the image's current final label changes, and a LabelEvent records who
 decided what, when and why.
@@ -9,22 +9,31 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import CellClass, CellImage, LabelEvent, LabelStatus
+from annotation.models import CellClass, CellImage, FinalMethod, LabelEvent, LabelStatus
 from annotation.services.labeling import LabelingError
+from core.errors import AppError
+from core.roles import Role, role_require
+
+# Who may decide a final label: the same roles the consensus page and API admit.
+DECIDERS = (Role.ADJUDICATOR, Role.ADMIN)
 
 
 class AlreadyResolved(LabelingError):
-    pass
+    code = "already_resolved"
 
 
 class NotFinal(LabelingError):
-    pass
+    code = "not_final"
+
+
+class ReasonRequired(AppError):
+    code = "reason_required"
 
 
 def _why_not_in_consensus(image: CellImage) -> str:
     if image.label_status == LabelStatus.NEEDS_LABELS:
         return "an annotator took back a label"
-    if image.final_method == "adjudicated":
+    if image.final_method == FinalMethod.ADJUDICATED:
         last = image.events.filter(kind=LabelEvent.Kind.ADJUDICATED).select_related("actor").last()
         return f"it was resolved by {last.actor.username} at {timezone.localtime(last.created_at):%H:%M:%S}"
     return "it already has a final label"
@@ -34,12 +43,13 @@ def _why_not_in_consensus(image: CellImage) -> str:
 def consensus_resolve(*, image_id: int, adjudicator, cell_class: CellClass | None, note: str = "") -> CellImage:
     """Record the final class (any class, or None for unclassifiable). The first of two racing
     adjudicators wins; the second gets AlreadyResolved naming who resolved it."""
+    role_require(adjudicator, *DECIDERS, action="resolve disagreements")
     image = CellImage.objects.select_for_update().get(pk=image_id)
     if image.label_status != LabelStatus.CONSENSUS:
         raise AlreadyResolved(f"This cell is no longer in the consensus queue: {_why_not_in_consensus(image)}.")
     image.label_status = LabelStatus.FINAL
     image.final_label = cell_class
-    image.final_method = "adjudicated"
+    image.final_method = FinalMethod.ADJUDICATED
     image.finalized_at = timezone.now()
     image.save(update_fields=["label_status", "final_label", "final_method", "finalized_at"])
     LabelEvent.objects.create(
@@ -51,8 +61,9 @@ def consensus_resolve(*, image_id: int, adjudicator, cell_class: CellClass | Non
 @transaction.atomic
 def label_reopen(*, image_id: int, actor, reason: str) -> CellImage:
     """Send a final label back to the consensus queue, with a reason kept in the history."""
+    role_require(actor, *DECIDERS, action="re-open final labels")
     if not reason.strip():
-        raise ValueError("A reason is required to re-open a final label.")
+        raise ReasonRequired("A reason is required to re-open a final label.")
     image = CellImage.objects.select_for_update().get(pk=image_id)
     if image.label_status != LabelStatus.FINAL:
         raise NotFinal("Only a cell with a final label can be re-opened.")

@@ -16,29 +16,26 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus, Lease, Skip
+from annotation.models import Annotation, CellClass, CellImage, FinalMethod, LabelEvent, LabelStatus, Lease, Skip
+from core.errors import Conflict
+from core.roles import Role, role_require
 
 
-class LabelingError(Exception):
-    """A request the queue refuses; `code` maps to the HTTP status the API answers with."""
-
-    status_code = 409
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class LabelingError(Conflict):
+    """A request the queue refuses (409 unless a subclass says otherwise); pages show the message."""
 
 
 class NoLongerNeeded(LabelingError):
-    pass
+    code = "no_longer_needed"
 
 
 class AlreadyLabeled(LabelingError):
-    pass
+    code = "already_labeled"
 
 
 class NothingToUndo(LabelingError):
-    status_code = 404
+    status = 404
+    code = "nothing_to_undo"
 
 
 def labels_per_image() -> int:
@@ -121,6 +118,7 @@ def queue_next(*, annotator) -> QueueItem | None:
     then oldest. Rows other annotators are taking right now are skipped, never waited for.
     An image is offered only while its live labels plus other annotators' live holds leave a slot.
     """
+    role_require(annotator, Role.ANNOTATOR, action="label cells")
     now = timezone.now()
     expires = now + lease_duration()
     params = {
@@ -147,6 +145,7 @@ def annotation_submit(
 ) -> Annotation:
     """Record a blind label (cell_class None = unclassifiable). The last needed label decides:
     equal labels become final (agreement), different ones go to the consensus queue."""
+    role_require(annotator, Role.ANNOTATOR, action="label cells")
     image = CellImage.objects.select_for_update().get(pk=image_id)
     now = timezone.now()
     if Annotation.objects.filter(image=image, annotator=annotator, undone_at__isnull=True).exists():
@@ -180,7 +179,7 @@ def _decide(*, image: CellImage, labels: list[Annotation], now: datetime) -> Non
     if len(classes) == 1:
         image.label_status = LabelStatus.FINAL
         image.final_label = labels[0].cell_class
-        image.final_method = "agreement"
+        image.final_method = FinalMethod.AGREEMENT
         image.finalized_at = now
         LabelEvent.objects.create(image=image, kind=LabelEvent.Kind.AGREEMENT, cell_class=labels[0].cell_class)
     else:
@@ -191,6 +190,7 @@ def _decide(*, image: CellImage, labels: list[Annotation], now: datetime) -> Non
 @transaction.atomic
 def queue_skip(*, image_id: int, annotator) -> None:
     """Pass on a cell: it goes back to the queue for others and is not offered to this annotator again soon."""
+    role_require(annotator, Role.ANNOTATOR, action="label cells")
     image = CellImage.objects.get(pk=image_id)
     Lease.objects.filter(image=image, annotator=annotator).delete()
     Skip.objects.create(image=image, annotator=annotator)
@@ -203,6 +203,7 @@ def annotation_undo(*, annotator) -> QueueItem:
     The label is kept, marked undone (history is append-only); the cell is held for the
     annotator again so they can label it anew.
     """
+    role_require(annotator, Role.ANNOTATOR, action="label cells")
     last = Annotation.objects.filter(annotator=annotator, undone_at__isnull=True).order_by("-created_at", "-id").first()
     if last is None:
         raise NothingToUndo("You have no label to undo.")
@@ -219,12 +220,6 @@ def annotation_undo(*, annotator) -> QueueItem:
     return _lease_take(image=image, annotator=annotator, now=now)
 
 
-def lease_release_expired(*, now: datetime | None = None) -> int:
-    """Delete expired leases (housekeeping: expired ones are already ignored by the queue)."""
-    deleted, _ = Lease.objects.filter(expires_at__lte=now or timezone.now()).delete()
-    return deleted
-
-
 __all__ = [
     "AlreadyLabeled",
     "LabelingError",
@@ -233,7 +228,6 @@ __all__ = [
     "QueueItem",
     "annotation_submit",
     "annotation_undo",
-    "lease_release_expired",
     "queue_next",
     "queue_skip",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from annotation.models import Case, CellClass
 from annotation.services.sources import SourceInvalid
-from annotation.services.validation import megabytes
+from annotation.services.validation import FileRejected, megabytes
 
 CSV_COLUMNS = ("file", "case_id", "diagnosis", "analyzer_class", "reference_label")
 DIAGNOSES = {choice.value.lower(): choice.value for choice in Case.Diagnosis}
@@ -37,8 +37,10 @@ class FileMeta:
 
 @dataclass
 class ImportPlan:
-    # Entry name -> its metadata, or the reason it is rejected before being read.
-    files: dict[str, FileMeta | str]
+    # Entry name -> its metadata; a file rejected before being read is in `rejected` instead.
+    files: dict[str, FileMeta]
+    # Entry name -> why it is rejected (its CSV row or folder contradicts itself or the taxonomy).
+    rejected: dict[str, str]
     # CSV rows that name no file of the source; reported so a typo does not go unnoticed.
     unmatched: list[CsvRow]
 
@@ -107,24 +109,28 @@ def import_plan_build(
 
     safe_names = [name for name in names if name not in unsafe]
     wrapper = None if case_from_folder else _wrapper_folder(names=safe_names, classes=classes)
-    files: dict[str, FileMeta | str] = {}
+    files: dict[str, FileMeta] = {}
+    rejected: dict[str, str] = {}
     for name in names:
         found = matches.get(name, [])
         if len(found) > 1:
-            files[name] = f"listed more than once in the CSV (lines {', '.join(str(row.line) for row in found)})"
+            rejected[name] = f"listed more than once in the CSV (lines {', '.join(str(row.line) for row in found)})"
         elif found and len(matched_by[found[0].line]) > 1:
-            files[name] = (
+            rejected[name] = (
                 f"CSV line {found[0].line} ({found[0].file}) matches several files; give the path inside the upload"
             )
         else:
             folder = _parent_folder(name)
             if folder == wrapper:
                 folder = ""
-            files[name] = _file_meta(
-                row=found[0] if found else None, folder=folder, classes=classes, case_from_folder=case_from_folder
-            )
+            try:
+                files[name] = _file_meta(
+                    row=found[0] if found else None, folder=folder, classes=classes, case_from_folder=case_from_folder
+                )
+            except FileRejected as exc:
+                rejected[name] = str(exc)
     unmatched = [row for row in rows if not matched_by[row.line]]
-    return ImportPlan(files=files, unmatched=unmatched)
+    return ImportPlan(files=files, rejected=rejected, unmatched=unmatched)
 
 
 def label_normalize(label: str) -> str:
@@ -132,19 +138,20 @@ def label_normalize(label: str) -> str:
     return label.strip().lower().replace("-", "_").replace(" ", "_")
 
 
-def _file_meta(
-    *, row: CsvRow | None, folder: str, classes: dict[str, CellClass], case_from_folder: bool
-) -> FileMeta | str:
+def _file_meta(*, row: CsvRow | None, folder: str, classes: dict[str, CellClass], case_from_folder: bool) -> FileMeta:
+    """The file's case and labels; FileRejected says why its folder or CSV row cannot be used."""
     case_code = row.case_id if row else ""
     folder_label: CellClass | None = None
     if folder and case_from_folder:
         if case_code and case_code != folder:
-            return f"CSV line {row.line} gives case {case_code!r} but the file is in folder {folder!r}"
+            raise FileRejected(f"CSV line {row.line} gives case {case_code!r} but the file is in folder {folder!r}")
         case_code = folder
     elif folder:
         folder_label = classes.get(label_normalize(folder))
         if folder_label is None:
-            return f"folder {folder!r} is not a cell class code (expected one of: {', '.join(sorted(classes))})"
+            raise FileRejected(
+                f"folder {folder!r} is not a cell class code (expected one of: {', '.join(sorted(classes))})"
+            )
 
     reference_label = folder_label
     analyzer_class = None
@@ -153,24 +160,26 @@ def _file_meta(
         if row.reference_label:
             reference_label = classes.get(label_normalize(row.reference_label))
             if reference_label is None:
-                return f"unknown reference_label {row.reference_label!r} on CSV line {row.line}"
+                raise FileRejected(f"unknown reference_label {row.reference_label!r} on CSV line {row.line}")
             if folder_label is not None and reference_label != folder_label:
-                return (
+                raise FileRejected(
                     f"CSV line {row.line} gives reference_label {row.reference_label!r} "
                     f"but the file is in folder {folder!r}"
                 )
         if row.analyzer_class:
             analyzer_class = classes.get(label_normalize(row.analyzer_class))
             if analyzer_class is None:
-                return f"unknown analyzer_class {row.analyzer_class!r} on CSV line {row.line}"
+                raise FileRejected(f"unknown analyzer_class {row.analyzer_class!r} on CSV line {row.line}")
         if row.diagnosis:
             diagnosis = DIAGNOSES.get(row.diagnosis.lower(), "")
             if not diagnosis:
-                return f"unknown diagnosis {row.diagnosis!r} on CSV line {row.line} (expected AML, ALL, IG or other)"
+                raise FileRejected(
+                    f"unknown diagnosis {row.diagnosis!r} on CSV line {row.line} (expected AML, ALL, IG or other)"
+                )
             if not case_code:
-                return f"CSV line {row.line} gives a diagnosis but no case_id"
+                raise FileRejected(f"CSV line {row.line} gives a diagnosis but no case_id")
     if len(case_code) > CASE_CODE_MAX:
-        return f"case id is longer than {CASE_CODE_MAX} characters"
+        raise FileRejected(f"case id is longer than {CASE_CODE_MAX} characters")
     return FileMeta(
         case_code=case_code, diagnosis=diagnosis, analyzer_class=analyzer_class, reference_label=reference_label
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import template
 
 from annotation import selectors
+from annotation.models import FinalMethod
 from core.roles import Role, user_has_role
 
 register = template.Library()
@@ -57,7 +58,11 @@ def ratio_width(value: float | None) -> str:
     return f"{max(0.0, min(1.0, value)) * 100:.1f}"
 
 
-FINAL_METHODS = {"agreement": "by agreement", "adjudicated": "adjudicated", "trusted_import": "trusted import"}
+FINAL_METHODS = {
+    FinalMethod.AGREEMENT: "by agreement",
+    FinalMethod.ADJUDICATED: "adjudicated",
+    FinalMethod.TRUSTED_IMPORT: "trusted import",
+}
 
 
 @register.filter

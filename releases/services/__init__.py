@@ -1,12 +1,2 @@
-"""Writes for releases: cutting dataset versions and building their archives (one module per concern)."""
-
-from releases.services.archive import (  # noqa: F401
-    ArchiveError,
-    ArchiveResult,
-    archive_build,
-    archive_build_start,
-    archive_name,
-    archive_write,
-    manifest_csv_cell,
-)
-from releases.services.versions import ReleaseEmpty, dataset_version_create, release_settings_get  # noqa: F401
+"""Writes for releases, one module per concern: versions (cutting), archive (the build the task runs),
+archive_request (queueing that build), datasheet and zipstream (what the build writes)."""

@@ -21,20 +21,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from core.roles import Role, user_has_role
-from releases import conf, selectors
+from releases import selectors
 from releases.models import DatasetArchive, DatasetVersion
 from releases.services.datasheet import MANIFEST_COLUMNS_DOC, datasheet_render
 from releases.services.zipstream import CentralDirectory, HashingSink, ZipStreamError, member_info, zip_open
@@ -77,31 +73,6 @@ MemberCallback = Callable[[int], None]
 def archive_name(*, version: DatasetVersion) -> str:
     """Where the archive lives inside the media storage, and the name a download is saved under."""
     return f"{ARCHIVE_FOLDER}/hemaloop-dataset-v{version.number}.zip"
-
-
-def archive_build_start(*, version: DatasetVersion, requested_by: AbstractBaseUser) -> DatasetArchive:
-    """Queue the build of a version's archive, unless it is queued, building, or built and in storage."""
-    if not user_has_role(requested_by, Role.RESEARCHER, Role.ADMIN):
-        raise PermissionDenied("Only researchers and admins may build dataset archives.")
-    with transaction.atomic():
-        archive = DatasetArchive.objects.select_for_update().get(version=version)
-        if archive.status in selectors.ARCHIVE_ACTIVE and not _stale(archive=archive):
-            return archive
-        if selectors.archive_downloadable(archive=archive):
-            return archive
-        archive.status = Status.PENDING
-        archive.requested_by = requested_by
-        archive.requested_at = timezone.now()
-        archive.started_at = archive.finished_at = None
-        archive.members_written = 0
-        archive.members_total = version.image_count + TEXT_MEMBERS
-        archive.error = ""
-        archive.save()
-        # Imported here because the task module imports this one.
-        from releases.tasks import dataset_archive_build
-
-        transaction.on_commit(lambda: dataset_archive_build.delay(archive.pk))
-    return archive
 
 
 def archive_build(*, archive: DatasetArchive) -> DatasetArchive:
@@ -417,12 +388,6 @@ class _ProgressWriter:
         if now - self.saved_at >= PROGRESS_EVERY_S:
             DatasetArchive.objects.filter(pk=self.archive_id).update(members_written=count)
             self.saved_at = now
-
-
-def _stale(*, archive: DatasetArchive) -> bool:
-    """A queued or running build older than the task's hard time limit: its worker is gone."""
-    since = archive.started_at or archive.requested_at
-    return since is None or timezone.now() - since > timedelta(seconds=conf.archive_time_limit_s() + 300)
 
 
 def _build_begin(*, archive: DatasetArchive) -> DatasetArchive:

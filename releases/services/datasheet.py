@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC
 
+from annotation.models import FinalMethod
 from releases.models import DatasetVersion, Split
 from releases.selectors import Balance, LabelSummary, Leakage, VersionDiff
 
 SPLIT_ORDER = (Split.TRAIN, Split.VALIDATION, Split.TEST)
 RARE_CLASS_IMAGES = 50
 METHOD_NAMES = {
-    "agreement": "agreement of two blind experts",
-    "adjudicated": "adjudicated after a disagreement",
-    "trusted_import": "trusted import (reference label)",
+    FinalMethod.AGREEMENT: "agreement of two blind experts",
+    FinalMethod.ADJUDICATED: "adjudicated after a disagreement",
+    FinalMethod.TRUSTED_IMPORT: "trusted import (reference label)",
 }
 MANIFEST_COLUMNS_DOC = (
     ("path", "member name of the image in this archive"),

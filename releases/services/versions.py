@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import CellClass, CellImage, LabelStatus
 from annotation.selectors.agreement import agreement_stats
 from annotation.storage import IMAGE_EXTENSIONS
-from core.roles import Role, user_has_role
+from core.errors import AppError
+from core.roles import Role, role_require
 from releases import conf
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, ReleaseSettings, Split, SplitAssignment
 from releases.splits import SplitItem, group_key, splits_assign
@@ -25,8 +25,10 @@ UNKNOWN_SITE = "unknown"
 BULK_BATCH = 2000
 
 
-class ReleaseEmpty(ValueError):
+class ReleaseEmpty(AppError):
     """No image has a final label yet: there is nothing to freeze."""
+
+    code = "release_empty"
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,7 @@ def dataset_version_create(*, created_by: AbstractBaseUser, title: str = "", not
     Researchers and admins cut versions from the pages and the API; the training service cuts one
     before every run, so a model is always trained on a frozen version.
     """
-    if not user_has_role(created_by, Role.RESEARCHER, Role.ADMIN):
-        raise PermissionDenied("Only researchers and admins may cut dataset versions.")
+    role_require(created_by, Role.RESEARCHER, Role.ADMIN, action="cut dataset versions")
     release_settings_get()
     with transaction.atomic():
         # One cut at a time: the lock serializes the numbering and the remembered splits (the unique

@@ -13,7 +13,8 @@ from django.conf import settings as django_settings
 from PIL import Image
 
 from annotation.models import ImportBatch
-from annotation.services.imports import import_batch_create, import_batch_process
+from annotation.services.imports.batches import import_batch_create
+from annotation.services.imports.runner import import_batch_process
 
 DEMO_DIR = Path(django_settings.BASE_DIR) / "demo" / "pbc-sample"
 

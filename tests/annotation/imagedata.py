@@ -12,8 +12,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image, ImageDraw
 
-from annotation.models import Case, CellClass, CellImage, ImportBatch, LabelStatus
-from annotation.services.imports import ImportRejected
+from annotation.models import Case, CellClass, CellImage, FinalMethod, ImportBatch, LabelStatus
+from annotation.services.imports.batches import ImportRejected
 
 _variants = itertools.count(1)
 
@@ -80,7 +80,7 @@ def image_make(
         reference_label=cls(reference_label),
         analyzer_class=cls(analyzer_class),
         final_label=cls(final_label),
-        final_method="adjudicated" if final_label else "",
+        final_method=FinalMethod.ADJUDICATED if final_label else "",
         label_status=LabelStatus.FINAL if final_label else LabelStatus.NEEDS_LABELS,
     )
 

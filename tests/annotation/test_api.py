@@ -161,7 +161,7 @@ def test_batch_create_answers_400_with_the_rejection_message(api_client_for, adm
         "/api/annotation/batches/", {"upload": SimpleUploadedFile("reject.zip", b"x")}, format="multipart"
     )
     assert rejected.status_code == 400
-    assert rejected.json() == {"detail": "This file is not a zip archive."}
+    assert rejected.json() == {"detail": "This file is not a zip archive.", "code": "import_rejected"}
     missing = client.post("/api/annotation/batches/", {}, format="multipart")
     assert missing.status_code == 400
     assert "upload" in missing.json()

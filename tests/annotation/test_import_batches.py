@@ -15,8 +15,9 @@ from django.db import DatabaseError
 from PIL import Image
 
 from annotation.models import Case, CellImage, ImportBatch, ImportItem, LabelEvent
-from annotation.services import imports
-from annotation.services.imports import ImportRejected, import_batch_create_from_upload, import_batch_process
+from annotation.services.imports import items
+from annotation.services.imports.batches import ImportRejected, import_batch_create, import_batch_create_from_upload
+from annotation.services.imports.runner import import_batch_process
 from annotation.services.sources import _zip_entry_count
 from annotation.tasks import import_batch_process as import_batch_process_task
 from tests.annotation.conftest import folder_write, image_bytes, zip_write
@@ -266,12 +267,12 @@ def test_csv_that_cannot_be_read_is_refused_up_front_and_fails_a_queued_batch(
     csv_path = tmp_path / "meta.csv"
     csv_path.write_bytes(content)
     with pytest.raises(ImportRejected, match=f"The CSV cannot be used: {error}"):
-        imports.import_batch_create(created_by=admin_user, source=source, source_name="src", csv_path=csv_path)
+        import_batch_create(created_by=admin_user, source=source, source_name="src", csv_path=csv_path)
     assert not ImportBatch.objects.exists()
 
     # A CSV that goes bad after the batch was queued fails the batch when it runs.
     csv_path.write_text("file\na.jpg\n")
-    batch = imports.import_batch_create(
+    batch = import_batch_create(
         created_by=admin_user, source=source, source_name="src", csv_path=csv_path, enqueue=False
     )
     csv_path.write_bytes(content)
@@ -361,7 +362,7 @@ def test_not_a_zip_and_corrupt_zip_are_refused(run_import, admin_user, tmp_path)
 def test_progress_is_saved_every_n_files_while_the_batch_runs(admin_user, media, tmp_path, settings):
     settings.HEMALOOP_IMPORT_PROGRESS_EVERY = 2
     source = folder_write(tmp_path / "src", {f"{n}.jpg": image_bytes(seed=n) for n in range(5)})
-    batch = imports.import_batch_create(created_by=admin_user, source=source, source_name="src", enqueue=False)
+    batch = import_batch_create(created_by=admin_user, source=source, source_name="src", enqueue=False)
     seen = []
 
     def record(_batch: ImportBatch) -> None:
@@ -376,14 +377,14 @@ def test_progress_is_saved_every_n_files_while_the_batch_runs(admin_user, media,
 def test_a_failed_database_write_rejects_the_file_and_removes_what_it_wrote(
     run_import, stored_files, tmp_path, monkeypatch
 ):
-    real = imports._item_create
+    real = items.item_create
 
     def failing(**kwargs):
         if kwargs["name"] == "b.jpg" and kwargs["outcome"] == ImportItem.Outcome.IMPORTED:
             raise DatabaseError("disk full")
         return real(**kwargs)
 
-    monkeypatch.setattr(imports, "_item_create", failing)
+    monkeypatch.setattr(items, "item_create", failing)
     source = folder_write(tmp_path / "src", {f"{name}.jpg": image_bytes(seed=n) for n, name in enumerate("abc")})
 
     batch = run_import(source)
@@ -401,7 +402,7 @@ def test_same_bytes_committed_by_a_concurrent_batch_become_a_duplicate(run_impor
     original = CellImage.objects.get()
     files_before = stored_files()
     # The other batch commits between this batch's duplicate lookup and its insert.
-    monkeypatch.setattr(imports, "_images_by_hash", lambda hashes: {})
+    monkeypatch.setattr(items, "images_by_hash", lambda hashes: {})
 
     batch = run_import(folder_write(tmp_path / "two", {"b.jpg": data}))
 
@@ -415,16 +416,16 @@ def test_an_internal_error_fails_the_batch_and_leaves_no_staged_files(
     run_import, stored_files, tmp_path, monkeypatch, settings
 ):
     settings.HEMALOOP_IMPORT_WORKERS = 2  # files are staged on threads ahead of the database writes
-    real = imports._BatchRun._case_get
+    real = items.image_store
     calls = []
 
-    def fail_on_third(self, **kwargs):
+    def fail_on_third(**kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("bug")
-        return real(self, **kwargs)
+        return real(**kwargs)
 
-    monkeypatch.setattr(imports._BatchRun, "_case_get", fail_on_third)
+    monkeypatch.setattr(items, "image_store", fail_on_third)
     # More files than one duplicate-lookup chunk, so some are staged beyond the chunk that fails.
     source = folder_write(tmp_path / "src", {f"{n:02d}.jpg": image_bytes(seed=n, size=(8, 8)) for n in range(40)})
 
@@ -444,7 +445,7 @@ def test_a_storage_error_on_a_decoding_thread_fails_the_batch_and_leaves_no_stag
     run_import, stored_files, tmp_path, monkeypatch, settings
 ):
     settings.HEMALOOP_IMPORT_WORKERS = 2
-    real = imports.blob_stage
+    real = items.blob_stage
     calls = []
 
     def disk_full_on_fifth(**kwargs):
@@ -453,7 +454,7 @@ def test_a_storage_error_on_a_decoding_thread_fails_the_batch_and_leaves_no_stag
             raise OSError(28, "No space left on device")
         return real(**kwargs)
 
-    monkeypatch.setattr(imports, "blob_stage", disk_full_on_fifth)
+    monkeypatch.setattr(items, "blob_stage", disk_full_on_fifth)
     source = folder_write(tmp_path / "src", {f"{n:02d}.jpg": image_bytes(seed=n, size=(8, 8)) for n in range(40)})
 
     with pytest.raises(OSError, match="No space left"):
@@ -468,21 +469,21 @@ def test_a_storage_error_on_a_decoding_thread_fails_the_batch_and_leaves_no_stag
 
 def test_an_interrupted_batch_resumes_without_reporting_a_file_twice(run_import, admin_user, tmp_path, monkeypatch):
     source = folder_write(tmp_path / "src", {f"{n}.jpg": image_bytes(seed=n) for n in range(4)})
-    batch = imports.import_batch_create(created_by=admin_user, source=source, source_name="src", enqueue=False)
-    real = imports._BatchRun._file_import
+    batch = import_batch_create(created_by=admin_user, source=source, source_name="src", enqueue=False)
+    real = items.image_store
     calls = []
 
-    def crash_on_third(self, **kwargs):
+    def crash_on_third(**kwargs):
         calls.append(kwargs["prepared"].entry.name)
         if len(calls) == 3:
             raise SystemExit("worker killed")  # not caught by the service, like a lost worker
-        return real(self, **kwargs)
+        return real(**kwargs)
 
-    monkeypatch.setattr(imports._BatchRun, "_file_import", crash_on_third)
+    monkeypatch.setattr(items, "image_store", crash_on_third)
     with pytest.raises(SystemExit):
         import_batch_process(batch=batch)
     assert ImportBatch.objects.get(pk=batch.pk).status == "running"
-    monkeypatch.setattr(imports._BatchRun, "_file_import", real)
+    monkeypatch.setattr(items, "image_store", real)
 
     batch = import_batch_process(batch=batch)
 
@@ -555,7 +556,7 @@ def test_only_admins_may_import(annotator, media, tmp_path):
     with pytest.raises(PermissionDenied):
         import_batch_create_from_upload(created_by=annotator, upload=_upload("c.zip", _zip_bytes({"a.jpg": b"1"})))
     with pytest.raises(PermissionDenied):
-        imports.import_batch_create(created_by=annotator, source=tmp_path, source_name="x", enqueue=False)
+        import_batch_create(created_by=annotator, source=tmp_path, source_name="x", enqueue=False)
 
 
 def test_task_skips_a_batch_that_is_already_finished_or_gone(admin_user, run_import, tmp_path):

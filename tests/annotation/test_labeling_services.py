@@ -11,7 +11,7 @@ from sklearn.metrics import cohen_kappa_score
 from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus, Lease
 from annotation.selectors import image_history, labeling_progress
 from annotation.selectors.agreement import agreement_stats
-from annotation.services.consensus import AlreadyResolved, NotFinal, consensus_resolve, label_reopen
+from annotation.services.consensus import AlreadyResolved, NotFinal, ReasonRequired, consensus_resolve, label_reopen
 from annotation.services.labeling import (
     AlreadyLabeled,
     NoLongerNeeded,
@@ -21,6 +21,7 @@ from annotation.services.labeling import (
     queue_next,
     queue_skip,
 )
+from core.errors import PermissionRefused
 from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make
 
@@ -183,7 +184,7 @@ def test_reopen_needs_a_reason_and_appends_to_the_history(pool, annotators, make
         label_reopen(image_id=image.id, actor=adjudicator, reason="x")
     label(image, a, "neutrophil")
     label(image, b, "neutrophil")
-    with pytest.raises(ValueError, match="reason"):
+    with pytest.raises(ReasonRequired, match="reason"):
         label_reopen(image_id=image.id, actor=adjudicator, reason="  ")
     label_reopen(image_id=image.id, actor=adjudicator, reason="Looks like a band form")
     consensus_resolve(image_id=image.id, adjudicator=adjudicator, cell_class=cls("band_neutrophil"))
@@ -238,3 +239,54 @@ def test_agreement_matches_scikit_learn_on_the_same_pairs(admin_user, annotators
     assert sum(map(sum, stats.confusion)) == 6
     assert stats.confusion[stats.labels.index("monocyte")][stats.labels.index("lymphocyte")] == 1
     assert agreement_stats(batch_id=batch.id + 1000).n_images == 0
+
+
+# --- who may act: the services check the same roles as the pages and the API ---------------------------------
+
+
+@pytest.mark.parametrize("role", [Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN])
+def test_only_annotators_may_take_label_skip_or_undo(pool, make_user, role):
+    user = make_user(role)
+    image = pool[0]
+    actions = [
+        lambda: queue_next(annotator=user),
+        lambda: annotation_submit(image_id=image.id, annotator=user, cell_class=cls("neutrophil")),
+        lambda: queue_skip(image_id=image.id, annotator=user),
+        lambda: annotation_undo(annotator=user),
+    ]
+    for action in actions:
+        with pytest.raises(PermissionRefused, match="Only annotators may label cells."):
+            action()
+    assert not Lease.objects.exists()
+    assert not Annotation.objects.exists()
+    assert not image.events.exists()
+
+
+@pytest.mark.parametrize("role", [Role.ANNOTATOR, Role.RESEARCHER])
+def test_only_adjudicators_and_admins_may_resolve_or_reopen(pool, annotators, make_user, role):
+    a, b, *_ = annotators
+    in_consensus, final = pool[0], pool[1]
+    label(in_consensus, a, "myeloblast")
+    label(in_consensus, b, "lymphoblast")
+    label(final, a, "neutrophil")
+    label(final, b, "neutrophil")
+    user = make_user(role)
+
+    with pytest.raises(PermissionRefused, match="Only adjudicators and admins may resolve disagreements."):
+        consensus_resolve(image_id=in_consensus.id, adjudicator=user, cell_class=cls("myeloblast"))
+    with pytest.raises(PermissionRefused, match="Only adjudicators and admins may re-open final labels."):
+        label_reopen(image_id=final.id, actor=user, reason="Looks like a band form")
+
+    statuses = dict(CellImage.objects.filter(pk__in=[in_consensus.id, final.id]).values_list("id", "label_status"))
+    assert statuses == {in_consensus.id: LabelStatus.CONSENSUS, final.id: LabelStatus.FINAL}
+
+
+def test_an_admin_may_resolve_and_reopen(pool, annotators, admin_user):
+    a, b, *_ = annotators
+    image = pool[0]
+    label(image, a, "myeloblast")
+    label(image, b, "lymphoblast")
+    consensus_resolve(image_id=image.id, adjudicator=admin_user, cell_class=cls("myeloblast"))
+    label_reopen(image_id=image.id, actor=admin_user, reason="Second look")
+    image.refresh_from_db()
+    assert image.label_status == LabelStatus.CONSENSUS

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from core.roles import Role
-from inference import explain
+from inference.ensembles import ensemble_cache_clear
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
@@ -27,7 +27,7 @@ def active_model(make_user):
     version = active_version_write(created_by=admin, name="e2e-loop")
     pool = [image_make(batch=batch) for _ in range(6)]
     yield {"admin": admin, "version": version, "pool": pool}
-    explain.ensemble_cache_clear()
+    ensemble_cache_clear()
 
 
 def test_admin_rescores_with_entropy_and_the_annotator_gets_the_most_uncertain_cell(

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from annotation.models import CellClass
 from annotation.services.labeling import annotation_submit
 from core.roles import Role
-from inference import explain
+from inference.ensembles import ensemble_cache_clear
 from inference.models import Prediction
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
@@ -53,7 +53,7 @@ def disputed(make_user):
         entropy=entropy[0],
     )
     yield {"cells": cells, "version": version}
-    explain.ensemble_cache_clear()
+    ensemble_cache_clear()
 
 
 def _heatmap_loaded(page) -> bool:

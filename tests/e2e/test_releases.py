@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from annotation.models import Case
 from core.roles import Role
 from releases.models import DatasetArchive
-from releases.services import archive_build
+from releases.services.archive import archive_build
 from tests.annotation.imagedata import batch_make, image_make
 from tests.e2e.conftest import PASSWORD
 

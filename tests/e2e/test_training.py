@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from annotation.services.imports import import_batch_create, import_batch_process
+from annotation.services.imports.batches import import_batch_create
+from annotation.services.imports.runner import import_batch_process
 from core.roles import Role
 from tests.e2e.conftest import PASSWORD
 from tests.training.conftest import demo_subset

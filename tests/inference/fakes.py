@@ -46,6 +46,7 @@ class FakeEnsemble:
             yield probabilities[start : start + batch_size]
 
     def install(self, monkeypatch) -> FakeEnsemble:
-        monkeypatch.setattr("inference.services.load_ensemble", lambda out_dir: self)
-        monkeypatch.setattr("inference.services.ensemble_score_stream", self._score_stream)
+        # The one ensemble loader (scoring, predictions and opinions go through it); undone after the test.
+        monkeypatch.setattr("inference.ensembles.ensemble_load", lambda out_dir: self)
+        monkeypatch.setattr("inference.services.scoring.ensemble_score_stream", self._score_stream)
         return self

@@ -10,7 +10,9 @@ from config.celery import app
 from core.roles import Role
 from inference.models import ActiveLearningSettings
 from inference.selectors import al_settings_get
-from inference.services import al_settings_update, queue_priorities_refresh_start, queue_priorities_update
+from inference.services.selection import queue_priorities_update
+from inference.services.settings import al_settings_update
+from inference.services.starts import queue_priorities_refresh_start
 from tests.annotation.imagedata import image_make
 from training.models import ModelVersion
 

@@ -11,7 +11,7 @@ from django.urls import reverse
 from annotation.models import CellClass, LabelStatus
 from annotation.services.labeling import annotation_submit, queue_next
 from core.roles import Role
-from inference import explain
+from inference.ensembles import ensemble_cache_clear
 from tests.annotation.imagedata import image_make
 from tests.inference.ensembles import version_factory
 from tests.test_permissions_matrix import ROWS
@@ -39,7 +39,7 @@ SKIPPED = {"/api/schema/", "/api/docs/", "/accounts/logout/"}
 @pytest.fixture
 def version(make_version):
     yield version_factory(make_version)()
-    explain.ensemble_cache_clear()
+    ensemble_cache_clear()
 
 
 @pytest.fixture

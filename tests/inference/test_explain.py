@@ -12,13 +12,18 @@ from django.core.cache import cache
 from PIL import Image
 
 from core.roles import Role
-from inference import explain
+from inference import ensembles
+from inference.ensembles import ensemble_cache_clear
+from inference.errors import NoActiveModel
+from inference.explain import heatmaps
+from inference.explain.heatmaps import heatmap_cache_dir, heatmap_cache_path, heatmap_cache_prune, image_heatmap_png
+from inference.explain.opinion import image_opinion, image_opinion_state
 from inference.models import Prediction
-from inference.services import pool_score
+from inference.services.scoring import pool_score
 from tests.annotation.imagedata import image_make
 from tests.inference.ensembles import version_factory
 from training.models import ModelVersion
-from training.services import model_version_activate
+from training.services.versions import model_version_activate
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +31,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def version_with_ensemble(make_version):
     yield version_factory(make_version)
-    explain.ensemble_cache_clear()  # the next test's versions live in other folders; free the memory
+    ensemble_cache_clear()  # the next test's versions live in other folders; free the memory
 
 
 def test_top3_comes_from_the_stored_prediction_best_first(version_with_ensemble, batch, predict):
@@ -34,7 +39,7 @@ def test_top3_comes_from_the_stored_prediction_best_first(version_with_ensemble,
     image = image_make(batch=batch)
     predict(version, image, {"myeloblast": 0.55, "lymphoblast": 0.25, "monocyte": 0.1})
 
-    opinion = explain.image_opinion(image=image)
+    opinion = image_opinion(image=image)
 
     assert opinion.source == "stored"
     assert [(s.code, s.name) for s in opinion.top] == [
@@ -50,9 +55,9 @@ def test_computed_opinion_equals_what_scoring_the_pool_stores(version_with_ensem
     version = version_with_ensemble()
     image = image_make(batch=batch)
 
-    computed = explain.image_opinion(image=image)
+    computed = image_opinion(image=image)
     pool_score(model_version=version)
-    stored = explain.image_opinion(image=image)
+    stored = image_opinion(image=image)
 
     assert (computed.source, stored.source) == ("computed", "stored")
     assert [s.code for s in computed.top] == [s.code for s in stored.top]
@@ -66,48 +71,48 @@ def test_computed_opinion_equals_what_scoring_the_pool_stores(version_with_ensem
 def test_heatmap_is_a_png_of_the_image_size_cached_on_disk(version_with_ensemble, batch, monkeypatch):
     version = version_with_ensemble()
     image = image_make(batch=batch)  # 96 x 96; the model sees 64 x 64
-    predicted = explain.image_opinion(image=image).predicted.code
+    predicted = image_opinion(image=image).predicted.code
 
-    png = explain.image_heatmap_png(image=image)
+    png = image_heatmap_png(image=image)
 
     with Image.open(io.BytesIO(png)) as decoded:
         assert (decoded.format, decoded.size, decoded.mode) == ("PNG", (image.width, image.height), "RGB")
-    cached = explain.heatmap_cache_path(image=image, model_version=version, class_code=predicted)
+    cached = heatmap_cache_path(image=image, model_version=version, class_code=predicted)
     assert cached.read_bytes() == png
 
     # A reload reads the file: rendering again would fail here.
     def no_render(**kwargs):
         raise AssertionError("Grad-CAM recomputed despite the cache")
 
-    monkeypatch.setattr(explain, "heatmap_render", no_render)
-    assert explain.image_heatmap_png(image=image, class_code=predicted) == png
+    monkeypatch.setattr(heatmaps, "heatmap_render", no_render)
+    assert image_heatmap_png(image=image, class_code=predicted) == png
     with pytest.raises(AssertionError, match="recomputed"):
-        explain.image_heatmap_png(image=image, class_code="basophil" if predicted != "basophil" else "monocyte")
+        image_heatmap_png(image=image, class_code="basophil" if predicted != "basophil" else "monocyte")
 
 
 def test_heatmaps_of_two_classes_differ(version_with_ensemble, batch):
     version_with_ensemble()
     image = image_make(batch=batch)
 
-    first = explain.image_heatmap_png(image=image, class_code="neutrophil")
-    second = explain.image_heatmap_png(image=image, class_code="myeloblast")
+    first = image_heatmap_png(image=image, class_code="neutrophil")
+    second = image_heatmap_png(image=image, class_code="myeloblast")
 
     assert first != second
 
 
 def test_the_ensemble_is_loaded_once_per_version_and_process(version_with_ensemble, batch, monkeypatch):
     loads = []
-    real_load = explain.load_ensemble
-    monkeypatch.setattr(explain, "load_ensemble", lambda out_dir: loads.append(out_dir) or real_load(out_dir))
-    explain.ensemble_cache_clear()
+    real_load = ensembles.load_ensemble
+    monkeypatch.setattr(ensembles, "load_ensemble", lambda out_dir: loads.append(out_dir) or real_load(out_dir))
+    ensemble_cache_clear()
     old = version_with_ensemble(ModelVersion.Status.RETIRED)
     active = version_with_ensemble()
     images = [image_make(batch=batch) for _ in range(3)]
 
     for image in images:
-        explain.image_opinion(image=image)
-        explain.image_heatmap_png(image=image)
-    explain.image_opinion(image=images[0], model_version=old)
+        image_opinion(image=image)
+        image_heatmap_png(image=image)
+    image_opinion(image=images[0], model_version=old)
 
     assert [path.rsplit("/", 1)[-1] for path in loads] == [
         active.out_dir.rsplit("/", 1)[-1],
@@ -118,24 +123,24 @@ def test_the_ensemble_is_loaded_once_per_version_and_process(version_with_ensemb
 def test_unknown_class_is_refused(version_with_ensemble, batch):
     version_with_ensemble()
     with pytest.raises(ValueError, match="Unknown class 'megakaryocyte'"):
-        explain.image_heatmap_png(image=image_make(batch=batch), class_code="megakaryocyte")
+        image_heatmap_png(image=image_make(batch=batch), class_code="megakaryocyte")
 
 
 def test_no_active_model_is_a_state_not_an_error(version_with_ensemble, batch):
     version_with_ensemble(ModelVersion.Status.CANDIDATE)  # trained but not active: never shown
     image = image_make(batch=batch)
 
-    state = explain.image_opinion_state(image=image)
+    state = image_opinion_state(image=image)
 
     assert (state.state, state.opinion) == ("no_model", None)
     assert "No active model yet" in state.message
-    with pytest.raises(explain.NoActiveModel):
-        explain.image_heatmap_png(image=image)
+    with pytest.raises(NoActiveModel):
+        image_heatmap_png(image=image)
 
 
 def test_an_active_version_without_files_says_so(make_version, batch):
     make_version(ModelVersion.Status.ACTIVE)  # registered with out_dir "models/none": nothing on disk
-    state = explain.image_opinion_state(image=image_make(batch=batch))
+    state = image_opinion_state(image=image_make(batch=batch))
     assert state.state == "unavailable"
     assert "models/none" in state.message
 
@@ -153,14 +158,14 @@ def test_the_opinion_api_reports_a_missing_model_as_a_state(batch, adjudicator, 
     assert opinion.status_code == 200
     assert opinion.json() == {
         "state": "no_model",
-        "message": explain.NoActiveModel.message,
+        "message": NoActiveModel.message,
         "model_version": None,
         "top": [],
         "source": "",
         "heatmap_url": "",
     }
     assert heatmap.status_code == 409
-    assert heatmap.json()["detail"] == explain.NoActiveModel.message
+    assert heatmap.json()["detail"] == NoActiveModel.message
 
 
 def test_the_heatmap_url_refuses_an_unknown_class(version_with_ensemble, batch, researcher, client_for):
@@ -175,7 +180,7 @@ def test_the_heatmap_url_refuses_an_unknown_class(version_with_ensemble, batch, 
 
 
 def _cached(version: ModelVersion) -> list[str]:
-    folder = explain.heatmap_cache_dir(model_version_id=version.pk)
+    folder = heatmap_cache_dir(model_version_id=version.pk)
     return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
 
 
@@ -184,10 +189,10 @@ def test_activating_another_version_deletes_the_retired_versions_heatmaps(
 ):
     first = version_with_ensemble()
     image = image_make(batch=batch)
-    explain.image_heatmap_png(image=image, class_code="neutrophil")
-    explain.image_heatmap_png(image=image, class_code="myeloblast")
+    image_heatmap_png(image=image, class_code="neutrophil")
+    image_heatmap_png(image=image, class_code="myeloblast")
     second = version_with_ensemble(ModelVersion.Status.CANDIDATE)
-    kept = explain.heatmap_cache_path(image=image, model_version=second, class_code="neutrophil")
+    kept = heatmap_cache_path(image=image, model_version=second, class_code="neutrophil")
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"png")
     assert len(_cached(first)) == 2
@@ -195,19 +200,19 @@ def test_activating_another_version_deletes_the_retired_versions_heatmaps(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         model_version_activate(version=second, actor=admin_user)
     assert len(_cached(first)) == 2  # nothing is deleted before the activation commits
-    with caplog.at_level(logging.INFO, logger="inference.explain"):
+    with caplog.at_level(logging.INFO, logger="inference.explain.heatmaps"):
         for callback in callbacks:
             callback()
 
-    assert not explain.heatmap_cache_dir(model_version_id=first.pk).exists()
+    assert not heatmap_cache_dir(model_version_id=first.pk).exists()
     assert _cached(second) == [kept.name]  # the active version's cache stays
     assert f"deleted 2 cached heatmap(s) of model version {first.pk}" in caplog.text
 
     # Rolling back retires the second version: its cache goes, and the first one's maps are drawn afresh.
     with django_capture_on_commit_callbacks(execute=True):
         model_version_activate(version=first, actor=admin_user)
-    assert not explain.heatmap_cache_dir(model_version_id=second.pk).exists()
-    explain.image_heatmap_png(image=image, class_code="neutrophil")
+    assert not heatmap_cache_dir(model_version_id=second.pk).exists()
+    image_heatmap_png(image=image, class_code="neutrophil")
     assert len(_cached(first)) == 1
 
 
@@ -215,20 +220,20 @@ def test_the_prune_keeps_the_active_version_and_unrelated_files(make_version, se
     settings.MEDIA_ROOT = tmp_path  # other tests' maps stay out of the count
     active = make_version(ModelVersion.Status.ACTIVE)
     retired = make_version(ModelVersion.Status.RETIRED)
-    root = explain.heatmap_cache_dir(model_version_id=active.pk).parent
+    root = heatmap_cache_dir(model_version_id=active.pk).parent
     for version, names in ((active, ["a.png", "b.png"]), (retired, ["a.png", "b.png", "c.png.tmp"])):
-        folder = explain.heatmap_cache_dir(model_version_id=version.pk)
+        folder = heatmap_cache_dir(model_version_id=version.pk)
         folder.mkdir(parents=True)
         for name in names:
             (folder / name).write_bytes(b"png")
     (root / "README").write_text("not a version folder")
 
-    assert explain.heatmap_cache_prune() == 3
+    assert heatmap_cache_prune() == 3
 
     assert _cached(active) == ["a.png", "b.png"]
-    assert not explain.heatmap_cache_dir(model_version_id=retired.pk).exists()
+    assert not heatmap_cache_dir(model_version_id=retired.pk).exists()
     assert (root / "README").exists()
-    assert explain.heatmap_cache_prune() == 0
+    assert heatmap_cache_prune() == 0
 
 
 # --- rate limit ---------------------------------------------------------------------------------------

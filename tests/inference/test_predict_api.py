@@ -8,12 +8,14 @@ import io
 import numpy as np
 import pytest
 from django.core.cache import cache
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
 
 from core.roles import Role
-from inference import explain
+from inference.ensembles import ensemble_cache_clear
+from inference.explain.opinion import image_opinion
 from tests.annotation.imagedata import cell_png, image_make
 from tests.inference.ensembles import version_factory
 from training.models import ModelVersion
@@ -25,7 +27,7 @@ URL = "/api/inference/predict/"
 @pytest.fixture
 def version_with_ensemble(make_version):
     yield version_factory(make_version)
-    explain.ensemble_cache_clear()  # the next test's versions live in other folders; free the memory
+    ensemble_cache_clear()  # the next test's versions live in other folders; free the memory
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +54,7 @@ def png(size: tuple[int, int], variant: int = 1) -> bytes:
 def test_two_images_get_calibrated_probabilities_class_and_uncertainty(version_with_ensemble, client, batch):
     version = version_with_ensemble()
     stored = image_make(batch=batch)
-    with open(explain.default_storage.path(stored.file), "rb") as handle:
+    with open(default_storage.path(stored.file), "rb") as handle:
         same_bytes = handle.read()
 
     response = client.post(
@@ -74,7 +76,7 @@ def test_two_images_get_calibrated_probabilities_class_and_uncertainty(version_w
         assert result["entropy"] == pytest.approx(-(p * np.log(p)).sum())
         assert result["heatmap_png"] is None
     # The same pixels uploaded or stored get the same answer as on the image's page.
-    page_top = explain.image_opinion(image=stored).top
+    page_top = image_opinion(image=stored).top
     uploaded = body["results"][1]["probabilities"]
     assert [uploaded[s.code] for s in page_top] == pytest.approx([s.probability for s in page_top], abs=1e-6)
 

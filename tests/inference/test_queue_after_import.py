@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from annotation.models import Case, CellImage, ImportBatch
-from annotation.services.imports import import_batch_create, import_batch_process
+from annotation.services.imports.batches import import_batch_create
+from annotation.services.imports.runner import import_batch_process
 from inference.models import Prediction, ScoringJob
-from inference.services import al_settings_update
+from inference.services.settings import al_settings_update
 from tests.annotation.imagedata import cell_png, image_make
 from tests.inference.fakes import FakeEnsemble
 from training.models import ModelVersion

@@ -6,7 +6,7 @@ import pytest
 
 from annotation.models import CellImage, LabelStatus
 from core.roles import Role
-from inference.services import al_settings_update
+from inference.services.settings import al_settings_update
 from tests.annotation.imagedata import image_make
 from training.models import ModelVersion
 

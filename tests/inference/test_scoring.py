@@ -7,12 +7,16 @@ import pytest
 
 from annotation.models import CellImage
 from inference import tasks
+from inference.errors import ModelUnavailable
 from inference.models import Prediction, ScoringJob
 from inference.selectors import scoring_job_latest
-from inference.services import pool_score
+from inference.services import scoring
+from inference.services.scoring import pool_score
 from tests.annotation.imagedata import batch_make, image_make
 from training.models import ModelVersion, TrainingRun
-from training.services import model_version_activate, training_run_execute, training_run_start
+from training.services.execute import training_run_execute
+from training.services.runs import training_run_start
+from training.services.versions import model_version_activate
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +70,7 @@ def test_a_version_without_an_ensemble_fails_its_scoring_job(make_version, batch
     version = make_version()  # registered, but nothing on disk under out_dir
     image_make(batch=batch)
 
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelUnavailable):
         pool_score(model_version=version)
 
     job = scoring_job_latest(model_version=version)
@@ -77,18 +81,17 @@ def test_a_version_without_an_ensemble_fails_its_scoring_job(make_version, batch
 
 
 def test_one_loader_spans_many_write_rounds_and_every_image_gets_its_own_row(make_version, batch, monkeypatch):
-    from inference import services
     from tests.inference.fakes import FakeEnsemble
 
     ensemble = FakeEnsemble().install(monkeypatch)
     loaders = []
-    stream = services.ensemble_score_stream
+    stream = scoring.ensemble_score_stream
     monkeypatch.setattr(
-        services,
+        scoring,
         "ensemble_score_stream",
         lambda e, paths, **options: loaders.append(len(paths)) or stream(e, paths, **options),
     )
-    monkeypatch.setattr(services, "SCORING_LOADER_CHUNK", 5)
+    monkeypatch.setattr(scoring, "SCORING_LOADER_CHUNK", 5)
     version = make_version()
     for _ in range(5):
         image_make(batch=batch)

@@ -10,7 +10,7 @@ from django.utils import timezone
 from annotation.models import CellImage
 from core.roles import Role
 from inference.models import Prediction, ScoringJob
-from inference.services import al_settings_update
+from inference.services.settings import al_settings_update
 from tests.annotation.imagedata import image_make
 from tests.inference.fakes import FakeEnsemble
 from training.models import ModelVersion

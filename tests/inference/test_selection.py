@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
-from annotation.models import Case, CellImage
+from annotation.models import Case, CellClass, CellImage, LabelStatus
 from annotation.services.labeling import queue_next
+from inference.errors import SelectionRefused
+from inference.models import Prediction
 from inference.selectors import review_list_confident_disagreements
-from inference.services import SelectionRefused, queue_priorities_cold_start, queue_priorities_update
+from inference.services.cold_start import queue_priorities_cold_start
+from inference.services.selection import queue_priorities_update
 from tests.annotation.imagedata import image_make
+from training.ml.uncertainty import select_for_queue
 from training.models import ModelVersion
-from training.services import model_version_activate
+from training.services.versions import model_version_activate
 
 pytestmark = pytest.mark.django_db
 
@@ -133,6 +138,28 @@ def test_settings_give_the_defaults_and_bad_arguments_are_refused(make_version, 
         queue_priorities_update(model_version=version, strategy="vibes")
     with pytest.raises(SelectionRefused):
         queue_priorities_update(model_version=make_version())  # a candidate never orders the queue
+
+
+@pytest.mark.parametrize("strategy", ["margin", "entropy", "least_confidence", "random"])
+def test_the_queue_chooses_what_the_benchmarks_selection_chooses(make_version, predict, batch, strategy):
+    version = make_version(ACTIVE)
+    codes = list(CellClass.objects.order_by("order").values_list("code", flat=True))
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        named = rng.choice(codes, 3, replace=False)
+        predict(version, image_make(batch=batch), dict(zip(named, rng.dirichlet(np.ones(4))[:3], strict=False)))
+    options = {"exploration": 0.3, "max_class_share": 0.25, "seed": 5}
+
+    chosen = queue_priorities_update(model_version=version, strategy=strategy, top_n=16, **options)
+
+    rows = list(
+        Prediction.objects.filter(model_version=version, image__label_status=LabelStatus.NEEDS_LABELS).order_by(
+            "image_id"
+        )
+    )
+    picks = select_for_queue(np.array([row.probabilities for row in rows]), 16, strategy, **options)
+    assert len(chosen) == 16
+    assert chosen == [rows[i].image_id for i in picks]
 
 
 def test_review_list_shows_confident_disagreements_only(make_version, predict, batch):

@@ -11,7 +11,8 @@ import pytest
 
 from annotation.models import Case, CellImage
 from releases.models import DatasetVersion
-from releases.services import archive_write, dataset_version_create
+from releases.services.archive import archive_write
+from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
 
 

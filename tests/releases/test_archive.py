@@ -14,7 +14,9 @@ import pytest
 from django.core.files.storage import default_storage
 
 from releases.models import DatasetArchive, ManifestEntry
-from releases.services import ArchiveError, archive_build, archive_build_start, manifest_csv_cell, release_settings_get
+from releases.services.archive import ArchiveError, archive_build, manifest_csv_cell
+from releases.services.archive_request import archive_build_start
+from releases.services.versions import release_settings_get
 from tests.releases.conftest import zip_members
 
 pytestmark = pytest.mark.django_db

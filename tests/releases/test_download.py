@@ -10,7 +10,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from releases.models import DatasetArchive
-from releases.services import archive_build
+from releases.services.archive import archive_build
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from core.roles import Role
 from releases.models import DatasetArchive, DatasetVersion
-from releases.services import archive_build
+from releases.services.archive import archive_build
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.db import connection
 from annotation.models import Annotation, CellClass
 from core.roles import Role
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, ReleaseSettings
-from releases.services import ReleaseEmpty, dataset_version_create
+from releases.services.versions import ReleaseEmpty, dataset_version_create
 
 
 @pytest.mark.django_db

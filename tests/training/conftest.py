@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from annotation.services.imports import import_batch_create, import_batch_process
+from annotation.services.imports.batches import import_batch_create
+from annotation.services.imports.runner import import_batch_process
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "pbc-sample"
 DEMO_CLASSES = ("eosinophil", "lymphocyte", "neutrophil")

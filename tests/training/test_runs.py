@@ -14,8 +14,10 @@ from django.utils import timezone
 
 from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
-from training import services
+from training import reaping
 from training.models import ModelVersion, TrainingRun
+from training.services import execute
+from training.services.versions import model_version_activate
 from training.tasks import training_run
 
 pytestmark = pytest.mark.django_db
@@ -156,14 +158,14 @@ def test_cancel_mid_run_ends_cancelled_without_a_version(
     labeled_demo()
     active = _version_with_run(admin_user=admin_user, status=ModelVersion.Status.ACTIVE)
     api = api_client_for(admin_user)
-    original = services._RunProgress.on_batch_end
+    original = execute._RunProgress.on_batch_end
 
     def cancel_after_first_batch(self, step, total, loss):
         original(self, step, total, loss)
         # What an admin's click does while the worker trains: the API call, between two batches.
         assert api.post(f"/api/training/runs/{self.run_id}/cancel/").status_code == 200
 
-    monkeypatch.setattr(services._RunProgress, "on_batch_end", cancel_after_first_batch)
+    monkeypatch.setattr(execute._RunProgress, "on_batch_end", cancel_after_first_batch)
     run_id = _start(api, django_capture_on_commit_callbacks).json()["id"]
     run = TrainingRun.objects.get(pk=run_id)
     assert run.status == TrainingRun.Status.CANCELLED
@@ -229,12 +231,12 @@ def test_a_failing_run_records_the_error_and_leaves_the_active_model(
 
 def test_activating_retires_the_old_one_and_rolling_back_works(admin_user, make_user):
     first = _version_with_run(admin_user=admin_user)
-    services.model_version_activate(version=first, actor=admin_user)
+    model_version_activate(version=first, actor=admin_user)
     second = _version_with_run(admin_user=admin_user)
-    services.model_version_activate(version=second, actor=admin_user)
+    model_version_activate(version=second, actor=admin_user)
     first.refresh_from_db()
     assert (first.status, ModelVersion.objects.get(pk=second.pk).status) == ("retired", "active")
-    services.model_version_activate(version=first, actor=admin_user)  # roll back
+    model_version_activate(version=first, actor=admin_user)  # roll back
     assert list(ModelVersion.objects.filter(status="active")) == [first]
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersion.objects.filter(pk=second.pk).update(status="active")
@@ -267,17 +269,17 @@ def test_the_heartbeat_thread_keeps_a_run_alive_through_a_long_stretch_without_b
         status=TrainingRun.Status.RUNNING,
         heartbeat_at=timezone.now() - timedelta(hours=2),
     )
-    with services._heartbeat(run_id=run.pk):
+    with execute._heartbeat(run_id=run.pk):
         time.sleep(0.2)  # the first beat
         deadline = timezone.now() + timedelta(seconds=1.5)
         while timezone.now() < deadline:  # a long evaluation: nothing but the thread writes
-            assert services.training_runs_fail_stale() == 0
+            assert reaping.training_runs_fail_stale() == 0
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING
     assert timezone.now() - run.heartbeat_at < timedelta(seconds=1)
     # Without the thread the same run goes stale and is reaped.
     deadline = timezone.now() + timedelta(seconds=1)
-    while not services.training_runs_fail_stale():
+    while not reaping.training_runs_fail_stale():
         assert timezone.now() < deadline
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED

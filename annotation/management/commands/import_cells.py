@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from annotation.models import ImportBatch, ImportItem
-from annotation.services.imports import ImportRejected, import_batch_create, import_batch_process, importer_default
+from annotation.services.imports.batches import import_batch_create, importer_default
+from annotation.services.imports.runner import import_batch_process
+from core.errors import AppError
 
 
 class Command(BaseCommand):
@@ -46,7 +47,7 @@ class Command(BaseCommand):
                 csv_path=csv,
                 enqueue=False,
             )
-        except (ImportRejected, PermissionDenied) as exc:
+        except AppError as exc:  # refused: not an admin, or the source cannot be imported
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Import #{batch.pk} of {path} as {importer.get_username()}")
         batch = import_batch_process(batch=batch, on_progress=_progress_printer(self.stdout))

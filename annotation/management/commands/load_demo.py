@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.management.commands.import_cells import batch_report
 from annotation.models import ImportBatch
-from annotation.services.imports import import_batch_create, import_batch_process, importer_default
+from annotation.services.imports.batches import import_batch_create, importer_default
+from annotation.services.imports.runner import import_batch_process
 
 DEMO_SOURCE_NAME = "demo"
 

@@ -1,4 +1,5 @@
-"""Training actions: start, execute (on the worker), cancel and reap retrains; register and activate model versions."""
+"""Training a run's ensemble on the worker (the training task calls `training_run_execute`): claim, heartbeat,
+progress and cancel through the run's row, then register the model version (and activate it when so configured)."""
 
 from __future__ import annotations
 
@@ -10,116 +11,26 @@ import socket
 import threading
 import time
 import traceback
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db import connection, transaction
 from django.utils import timezone
 
-from core.roles import Role, user_has_role
-from inference.services import inference_after_activation
 from releases.models import DatasetVersion, Split
-from releases.services.versions import dataset_version_create
-from training.ml.config import TrainConfig, config_for_profile
+from training.ml.config import TrainConfig
 from training.ml.loop import Callback, TrainingCancelled
 from training.ml.train import train_ensemble
 from training.models import ModelVersion, TrainingRun
+from training.services.versions import model_version_activate, model_version_better_than_active
 
 _logger = logging.getLogger(__name__)
 
-PROFILES = ("smoke", "quick", "paper")
 MODELS_DIR = "models"
 PROGRESS_WRITE_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 1.0
-
-
-class TrainingRefused(ValueError):
-    """The request cannot be carried out as asked (bad version, bad profile, finished run)."""
-
-
-class TrainingBusy(TrainingRefused):
-    """Another run is queued or running; only one trains at a time."""
-
-
-def heartbeat_stale_after() -> timedelta:
-    return timedelta(minutes=getattr(settings, "HEMALOOP_TRAINING_HEARTBEAT_MINUTES", 30))
-
-
-def _admin_check(*, user: AbstractBaseUser, action: str) -> None:
-    if not user_has_role(user, Role.ADMIN):
-        raise PermissionDenied(f"Only admins may {action}.")
-
-
-# --- runs ------------------------------------------------------------------------------------------
-
-
-def training_run_start(
-    *,
-    started_by: AbstractBaseUser,
-    dataset_version: DatasetVersion | None = None,
-    profile: str = "quick",
-    overrides: dict[str, Any] | None = None,
-) -> TrainingRun:
-    """Queue a retrain of the ensemble on `dataset_version`, or on a version frozen from the current labels now."""
-    _admin_check(user=started_by, action="start training runs")
-    training_runs_fail_stale()
-    if profile not in PROFILES:
-        raise TrainingRefused(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
-    try:
-        config = config_for_profile(profile, **(overrides or {}))
-    except (TypeError, ValueError) as exc:
-        raise TrainingRefused(f"Invalid training settings: {exc}") from exc
-    _busy_check()
-    with transaction.atomic():
-        # The frozen version rolls back with the run if the run is refused below.
-        if dataset_version is None:
-            dataset_version = dataset_version_create(created_by=started_by, title="Frozen for training")
-        _dataset_check(version=dataset_version)
-        try:
-            with transaction.atomic():
-                run = TrainingRun.objects.create(
-                    dataset_version=dataset_version, profile=profile, config=config.to_dict(), started_by=started_by
-                )
-        except IntegrityError as exc:  # a concurrent start won the partial unique constraint
-            raise TrainingBusy(_busy_message()) from exc
-        transaction.on_commit(lambda: _enqueue(run_id=run.pk))
-    return run
-
-
-def _enqueue(*, run_id: int) -> None:
-    from training.tasks import training_run
-
-    training_run.delay(run_id)
-
-
-def _busy_message() -> str:
-    active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
-    which = f"run {active.pk} is {active.status}" if active else "another run is queued or running"
-    return f"Only one training run at a time: {which}. Wait for it to finish or cancel it."
-
-
-def _busy_check() -> None:
-    if TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).exists():
-        raise TrainingBusy(_busy_message())
-
-
-def _dataset_check(*, version: DatasetVersion) -> None:
-    labels = set(version.entries.values_list("label", flat=True))
-    if len(labels) < 2:
-        raise TrainingRefused(f"Version {version.name} has {len(labels)} class(es); training needs at least 2.")
-    counts = dict(version.entries.values("split").annotate(n=Count("id")).values_list("split", "n"))
-    empty = [split.label.lower() for split in Split if not counts.get(split.value)]
-    if empty:
-        raise TrainingRefused(
-            f"Version {version.name} has no images in its {' and '.join(empty)} split(s); "
-            "label images from more cases before training."
-        )
 
 
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
@@ -164,7 +75,7 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
 
 
 def heartbeat_interval_seconds() -> float:
-    return getattr(settings, "HEMALOOP_TRAINING_HEARTBEAT_SECONDS", 60.0)
+    return settings.HEMALOOP_TRAINING_HEARTBEAT_SECONDS
 
 
 @contextlib.contextmanager
@@ -177,8 +88,6 @@ def _heartbeat(*, run_id: int):
     stop = threading.Event()
 
     def beat() -> None:
-        from django.db import connection
-
         try:
             while True:
                 TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
@@ -243,15 +152,8 @@ def _register(*, run: TrainingRun, result: Any, out_dir: Path) -> None:
         locked.eta_seconds = 0
         locked.log_tail = _tail(locked.log_tail, f"Registered model version {version.pk}.")
         locked.save(update_fields=["status", "finished_at", "eta_seconds", "log_tail"])
-        if getattr(settings, "HEMALOOP_AUTO_ACTIVATE", False) and _better_than_active(version=version):
+        if settings.HEMALOOP_AUTO_ACTIVATE and model_version_better_than_active(version=version):
             model_version_activate(version=version, actor=run.started_by)
-
-
-def _better_than_active(*, version: ModelVersion) -> bool:
-    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
-    if version.macro_f1 is None:
-        return False
-    return active is None or active.macro_f1 is None or version.macro_f1 > active.macro_f1
 
 
 def _tail(log: str, line: str) -> str:
@@ -337,55 +239,3 @@ class _RunProgress(Callback):
         elapsed = time.monotonic() - self.started
         remaining = self.model_count * self.max_epochs - epochs_done
         return max(0, int(elapsed / epochs_done * remaining))
-
-
-def training_run_cancel(*, run: TrainingRun, actor: AbstractBaseUser) -> TrainingRun:
-    """Cancel a queued run at once; ask a running one to stop after its current batch."""
-    _admin_check(user=actor, action="cancel training runs")
-    if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
-    ):
-        run.refresh_from_db()
-        return run
-    if not TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True):
-        run.refresh_from_db()
-        raise TrainingRefused(f"Run {run.pk} is already {run.get_status_display().lower()}.")
-    run.refresh_from_db()
-    return run
-
-
-def training_runs_fail_stale() -> int:
-    """Mark failed every running run whose worker stopped sending heartbeats; safe to call from anywhere, often."""
-    cutoff = timezone.now() - heartbeat_stale_after()
-    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
-    count = stale.update(
-        status=TrainingRun.Status.FAILED,
-        finished_at=timezone.now(),
-        eta_seconds=None,
-        error=f"The worker stopped reporting (no heartbeat for {heartbeat_stale_after()}); it probably died.",
-    )
-    if count:
-        _logger.warning("marked %d stale training run(s) failed", count)
-    return count
-
-
-# --- model versions --------------------------------------------------------------------------------
-
-
-def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) -> ModelVersion:
-    """Make `version` the model inference uses (a candidate, or an earlier one to roll back); the old one retires."""
-    _admin_check(user=actor, action="activate model versions")
-    with transaction.atomic():
-        current = list(ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE))
-        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
-        if version.status == ModelVersion.Status.ACTIVE:
-            return version
-        ModelVersion.objects.filter(pk__in=[row.pk for row in current]).update(status=ModelVersion.Status.RETIRED)
-        version.status = ModelVersion.Status.ACTIVE
-        version.activated_at = timezone.now()
-        version.activated_by = actor
-        version.save(update_fields=["status", "activated_at", "activated_by"])
-        # After commit: the new model re-scores the pool and re-orders the labeling queue (inference queue, GPU
-        # host), and the retired model's cached heatmaps are deleted.
-        inference_after_activation(model_version=version)
-    return version

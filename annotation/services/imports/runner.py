@@ -1,0 +1,247 @@
+"""Processing an import batch (the task runs this): files read and decoded on a few threads, duplicates looked
+up a chunk at a time, progress saved as it goes, and `import_batch_finished` sent once the batch is done."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem
+from annotation.services.imports import items
+from annotation.services.imports.items import PreparedFile
+from annotation.services.imports.uploads import upload_delete
+from annotation.services.metadata import ImportPlan, csv_rows_read, import_plan_build
+from annotation.services.sources import Source, SourceEntry, SourceInvalid, source_open
+from annotation.services.validation import FileRejected, ImportLimits, megabytes
+from annotation.signals import import_batch_finished
+
+FINISHED = (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)
+LOOKUP_CHUNK = 32
+
+ProgressCallback = Callable[[ImportBatch], None]
+
+
+def import_batch_process(*, batch: ImportBatch, on_progress: ProgressCallback | None = None) -> ImportBatch:
+    """Import every file of the batch's source and leave the per-file report; the task calls this.
+
+    The batch fails (status failed, error set) only when the source as a whole is invalid; single bad
+    files are rejected in the report. A batch found running again (a redelivered task) resumes after
+    the files it already reported.
+    """
+    batch = _batch_start(batch=batch)
+    if batch.status in FINISHED:
+        return batch
+    run = _BatchRun(batch=batch, limits=ImportLimits.from_settings(), on_progress=on_progress)
+    try:
+        run.execute()
+    except SourceInvalid as exc:
+        return run.finish(status=ImportBatch.Status.FAILED, error=f"The whole import was rejected: {exc}.")
+    except SoftTimeLimitExceeded:
+        run.finish(
+            status=ImportBatch.Status.FAILED,
+            error="The import ran past its time limit; the files listed below were processed.",
+        )
+        raise
+    except Exception as exc:
+        run.finish(status=ImportBatch.Status.FAILED, error=f"The import stopped on an internal error: {exc!r}")
+        raise
+    batch = run.finish(status=ImportBatch.Status.DONE, error="")
+    if batch.source_is_upload:
+        upload_delete(Path(batch.source_path), Path(batch.csv_path) if batch.csv_path else None)
+    # Higher floors react here (inference queues the new images: scored by the active model, or a cold start
+    # across cases). Every file committed on its own above, so receivers see them all.
+    import_batch_finished.send(sender=ImportBatch, batch=batch)
+    return batch
+
+
+def _batch_start(*, batch: ImportBatch) -> ImportBatch:
+    with transaction.atomic():
+        batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status not in FINISHED:
+            batch.status = ImportBatch.Status.RUNNING
+            batch.started_at = batch.started_at or timezone.now()
+            batch.save(update_fields=["status", "started_at"])
+    return batch
+
+
+class _BatchRun:
+    """The state of one batch while it is processed: counters, caches, and the per-file steps."""
+
+    def __init__(self, *, batch: ImportBatch, limits: ImportLimits, on_progress: ProgressCallback | None) -> None:
+        self.batch = batch
+        self.limits = limits
+        self.on_progress = on_progress
+        self.progress_every = max(1, settings.HEMALOOP_IMPORT_PROGRESS_EVERY)
+        self.workers = max(1, settings.HEMALOOP_IMPORT_WORKERS)
+        self.counts: Counter[str] = Counter()
+        self.cases: dict[str, Case] = {}
+        self.seen: dict[str, int] = {}  # sha256 -> image id imported by this batch
+        self.done: set[str] = set()
+        self.read_bytes = 0
+
+    def execute(self) -> None:
+        # A resumed batch keeps what it reported before the interruption.
+        for name, outcome in ImportItem.objects.filter(batch=self.batch).values_list("name", "outcome"):
+            self.done.add(name)
+            self.counts[outcome] += 1
+        self.seen = dict(CellImage.objects.filter(batch=self.batch).values_list("sha256", "id"))
+
+        with source_open(path=Path(self.batch.source_path), limits=self.limits) as source:
+            rows = []
+            if self.batch.csv_path:
+                rows = csv_rows_read(path=Path(self.batch.csv_path), max_bytes=self.limits.max_csv_bytes)
+            plan = import_plan_build(
+                names=[entry.name for entry in source.entries],
+                rows=rows,
+                classes={cell_class.code: cell_class for cell_class in CellClass.objects.all()},
+                case_from_folder=self.batch.case_from_folder,
+                unsafe=frozenset(entry.name for entry in source.entries if entry.problem),
+            )
+            self.batch.total = len(source.entries) + len(plan.unmatched)
+            self.batch.skipped = source.skipped
+            self._progress_save()
+            todo = [entry for entry in source.entries if items.item_name(entry.name) not in self.done]
+            # Closed explicitly, so a batch that stops half-way cleans up its threads and staged files now.
+            with (
+                closing(self._prepared(source=source, plan=plan, entries=todo)) as prepared_files,
+                closing(_chunks(prepared_files, size=LOOKUP_CHUNK)) as chunks,
+            ):
+                for chunk in chunks:
+                    try:
+                        hashes = [prepared.sha256 for prepared in chunk if prepared.image is not None]
+                        known = items.images_by_hash(hashes=hashes)
+                        for prepared in chunk:
+                            self._file_import(prepared=prepared, plan=plan, source=source, known=known)
+                            if sum(self.counts.values()) % self.progress_every == 0:
+                                self._progress_save()
+                    finally:
+                        # Duplicates, rejections and a batch that stops half-way leave no staged file behind.
+                        items.staged_discard(chunk)
+        for row in plan.unmatched:
+            name = row.file or f"CSV line {row.line}"
+            if items.item_name(name) not in self.done:
+                reason = f"listed on CSV line {row.line} but not found in the source" if row.file else "no file name"
+                self._item_add(name=name, outcome=ImportItem.Outcome.REJECTED, reason=reason)
+
+    def finish(self, *, status: str, error: str) -> ImportBatch:
+        self.batch.status = status
+        self.batch.error = error
+        self.batch.finished_at = timezone.now()
+        self._progress_save()
+        return self.batch
+
+    def _prepared(self, *, source: Source, plan: ImportPlan, entries: list[SourceEntry]) -> Iterator[PreparedFile]:
+        """Read, hash and decode files on a few threads (Pillow and hashlib release the GIL), in order."""
+        if self.workers == 1:
+            for entry in entries:
+                yield items.file_prepare(entry=entry, source=source, plan=plan, limits=self.limits)
+            return
+        window: deque[Future[PreparedFile]] = deque()
+        # The look-ahead covers a lookup chunk plus work for every thread, so the threads keep decoding
+        # while the database writes of a chunk run; it bounds memory to a few dozen files.
+        lookahead = LOOKUP_CHUNK + 2 * self.workers
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="import")
+        try:
+            for entry in entries:
+                window.append(
+                    pool.submit(items.file_prepare, entry=entry, source=source, plan=plan, limits=self.limits)
+                )
+                if len(window) >= lookahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
+            pool.shutdown(wait=True)
+            # Stopped early: what the threads staged for files nobody will import must go.
+            items.staged_discard(
+                future.result() for future in window if not future.cancelled() and future.exception() is None
+            )
+
+    def _file_import(self, *, prepared: PreparedFile, plan: ImportPlan, source: Source, known: dict[str, int]) -> None:
+        entry = prepared.entry
+        self.read_bytes += prepared.size
+        if source.is_archive and self.read_bytes > self.limits.max_total_bytes:
+            raise SourceInvalid(f"the archive expands to more than {megabytes(self.limits.max_total_bytes)}")
+        if prepared.image is None:
+            self._item_add(name=entry.name, outcome=ImportItem.Outcome.REJECTED, reason=prepared.reason)
+            return
+        existing = self.seen.get(prepared.sha256) or known.get(prepared.sha256)
+        if existing is not None:
+            self._duplicate_add(name=entry.name, image_id=existing)
+            return
+        try:
+            image_id, duplicate = items.image_store(
+                batch=self.batch, prepared=prepared, meta=plan.files[entry.name], cases=self.cases
+            )
+        except FileRejected as exc:
+            self._item_add(name=entry.name, outcome=ImportItem.Outcome.REJECTED, reason=str(exc))
+            return
+        except DatabaseError as exc:
+            self._item_add(name=entry.name, outcome=ImportItem.Outcome.REJECTED, reason=f"database error: {exc}")
+            return
+        if duplicate:
+            self._duplicate_add(name=entry.name, image_id=image_id)
+        else:
+            self.seen[prepared.sha256] = image_id
+            self.counts[ImportItem.Outcome.IMPORTED] += 1
+
+    def _duplicate_add(self, *, name: str, image_id: int) -> None:
+        original = CellImage.objects.filter(pk=image_id).values_list("original_name", "batch_id").first()
+        detail = f" ({original[0]}, batch #{original[1]})" if original else ""
+        self._item_add(
+            name=name,
+            outcome=ImportItem.Outcome.DUPLICATE,
+            reason=f"same content as image #{image_id}{detail}",
+            image_id=image_id,
+        )
+
+    def _item_add(self, *, name: str, outcome: str, reason: str, image_id: int | None = None) -> None:
+        items.item_create(batch=self.batch, name=name, outcome=outcome, reason=reason, image_id=image_id)
+        self.counts[outcome] += 1
+
+    def _progress_save(self) -> None:
+        batch = self.batch
+        batch.imported = self.counts[ImportItem.Outcome.IMPORTED]
+        batch.duplicates = self.counts[ImportItem.Outcome.DUPLICATE]
+        batch.rejected = self.counts[ImportItem.Outcome.REJECTED]
+        batch.processed = batch.imported + batch.duplicates + batch.rejected
+        batch.save(
+            update_fields=[
+                "status",
+                "error",
+                "finished_at",
+                "total",
+                "skipped",
+                "processed",
+                "imported",
+                "duplicates",
+                "rejected",
+            ]
+        )
+        if self.on_progress is not None:
+            self.on_progress(batch)
+
+
+def _chunks(prepared_files: Iterator[PreparedFile], *, size: int) -> Iterator[list[PreparedFile]]:
+    chunk: list[PreparedFile] = []
+    try:
+        for prepared in prepared_files:
+            chunk.append(prepared)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    except BaseException:
+        items.staged_discard(chunk)
+        raise

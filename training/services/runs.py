@@ -1,0 +1,93 @@
+"""Retrain runs as an admin starts and cancels them; the worker side is training.services.execute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from core.roles import Role, role_require
+from releases.models import DatasetVersion, Split
+from releases.services.versions import dataset_version_create
+from training import tasks
+from training.errors import TrainingBusy, TrainingRefused
+from training.ml.config import config_for_profile
+from training.models import TrainingRun
+from training.reaping import training_runs_fail_stale
+
+PROFILES = ("smoke", "quick", "paper")
+
+
+def training_run_start(
+    *,
+    started_by: AbstractBaseUser,
+    dataset_version: DatasetVersion | None = None,
+    profile: str = "quick",
+    overrides: dict[str, Any] | None = None,
+) -> TrainingRun:
+    """Queue a retrain of the ensemble on `dataset_version`, or on a version frozen from the current labels now."""
+    role_require(started_by, Role.ADMIN, action="start training runs")
+    training_runs_fail_stale()
+    if profile not in PROFILES:
+        raise TrainingRefused(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    try:
+        config = config_for_profile(profile, **(overrides or {}))
+    except (TypeError, ValueError) as exc:
+        raise TrainingRefused(f"Invalid training settings: {exc}") from exc
+    _busy_check()
+    with transaction.atomic():
+        # The frozen version rolls back with the run if the run is refused below.
+        if dataset_version is None:
+            dataset_version = dataset_version_create(created_by=started_by, title="Frozen for training")
+        _dataset_check(version=dataset_version)
+        try:
+            with transaction.atomic():
+                run = TrainingRun.objects.create(
+                    dataset_version=dataset_version, profile=profile, config=config.to_dict(), started_by=started_by
+                )
+        except IntegrityError as exc:  # a concurrent start won the partial unique constraint
+            raise TrainingBusy(_busy_message()) from exc
+        transaction.on_commit(lambda: tasks.training_run.delay(run.pk))
+    return run
+
+
+def _busy_message() -> str:
+    active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
+    which = f"run {active.pk} is {active.status}" if active else "another run is queued or running"
+    return f"Only one training run at a time: {which}. Wait for it to finish or cancel it."
+
+
+def _busy_check() -> None:
+    if TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).exists():
+        raise TrainingBusy(_busy_message())
+
+
+def _dataset_check(*, version: DatasetVersion) -> None:
+    labels = set(version.entries.values_list("label", flat=True))
+    if len(labels) < 2:
+        raise TrainingRefused(f"Version {version.name} has {len(labels)} class(es); training needs at least 2.")
+    counts = dict(version.entries.values("split").annotate(n=Count("id")).values_list("split", "n"))
+    empty = [split.label.lower() for split in Split if not counts.get(split.value)]
+    if empty:
+        raise TrainingRefused(
+            f"Version {version.name} has no images in its {' and '.join(empty)} split(s); "
+            "label images from more cases before training."
+        )
+
+
+def training_run_cancel(*, run: TrainingRun, actor: AbstractBaseUser) -> TrainingRun:
+    """Cancel a queued run at once; ask a running one to stop after its current batch."""
+    role_require(actor, Role.ADMIN, action="cancel training runs")
+    if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    ):
+        run.refresh_from_db()
+        return run
+    if not TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True):
+        run.refresh_from_db()
+        raise TrainingRefused(f"Run {run.pk} is already {run.get_status_display().lower()}.")
+    run.refresh_from_db()
+    return run
