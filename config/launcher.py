@@ -80,6 +80,22 @@ class Stack:
                 "--without-mingle",
             ],
         )
+        # The periodic tasks (the stale-job reaper): one beat for the whole site, its schedule file under var/.
+        self.spawn(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--schedule",
+                str(self.var_dir / "celerybeat-schedule"),
+                "--loglevel",
+                "INFO",
+            ],
+        )
         self.spawn(
             "web",
             [

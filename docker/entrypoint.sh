@@ -1,5 +1,5 @@
 #!/usr/bin/env sh
-# One entrypoint for every role of the image: web | worker QUEUES | manage ARGS...
+# One entrypoint for every role of the image: web | worker QUEUES | beat | manage ARGS...
 set -eu
 role="${1:-web}"
 shift || true
@@ -15,6 +15,10 @@ case "$role" in
     # scoring can start their DataLoader decoding workers.
     exec celery -A config worker --queues "${1:-default}" --pool "${WORKER_POOL:-prefork}" \
       --concurrency "${WORKER_CONCURRENCY:-1}" --hostname "${1:-default}@%h" --loglevel INFO
+    ;;
+  beat)
+    # One per site: the periodic tasks (the stale-job reaper).
+    exec celery -A config beat --schedule /tmp/celerybeat-schedule --loglevel INFO
     ;;
   manage)
     exec python manage.py "$@"

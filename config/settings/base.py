@@ -153,6 +153,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 24 * 3600
+# Stale jobs (a worker died mid-task) are failed by this periodic task, never by a page view.
+HEMALOOP_JOB_REAP_SECONDS = env.int("HEMALOOP_JOB_REAP_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-jobs": {"task": "core.tasks.jobs_reap_stale_task", "schedule": HEMALOOP_JOB_REAP_SECONDS},
+}
 
 # HemaLoop's own settings: each is declared here once, read from the environment of the same name, documented in
 # README.md's configuration table, and read as a plain settings attribute (tests/test_settings.py keeps this true).
