@@ -51,13 +51,17 @@ class Job(models.Model):
     error = models.TextField(blank=True)
 
     # A running job without a heartbeat for this long lost its worker. Subclasses whose steps take longer
-    # between heartbeats raise it.
+    # between heartbeats raise it, or override stale_after() to read a setting.
     STALE_AFTER: ClassVar[timedelta] = timedelta(minutes=30)
     # What the progress JSON calls this kind of job.
     JOB_KIND: ClassVar[str] = "job"
 
     class Meta:
         abstract = True
+
+    @classmethod
+    def stale_after(cls) -> timedelta:
+        return cls.STALE_AFTER
 
     @property
     def is_finished(self) -> bool:
@@ -112,17 +116,18 @@ def job_is_stale(job: Job, *, now=None) -> bool:
     if job.status != JobStatus.RUNNING:
         return False
     last = job.heartbeat_at or job.started_at or job.requested_at
-    return last < (now or timezone.now()) - type(job).STALE_AFTER
+    return last < (now or timezone.now()) - type(job).stale_after()
 
 
 def jobs_fail_stale(*, model: type[Job]) -> int:
     """Fail every running job of `model` whose worker stopped sending heartbeats."""
     now = timezone.now()
-    stale = model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - model.STALE_AFTER)
+    stale_after = model.stale_after()
+    stale = model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after)
     count = stale.update(
         status=JobStatus.FAILED,
         finished_at=now,
-        error=f"The worker stopped reporting (no heartbeat for {model.STALE_AFTER}); it probably died.",
+        error=f"The worker stopped reporting (no heartbeat for {stale_after}); it probably died.",
     )
     if count:
         _logger.warning("marked %d stale %s job(s) failed", count, model.JOB_KIND)
