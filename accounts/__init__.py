@@ -1,0 +1,1 @@
+"""Floor 1: users, login, API tokens, and the role groups. Imports only core."""

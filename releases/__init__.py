@@ -1,0 +1,1 @@
+"""Floor 3: immutable, versioned datasets (splits, manifests, archives, downloads). Reads annotation."""
