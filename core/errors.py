@@ -50,6 +50,17 @@ class TooLarge(AppError):
     code = "too_large"
 
 
+class TooManyRequests(AppError):
+    """Refused for a while: `retry_after` seconds go to the Retry-After header, so clients know when to retry."""
+
+    status = 429
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
 class Unavailable(AppError):
     status = 503
     code = "unavailable"
@@ -58,5 +69,6 @@ class Unavailable(AppError):
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, plus AppError as {"detail": message, "code": code} with the error's status."""
     if isinstance(exc, AppError):
-        return Response({"detail": exc.message, "code": exc.code}, status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return Response({"detail": exc.message, "code": exc.code}, status=exc.status, headers=headers)
     return drf_exception_handler(exc, context)

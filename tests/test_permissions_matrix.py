@@ -25,6 +25,8 @@ TABLE = """
 url                                         method  anonymous annotator adjudicator researcher admin norole
 /                                           GET     login     200       200         200        200   200
 /accounts/logout/                           POST    login     302       302         302        302   302
+/accounts/token/                            GET     login     200       200         200        200   200
+/accounts/token/                            POST    login     302       302         302        302   302
 /annotation/images/                         GET     login     403       403         200        200   403
 /annotation/images/{image}/                 GET     login     403       200         200        200   403
 /annotation/images/{image}/reopen/          POST    login     403       200         403        200   403
@@ -42,8 +44,10 @@ url                                         method  anonymous annotator adjudica
 /admin/annotation/cellimage/                GET     login     302       302         302        200   302
 /admin/annotation/importbatch/              GET     login     302       302         302        200   302
 /admin/auth/user/                           GET     login     302       302         302        200   302
+/admin/authtoken/tokenproxy/                GET     login     302       302         302        200   302
 /api/accounts/me/                           GET     403       200       200         200        200   200
 /api/accounts/token/                        POST    400       400       400         400        400   400
+/api/accounts/token/                        DELETE  403       204       204         204        204   204
 /api/annotation/taxonomy/                   GET     403       200       200         200        200   403
 /api/annotation/images/                     GET     403       403       403         200        200   403
 /api/annotation/images/{image}/             GET     403       403       403         200        200   403

@@ -106,7 +106,7 @@ HEMALOOP_MAX_UPLOAD_BYTES = env.int("HEMALOOP_MAX_UPLOAD_BYTES", default=2 * 102
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        "accounts.authentication.SessionAuthentication",  # DRF's, answering 401 to a revoked token
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -122,7 +122,8 @@ REST_FRAMEWORK = {
         "explain": env.str("HEMALOOP_EXPLAIN_RATE", default="600/min"),
     },
 }
-# Throttle counters. Per process in memory by default; production shares them across workers in Redis.
+# Throttle and failed-login counters. Per process in memory by default; `make run` and production share them across
+# web workers in Redis.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "HemaLoop API",
@@ -161,6 +162,15 @@ CELERY_BEAT_SCHEDULE = {
 
 # HemaLoop's own settings: each is declared here once, read from the environment of the same name, documented in
 # README.md's configuration table, and read as a plain settings attribute (tests/test_settings.py keeps this true).
+
+# Login throttling (login page and token endpoint, counted together in the default cache): this many failures within
+# the window lock the account, or the client address, for one window. The address limit is higher because a lab
+# behind one NAT address shares it. Behind reverse proxies, set how many append to X-Forwarded-For, or every client
+# shares the proxy's address.
+HEMALOOP_LOGIN_FAILURES_PER_ACCOUNT = env.int("HEMALOOP_LOGIN_FAILURES_PER_ACCOUNT", default=5)
+HEMALOOP_LOGIN_FAILURES_PER_ADDRESS = env.int("HEMALOOP_LOGIN_FAILURES_PER_ADDRESS", default=20)
+HEMALOOP_LOGIN_WINDOW_SECONDS = env.int("HEMALOOP_LOGIN_WINDOW_SECONDS", default=900)
+HEMALOOP_TRUSTED_PROXIES = env.int("HEMALOOP_TRUSTED_PROXIES", default=0)
 
 # Labeling.
 HEMALOOP_LABELS_PER_IMAGE = env.int("HEMALOOP_LABELS_PER_IMAGE", default=2)

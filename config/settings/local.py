@@ -31,6 +31,9 @@ if not env.str("DATABASE_URL", default="") and "database_url" in _services:
 REDIS_URL = env.str("REDIS_URL", default="") or _services.get("redis_url", "")
 CELERY_BROKER_URL = redis_url_for_celery(REDIS_URL) if REDIS_URL else "memory://"
 CELERY_RESULT_BACKEND = redis_url_for_celery(REDIS_URL) if REDIS_URL else "cache+memory://"
+if REDIS_URL:
+    # Both gunicorn workers count login failures and throttled calls in one place, as in production.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
 # gunicorn serves static files through whitenoise straight from the app folders (no collectstatic step).
 WHITENOISE_USE_FINDERS = True

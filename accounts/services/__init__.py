@@ -1,4 +1,6 @@
-"""Writes for accounts: users with a role, and the role groups with their model permissions."""
+"""Writes for accounts: users with a role, and the role groups with their model permissions.
+
+Login throttling and API tokens have their own modules (login_throttle, tokens)."""
 
 from __future__ import annotations
 
