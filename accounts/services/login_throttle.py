@@ -11,7 +11,7 @@ import math
 import time
 
 from django.conf import settings
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.http import HttpRequest
@@ -84,6 +84,13 @@ def _increment(key: str, *, window: int) -> int:
         return 1
 
 
+def _log_lock(*, kind: str, username: str, address: str, failures: int) -> None:
+    # A name that is no account may be a password typed into the wrong field: it never goes to the log.
+    known = get_user_model().objects.filter(username__iexact=username.strip()).exists()
+    name = username if known else "(not a user)"
+    _logger.warning("Login locked for the %s after %d failures: user %s, address %s", kind, failures, name, address)
+
+
 def login_failure_record(*, username: str, address: str) -> None:
     """Count a failed login for the account and the address; raise LoginLocked if either just reached its limit."""
     window = settings.HEMALOOP_LOGIN_WINDOW_SECONDS
@@ -95,8 +102,7 @@ def login_failure_record(*, username: str, address: str) -> None:
             locked_until = time.time() + window
             cache.set(f"{key}:locked", locked_until, timeout=window)
             cache.delete(f"{key}:failures")
-            subject = username if kind == "account" else address
-            _logger.warning("Login locked for %s %s after %d failures", kind, subject, failures)
+            _log_lock(kind=kind, username=username, address=address, failures=failures)
     if locked_until is not None:
         raise _locked_error(until=locked_until)
 

@@ -175,3 +175,15 @@ def test_known_and_unknown_user_names_get_the_same_answers_before_and_during_a_l
 
     assert answers[user.username] == answers[unknown]
     assert answers[unknown][-1] == (429, {"detail": LOCKED_10_MINUTES, "code": "login_locked"}, "600", None)
+
+
+def test_the_log_names_a_locked_user_but_never_a_name_that_is_no_user(user, caplog):
+    # A password typed into the user-name field must not end up in the server log.
+    for _ in range(3):
+        page_login(user.username, "wrong", address="10.0.0.1")
+        page_login("MyPassw0rd!", "wrong", address="10.0.0.2")
+
+    locks = [record.getMessage() for record in caplog.records if "Login locked" in record.getMessage()]
+    assert len(locks) == 2
+    assert any(user.username in message and "10.0.0.1" in message for message in locks)
+    assert not any("MyPassw0rd!" in message for message in locks)
