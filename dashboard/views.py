@@ -10,10 +10,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import selectors
+from annotation.api.serializers import ConsensusItemOutput
 from annotation.forms import ReopenForm
-from annotation.models import CellImage, LabelEvent, LabelStatus
+from annotation.models import CellImage, LabelStatus
 from annotation.pages import taxonomy_context
-from annotation.selectors.agreement import UNCLASSIFIABLE
 from annotation.services.consensus import label_reopen
 from annotation.services.labeling import LabelingError
 from cases.selectors import case_count
@@ -101,58 +101,20 @@ def image_reopen(request, image_id: int):
 # --- the consensus page ---------------------------------------------------------------------------
 
 
-def _reopened_event(image: CellImage) -> LabelEvent | None:
-    """The re-opening that put this image back in the queue, if that (not a disagreement) is why it is here."""
-    last = (
-        selectors.image_history(image=image)
-        .filter(kind__in=[LabelEvent.Kind.DISAGREEMENT, LabelEvent.Kind.REOPENED])
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    return last if last is not None and last.kind == LabelEvent.Kind.REOPENED else None
-
-
-def _consensus_item(image: CellImage, *, reopened: LabelEvent | None) -> dict:
-    """One consensus item in the shape of /api/annotation/consensus/, plus why it was re-opened."""
-    return {
-        "image": image.id,
-        "image_url": reverse("annotation:image_file", kwargs={"image_id": image.id}),
-        "labels": [
-            {
-                "annotator": label.annotator.username,
-                "cell_class": label.cell_class.code if label.cell_class else UNCLASSIFIABLE,
-                "created_at": label.created_at.isoformat(),
-                "duration_ms": label.duration_ms,
-            }
-            for label in image.live_labels
-        ],
-        "reopened": None
-        if reopened is None
-        else {
-            "actor": reopened.actor.username if reopened.actor else None,
-            "cell_class": reopened.cell_class.code if reopened.cell_class else UNCLASSIFIABLE,
-            "note": reopened.note,
-            "created_at": reopened.created_at.isoformat(),
-        },
-    }
-
-
 @require_GET
 @role_required(Role.ADJUDICATOR, Role.ADMIN)
 def consensus(request):
-    """The first cell of the consensus queue with both labels and who gave them; the page's script
-    records the final class through the API and loads the next one."""
-    image = selectors.consensus_next()
-    reopened = _reopened_event(image) if image else None
+    """The first cell of the consensus queue with both labels, who gave them and why a re-opened cell is back;
+    the page's script records the final class through the API and loads the next one from it. The cell is
+    embedded in the API's own shape, so the script shows the first cell and the next ones alike."""
+    item = selectors.consensus_next()
     context = taxonomy_context() | {
-        "item": image,
-        "reopened": reopened,
-        "item_data": _consensus_item(image, reopened=reopened) if image else None,
+        "item": item,
+        "item_data": ConsensusItemOutput(item).data if item else None,
         "waiting": selectors.consensus_count(),
         "api": {
             "list": reverse("annotation_api:consensus_list"),
             "resolve": reverse("annotation_api:consensus_resolve", kwargs={"image_id": 0}),
-            "history": reverse("annotation_api:image_history", kwargs={"image_id": 0}),
             "detail": reverse("annotation:image_detail", kwargs={"image_id": 0}),
             "opinion": reverse("inference_api:image_opinion", kwargs={"image_id": 0}),
         },

@@ -6,15 +6,16 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
-from annotation.models import CellClass, CellImage
-from annotation.selectors.agreement import UNCLASSIFIABLE, agreement_heatmap_png, agreement_stats
+from annotation.api.serializers import CellClassField, ConsensusItemOutput
+from annotation.models import CellImage
+from annotation.selectors.agreement import agreement_heatmap_png, agreement_stats
 from annotation.services.consensus import consensus_resolve, label_reopen
 from annotation.services.labeling import QueueItem, annotation_submit, annotation_undo, queue_next, queue_skip
 from core.permissions import roles_permission
@@ -23,24 +24,6 @@ from core.roles import Role
 IsAnnotator = roles_permission(Role.ANNOTATOR)
 IsAdjudicator = roles_permission(Role.ADJUDICATOR, Role.ADMIN)
 CanSeeLabels = roles_permission(Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN)
-
-
-@extend_schema_field(OpenApiTypes.STR)
-class CellClassField(serializers.Field):
-    """A taxonomy code, or "unclassifiable" (stored as no class)."""
-
-    default_error_messages = {"unknown": "Unknown cell class {value!r}."}
-
-    def to_internal_value(self, data):
-        if data == UNCLASSIFIABLE:
-            return None
-        cls = CellClass.objects.filter(code=data, is_active=True).first()
-        if cls is None:
-            self.fail("unknown", value=data)
-        return cls
-
-    def to_representation(self, value):
-        return value.code if value else UNCLASSIFIABLE
 
 
 class QueueItemOutput(serializers.Serializer):
@@ -153,24 +136,9 @@ class ProgressApi(APIView):
         return Response(ProgressOutput(selectors.labeling_progress(annotator=request.user)).data)
 
 
-class LabelOutput(serializers.Serializer):
-    annotator = serializers.CharField(source="annotator.username")
-    cell_class = CellClassField()
-    created_at = serializers.DateTimeField()
-    duration_ms = serializers.IntegerField(allow_null=True)
-
-
-class ConsensusItemOutput(serializers.Serializer):
-    image = serializers.IntegerField(source="id")
-    image_url = serializers.SerializerMethodField()
-    labels = LabelOutput(many=True, source="live_labels")
-
-    def get_image_url(self, image) -> str:
-        return reverse("annotation_api:image_file", kwargs={"image_id": image.id})
-
-
 class ConsensusListApi(APIView):
-    """Cells whose two labels differ, oldest first, with both labels and who gave them."""
+    """Cells whose two labels differ, oldest first, with both labels, who gave them and, for a cell whose final
+    label was re-opened, who re-opened it, when and why."""
 
     permission_classes = [IsAdjudicator]
 
@@ -178,7 +146,8 @@ class ConsensusListApi(APIView):
     def get(self, request):
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.consensus_list(), request, view=self)
-        return paginator.get_paginated_response(ConsensusItemOutput(page, many=True).data)
+        items = selectors.consensus_items(images=page)
+        return paginator.get_paginated_response(ConsensusItemOutput(items, many=True).data)
 
 
 class ResolveInput(serializers.Serializer):

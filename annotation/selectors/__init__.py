@@ -1,5 +1,12 @@
 """Reads for annotation, one module per concern; the common ones are re-exported here."""
 
+from annotation.selectors.consensus import (  # noqa: F401
+    ConsensusItem,
+    consensus_count,
+    consensus_items,
+    consensus_list,
+    consensus_next,
+)
 from annotation.selectors.images import (  # noqa: F401
     IMAGE_STATUS_LABELS,
     BatchProgress,
@@ -21,9 +28,6 @@ from annotation.selectors.images import (  # noqa: F401
 from annotation.selectors.labeling import (  # noqa: F401
     annotation_list_for_image,
     annotation_list_mine,
-    consensus_count,
-    consensus_list,
-    consensus_next,
     image_history,
     labeling_progress,
 )

@@ -1,8 +1,8 @@
-"""Reads for labeling: an annotator's own labels and progress, the consensus queue, image history."""
+"""Reads for labeling: an annotator's own labels and progress, an image's labels and history."""
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
@@ -32,27 +32,6 @@ def annotation_list_for_image(*, image: CellImage) -> QuerySet[Annotation]:
         .select_related("annotator", "cell_class")
         .order_by("created_at", "id")
     )
-
-
-def consensus_list() -> QuerySet[CellImage]:
-    """Images whose labels disagree, oldest disagreement first, with their live labels as `live_labels`."""
-    live = Annotation.objects.filter(undone_at__isnull=True).select_related("annotator", "cell_class")
-    return (
-        CellImage.objects.filter(label_status=LabelStatus.CONSENSUS)
-        .prefetch_related(Prefetch("annotations", queryset=live.order_by("created_at", "id"), to_attr="live_labels"))
-        .order_by("id")
-    )
-
-
-def consensus_next(*, exclude_ids: list[int] | None = None) -> CellImage | None:
-    images = consensus_list()
-    if exclude_ids:
-        images = images.exclude(pk__in=exclude_ids)
-    return images.first()
-
-
-def consensus_count() -> int:
-    return CellImage.objects.filter(label_status=LabelStatus.CONSENSUS).count()
 
 
 def image_history(*, image: CellImage) -> QuerySet[LabelEvent]:

@@ -9,7 +9,6 @@ const root = document.getElementById("consensus-app");
 const urls = {
   list: root.dataset.apiList,
   resolve: (id) => root.dataset.apiResolve.replace("/0/", `/${id}/`),
-  history: (id) => root.dataset.apiHistory.replace("/0/", `/${id}/`),
   detail: (id) => root.dataset.detailUrl.replace("/0/", `/${id}/`),
   opinion: (id) => root.dataset.apiOpinion.replace("/0/", `/${id}/`),
 };
@@ -183,20 +182,6 @@ async function show(item) {
   setBusy(false);
 }
 
-/** The reason a cell is back in the queue, when a re-opening (not a disagreement) put it there. */
-async function reopenedReason(imageId) {
-  try {
-    const result = await api(urls.history(imageId));
-    if (!result.ok) return null;
-    const last = result.data.filter((e) => e.kind === "disagreement" || e.kind === "reopened").at(-1);
-    return last && last.kind === "reopened"
-      ? { actor: last.actor, cell_class: last.cell_class, note: last.note, created_at: last.created_at }
-      : null;
-  } catch {
-    return null;
-  }
-}
-
 async function loadNext() {
   setBusy(true);
   try {
@@ -211,7 +196,6 @@ async function loadNext() {
       showEmpty();
       return;
     }
-    next.reopened = await reopenedReason(next.image);
     await show(next);
   } catch (error) {
     alert.show("Could not load the next cell: the server is not reachable. Press “Check again” or reload.", "bad");

@@ -104,6 +104,7 @@ def test_consensus_resolve_race_and_reopen_through_the_api(image, make_user, api
     queue = first.get("/api/annotation/consensus/").json()
     assert queue["count"] == 1
     assert sorted(label["cell_class"] for label in queue["results"][0]["labels"]) == ["lymphoblast", "myeloblast"]
+    assert queue["results"][0]["reopened"] is None  # a disagreement put it there
     resolved = first.post(
         f"/api/annotation/consensus/{image.id}/resolve/",
         {"cell_class": "myeloblast", "note": "Auer rod"},
@@ -125,6 +126,16 @@ def test_consensus_resolve_race_and_reopen_through_the_api(image, make_user, api
     assert history[4]["note"] == "MPO negative"
     assert history[4]["cell_class"] == "myeloblast"
     assert CellImage.objects.get(pk=image.pk).final_label is None
+    # Back in the queue, the cell says who re-opened which final label and why, without the history.
+    [item] = first.get("/api/annotation/consensus/").json()["results"]
+    assert item["image"] == image.id
+    assert len(item["labels"]) == 2
+    assert {key: item["reopened"][key] for key in ("actor", "cell_class", "note")} == {
+        "actor": history[4]["actor"],
+        "cell_class": "myeloblast",
+        "note": "MPO negative",
+    }
+    assert item["reopened"]["created_at"] == history[4]["created_at"]
 
 
 def test_agreement_api_and_heatmap(image, make_user, api_client_for):

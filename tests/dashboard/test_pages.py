@@ -242,7 +242,7 @@ def test_consensus_page_shows_both_labels_who_gave_them_and_the_waiting_count(
     response = client_for(adjudicator).get(reverse("annotation:consensus"))
     html = response.content.decode()
     assert response.status_code == 200
-    assert response.context["item"].id == disputed.id  # oldest disagreement first
+    assert response.context["item"].image.id == disputed.id  # oldest disagreement first
     proposals = html.split("data-labels>")[1].split("</ol>")[0]
     assert re.search(
         r"Myeloblast</strong>\s*<span class=\"proposal-meta\">by <span class=\"proposal-who\">ann_alice", proposals
@@ -275,6 +275,27 @@ def test_consensus_page_says_why_a_reopened_cell_is_back(client_for, adjudicator
     assert "Re-opened</strong> by " + admin_user.username in note
     assert "was Myelocyte" in note
     assert "Granules look toxic, not myelocyte" in note
+
+
+def test_the_consensus_page_and_the_api_give_a_reopened_cell_alike(
+    client_for, api_client_for, adjudicator, admin_user, annotators, batch
+):
+    alice, bob = annotators
+    image = image_make(batch=batch)
+    _label(image, alice, "myelocyte")
+    _label(image, bob, "myelocyte")
+    client_for(admin_user).post(reverse("annotation:image_reopen", args=[image.id]), {"reason": "Toxic granules?"})
+
+    html = client_for(adjudicator).get(reverse("annotation:consensus")).content.decode()
+    embedded = json.loads(re.search(r'id="consensus-item" type="application/json">(.*?)</script>', html).group(1))
+    [listed] = api_client_for(adjudicator).get(reverse("annotation_api:consensus_list")).json()["results"]
+    # The page's script shows the first cell from the embedded item and the next ones from the API: one shape.
+    assert embedded == listed
+    assert (listed["reopened"]["actor"], listed["reopened"]["cell_class"], listed["reopened"]["note"]) == (
+        admin_user.username,
+        "myelocyte",
+        "Toxic granules?",
+    )
 
 
 def test_consensus_page_when_the_queue_is_empty(client_for, adjudicator):

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 from sklearn.metrics import cohen_kappa_score
 
 from annotation.models import Annotation, CellClass, CellImage, LabelEvent, LabelStatus
-from annotation.services.consensus import consensus_resolve
+from annotation.services.consensus import consensus_resolve, label_reopen
 from annotation.services.labeling import annotation_submit
 from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make
@@ -214,6 +214,28 @@ def test_adjudicator_who_comes_second_is_told_who_was_first(page, live_server, l
     _shown_cell(page, cells[1].id)
     expect(page.locator("[data-waiting]")).to_have_text("1")
     assert CellImage.objects.get(pk=cells[0].pk).final_label.code == "myeloblast"
+
+
+def test_the_next_cell_says_why_it_was_reopened(page, live_server, log_in, people, cells):
+    alice, bob, adj = people["alice"], people["bob"], people["adj"]
+    for cell, (a, b) in zip(cells[:2], [("myeloblast", "lymphoblast"), ("monocyte", "monocyte")], strict=True):
+        annotation_submit(image_id=cell.id, annotator=alice, cell_class=CellClass.objects.get(code=a))
+        annotation_submit(image_id=cell.id, annotator=bob, cell_class=CellClass.objects.get(code=b))
+    label_reopen(image_id=cells[1].id, actor=people["admin"], reason="Nucleus folded: look again")
+    log_in(adj)
+    page.goto(f"{live_server.url}/annotation/consensus/")
+    _shown_cell(page, cells[0].id)
+    note = page.locator("[data-reopened]")
+    expect(note).to_be_hidden()  # a disagreement, not a re-opening, put the first cell here
+
+    page.keyboard.press("8")
+    page.keyboard.press("Enter")
+    # The next cell comes from the consensus API, which says itself why the cell is back.
+    _shown_cell(page, cells[1].id)
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("Re-opened by dr_admin")
+    expect(note).to_contain_text("was Monocyte")
+    expect(note.locator("q")).to_have_text("Nucleus folded: look again")
 
 
 def test_viewer_zooms_with_keys_and_wheel_and_resets(page, live_server, log_in, people, cells):

@@ -1,0 +1,58 @@
+"""Reads for the consensus queue: which cells wait for an adjudicator, and each one as the consensus page and
+the API show it (both labels with who gave them, and why a re-opened cell is back)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+
+from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
+
+# The events that put a cell in the queue; the latest of them says why it is there now.
+_QUEUE_ENTRIES = (LabelEvent.Kind.DISAGREEMENT, LabelEvent.Kind.REOPENED)
+
+
+@dataclass(frozen=True)
+class ConsensusItem:
+    image: CellImage
+    labels: list[Annotation]  # the live labels, oldest first, with annotator and class
+    # Who re-opened the final label, when, what it was and why; None when a disagreement put the cell here.
+    reopened: LabelEvent | None
+
+
+def consensus_list() -> QuerySet[CellImage]:
+    """Images whose labels disagree (or whose final label was re-opened), oldest first."""
+    return CellImage.objects.filter(label_status=LabelStatus.CONSENSUS).order_by("id")
+
+
+def consensus_items(*, images: Iterable[CellImage]) -> list[ConsensusItem]:
+    """These images (a page of consensus_list()) as consensus items: two queries, however many images."""
+    images = list(images)
+    live = Annotation.objects.filter(undone_at__isnull=True).select_related("annotator", "cell_class")
+    entries = LabelEvent.objects.filter(kind__in=_QUEUE_ENTRIES).select_related("actor", "cell_class")
+    prefetch_related_objects(
+        images,
+        Prefetch("annotations", queryset=live.order_by("created_at", "id"), to_attr="_live_labels"),
+        Prefetch("events", queryset=entries.order_by("-created_at", "-id"), to_attr="_queue_entries"),
+    )
+    return [
+        ConsensusItem(image=image, labels=image._live_labels, reopened=_reopening(image._queue_entries))
+        for image in images
+    ]
+
+
+def _reopening(entries_newest_first: list[LabelEvent]) -> LabelEvent | None:
+    latest = entries_newest_first[0] if entries_newest_first else None
+    return latest if latest is not None and latest.kind == LabelEvent.Kind.REOPENED else None
+
+
+def consensus_next() -> ConsensusItem | None:
+    """The oldest cell of the queue, or None when it is empty."""
+    items = consensus_items(images=consensus_list()[:1])
+    return items[0] if items else None
+
+
+def consensus_count() -> int:
+    return consensus_list().count()
