@@ -28,24 +28,33 @@ RELEASE_ROLES = roles_permission(Role.RESEARCHER, Role.ADMIN)
 
 
 class ArchiveOutput(serializers.Serializer):
-    version = serializers.IntegerField()
+    """The progress shape every background job shares (core.jobs.job_progress), with the archive's own fields."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField(help_text="dataset_archive")
     # Not a ChoiceField: the import batches' "status" enum already owns that component name in the schema.
-    status = serializers.CharField(help_text="not_built, pending, running, done or failed")
+    status = serializers.CharField(help_text="not_built, queued, running, succeeded, failed or cancelled")
     status_display = serializers.CharField()
-    members_written = serializers.IntegerField()
-    members_total = serializers.IntegerField()
+    finished = serializers.BooleanField(help_text="True once the build has succeeded or failed: stop polling.")
+    done = serializers.IntegerField(help_text="Members (files) of the zip written so far.")
+    total = serializers.IntegerField(help_text="Members the zip will have: the images and five text files.")
     percent = serializers.IntegerField(min_value=0, max_value=100)
-    finished = serializers.BooleanField(help_text="True once the build is done or failed: stop polling.")
+    per_second = serializers.FloatField(allow_null=True, help_text="Members written per second since the start.")
+    eta_seconds = serializers.IntegerField(allow_null=True, help_text="Seconds left at that rate, while running.")
+    error = serializers.CharField(allow_blank=True)
+    requested_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True, help_text="When a worker began the build.")
+    finished_at = serializers.DateTimeField(allow_null=True)
+    version = serializers.IntegerField()
     sha256 = serializers.CharField(allow_blank=True, help_text="SHA-256 of the archive once built: publish it.")
     size_bytes = serializers.IntegerField(allow_null=True)
-    error = serializers.CharField(allow_blank=True)
     download_url = serializers.SerializerMethodField()
 
-    def get_download_url(self, progress: selectors.ArchiveProgress) -> str | None:
-        if progress.status != DatasetArchive.Status.DONE:
+    def get_download_url(self, progress: dict) -> str | None:
+        if progress["status"] != DatasetArchive.Status.SUCCEEDED:
             return None
         return reverse(
-            "releases_api:archive_download", kwargs={"number": progress.version}, request=self.context["request"]
+            "releases_api:archive_download", kwargs={"number": progress["version"]}, request=self.context["request"]
         )
 
 

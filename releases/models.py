@@ -8,8 +8,12 @@ DatasetArchive, because it does change.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
+
+from core.jobs import Job, JobStatus
 
 
 class Split(models.TextChoices):
@@ -123,31 +127,34 @@ class SplitAssignment(models.Model):
         return f"{self.group} → {self.split}"
 
 
-class DatasetArchive(models.Model):
-    """The zip of a version: its build state, and once built its published SHA-256."""
+class DatasetArchive(Job):
+    """The zip of a version: its build job, and once built its published SHA-256.
+
+    The row exists from the moment the version is cut; "not built" is the state of a row no build was asked
+    for yet. done/total count the zip's members.
+    """
 
     class Status(models.TextChoices):
-        NOT_BUILT = "not_built", "Not built"
-        PENDING = "pending", "Queued"
-        RUNNING = "running", "Building"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+        """JobStatus's values, plus "not built"; the labels are the archive page's words."""
 
-    version = models.OneToOneField(DatasetVersion, on_delete=models.CASCADE, related_name="archive")
+        NOT_BUILT = "not_built", "Not built"
+        QUEUED = JobStatus.QUEUED.value, "Queued"
+        RUNNING = JobStatus.RUNNING.value, "Building"
+        SUCCEEDED = JobStatus.SUCCEEDED.value, "Done"
+        FAILED = JobStatus.FAILED.value, "Failed"
+        CANCELLED = JobStatus.CANCELLED.value, "Cancelled"
+
+    JOB_KIND = "dataset_archive"
+    # The build heartbeats twice a second while it writes members; the longest silent step is copying the
+    # finished zip into an object store, which for a large version takes minutes.
+    STALE_AFTER = timedelta(minutes=30)
+
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NOT_BUILT)
+    version = models.OneToOneField(DatasetVersion, on_delete=models.CASCADE, related_name="archive")
     file_name = models.CharField(max_length=255, blank=True, help_text="Path inside the media storage.")
     # Set by the first successful build and never changed: a rebuild must reproduce it byte for byte.
     sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
-    members_total = models.PositiveIntegerField(default=0)
-    members_written = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    requested_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"Archive {self.pk}: {self.status}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.core.files.storage import default_storage
 from django.db.models import Count, Q, QuerySet
@@ -12,12 +13,11 @@ from django.db.models.functions import Collate
 from django.shortcuts import get_object_or_404
 
 from annotation.models import CellImage, LabelStatus
+from core.jobs import job_progress
 from releases import conf
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, Split
 
 SPLIT_ORDER = (Split.TRAIN, Split.VALIDATION, Split.TEST)
-ARCHIVE_FINISHED = (DatasetArchive.Status.DONE, DatasetArchive.Status.FAILED)
-ARCHIVE_ACTIVE = (DatasetArchive.Status.PENDING, DatasetArchive.Status.RUNNING)
 SHARED_CASES_SHOWN = 20
 ROWS_PER_QUERY = 1000
 
@@ -254,36 +254,15 @@ def _labels_by_sha(*, version: DatasetVersion) -> Iterator[tuple[str, str]]:
 # --- archives ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ArchiveProgress:
-    version: int
-    status: str
-    status_display: str
-    members_written: int
-    members_total: int
-    percent: int
-    finished: bool
-    sha256: str
-    size_bytes: int | None
-    error: str
-
-
-def archive_progress(*, archive: DatasetArchive) -> ArchiveProgress:
-    done = archive.status == DatasetArchive.Status.DONE
-    total = archive.members_total
-    percent = 100 if done else min(100, 100 * archive.members_written // total) if total else 0
-    return ArchiveProgress(
-        version=archive.version.number,
-        status=archive.status,
-        status_display=archive.get_status_display(),
-        members_written=archive.members_written,
-        members_total=archive.members_total,
-        percent=percent,
-        finished=archive.status in ARCHIVE_FINISHED,
-        sha256=archive.sha256 if done else "",
-        size_bytes=archive.size_bytes if done else None,
-        error=archive.error,
-    )
+def archive_progress(*, archive: DatasetArchive) -> dict[str, Any]:
+    """The one job progress shape (done/total count members), with the version and, once built, the file."""
+    built = archive.status == DatasetArchive.Status.SUCCEEDED
+    return {
+        **job_progress(archive),
+        "version": archive.version.number,
+        "sha256": archive.sha256 if built else "",
+        "size_bytes": archive.size_bytes if built else None,
+    }
 
 
 def archive_file_present(*, archive: DatasetArchive) -> bool:
@@ -294,9 +273,8 @@ def archive_file_present(*, archive: DatasetArchive) -> bool:
 
 
 def archive_downloadable(*, archive: DatasetArchive) -> bool:
-    return (
-        archive.status == DatasetArchive.Status.DONE and bool(archive.sha256) and archive_file_present(archive=archive)
-    )
+    built = archive.status == DatasetArchive.Status.SUCCEEDED and bool(archive.sha256)
+    return built and archive_file_present(archive=archive)
 
 
 def _percent(part: int, whole: int) -> float:

@@ -27,9 +27,8 @@ from typing import BinaryIO
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, default_storage
-from django.db import transaction
-from django.utils import timezone
 
+from core.jobs import job_claim, job_finish, job_heartbeat
 from releases import selectors
 from releases.models import DatasetArchive, DatasetVersion
 from releases.services.datasheet import MANIFEST_COLUMNS_DOC, datasheet_render
@@ -75,34 +74,42 @@ def archive_name(*, version: DatasetVersion) -> str:
     return f"{ARCHIVE_FOLDER}/hemaloop-dataset-v{version.number}.zip"
 
 
-def archive_build(*, archive: DatasetArchive) -> DatasetArchive:
-    """Write the archive to a temporary file and rename it into place; the task calls this.
+def archive_build(*, archive_id: int) -> DatasetArchive | None:
+    """Claim a queued build, write the archive to a temporary file and rename it into place; the task calls this.
 
-    The first build publishes its SHA-256; any later build (the file was lost, or a task ran twice)
-    must reproduce it exactly, or it fails and the published file is left alone.
+    A build that is not queued (a task delivered twice, a build already finished) is left as it is. The first
+    build publishes its SHA-256; any later build (the file was lost) must reproduce it exactly, or it fails
+    and the published file is left alone. None when the row is gone.
     """
-    archive = _build_begin(archive=archive)
-    if archive.status != Status.RUNNING:
-        return archive
+    archive = job_claim(model=DatasetArchive, job_id=archive_id)
+    if archive is None:
+        return DatasetArchive.objects.filter(pk=archive_id).first()
     version = archive.version
     progress = _ProgressWriter(archive=archive)
     try:
         result = _archive_publish(
             version=version, name=archive_name(version=version), archive=archive, on_member=progress.member_written
         )
+    except _BuildStopped:
+        archive.refresh_from_db()
+        return archive
     except SoftTimeLimitExceeded:
-        _build_finish(archive=archive, status=Status.FAILED, error="The build ran past its time limit.")
+        job_finish(job=archive, status=Status.FAILED, error="The build ran past its time limit.")
         raise
     except (ArchiveError, ZipStreamError) as exc:
-        return _build_finish(archive=archive, status=Status.FAILED, error=str(exc))
+        return job_finish(job=archive, status=Status.FAILED, error=str(exc))
     except Exception as exc:
-        _build_finish(archive=archive, status=Status.FAILED, error=f"The build stopped on an internal error: {exc!r}")
+        job_finish(job=archive, status=Status.FAILED, error=f"The build stopped on an internal error: {exc!r}")
         raise
-    archive.file_name = archive_name(version=version)
-    archive.sha256 = result.sha256
-    archive.size_bytes = result.size_bytes
-    archive.members_written = archive.members_total = result.members
-    return _build_finish(archive=archive, status=Status.DONE, error="")
+    return job_finish(
+        job=archive,
+        status=Status.SUCCEEDED,
+        file_name=archive_name(version=version),
+        sha256=result.sha256,
+        size_bytes=result.size_bytes,
+        done=result.members,
+        total=result.members,
+    )
 
 
 def archive_write(*, version: DatasetVersion, out: BinaryIO, on_member: MemberCallback | None = None) -> ArchiveResult:
@@ -376,58 +383,24 @@ def _member_write_image(*, zf: zipfile.ZipFile, image: _Image, reader: _ImageRea
 # --- build state and publishing -----------------------------------------------------------------------
 
 
+class _BuildStopped(Exception):
+    """The build is no longer running (the reaper failed it): stop writing, and leave the row as it is."""
+
+
 class _ProgressWriter:
-    """Saves members_written about twice a second, so the page's progress bar moves without a write per image."""
+    """Sends a heartbeat with the members written about twice a second: the page's bar moves, the reaper sees
+    a live worker, and no image costs a write of its own."""
 
     def __init__(self, *, archive: DatasetArchive) -> None:
-        self.archive_id = archive.pk
+        self.archive = archive
         self.saved_at = 0.0
 
     def member_written(self, count: int) -> None:
         now = time.monotonic()
         if now - self.saved_at >= PROGRESS_EVERY_S:
-            DatasetArchive.objects.filter(pk=self.archive_id).update(members_written=count)
+            if not job_heartbeat(job=self.archive, done=count):
+                raise _BuildStopped
             self.saved_at = now
-
-
-def _build_begin(*, archive: DatasetArchive) -> DatasetArchive:
-    with transaction.atomic():
-        archive = (
-            DatasetArchive.objects.select_for_update(of=("self",)).select_related("version__parent").get(pk=archive.pk)
-        )
-        if selectors.archive_downloadable(archive=archive):
-            # A task delivered twice, or a build requested while one finished: nothing to do.
-            if archive.status != Status.DONE:
-                archive.status = Status.DONE
-                archive.save(update_fields=["status"])
-            return archive
-        archive.status = Status.RUNNING
-        archive.started_at = timezone.now()
-        archive.finished_at = None
-        archive.members_written = 0
-        archive.members_total = archive.version.image_count + TEXT_MEMBERS
-        archive.error = ""
-        archive.save(update_fields=["status", "started_at", "finished_at", "members_written", "members_total", "error"])
-    return archive
-
-
-def _build_finish(*, archive: DatasetArchive, status: str, error: str) -> DatasetArchive:
-    archive.status = status
-    archive.error = error
-    archive.finished_at = timezone.now()
-    archive.save(
-        update_fields=[
-            "status",
-            "error",
-            "finished_at",
-            "file_name",
-            "sha256",
-            "size_bytes",
-            "members_written",
-            "members_total",
-        ]
-    )
-    return archive
 
 
 def _archive_publish(

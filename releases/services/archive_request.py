@@ -5,14 +5,13 @@ The build itself (releases.services.archive) is what the task runs; this module 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.jobs import job_is_stale
 from core.roles import Role, role_require
-from releases import conf, selectors, tasks
+from releases import selectors, tasks
 from releases.models import DatasetArchive, DatasetVersion
 from releases.services.archive import TEXT_MEMBERS
 
@@ -24,23 +23,29 @@ def archive_build_start(*, version: DatasetVersion, requested_by: AbstractBaseUs
     role_require(requested_by, Role.RESEARCHER, Role.ADMIN, action="build dataset archives")
     with transaction.atomic():
         archive = DatasetArchive.objects.select_for_update().get(version=version)
-        if archive.status in selectors.ARCHIVE_ACTIVE and not _stale(archive=archive):
+        if _under_way(archive=archive) or selectors.archive_downloadable(archive=archive):
             return archive
-        if selectors.archive_downloadable(archive=archive):
-            return archive
-        archive.status = Status.PENDING
+        archive.status = Status.QUEUED
         archive.requested_by = requested_by
         archive.requested_at = timezone.now()
-        archive.started_at = archive.finished_at = None
-        archive.members_written = 0
-        archive.members_total = version.image_count + TEXT_MEMBERS
+        archive.started_at = archive.heartbeat_at = archive.finished_at = None
+        archive.done = 0
+        archive.total = version.image_count + TEXT_MEMBERS
         archive.error = ""
         archive.save()
         transaction.on_commit(lambda: tasks.dataset_archive_build.delay(archive.pk))
     return archive
 
 
-def _stale(*, archive: DatasetArchive) -> bool:
-    """A queued or running build older than the task's hard time limit: its worker is gone."""
-    since = archive.started_at or archive.requested_at
-    return since is None or timezone.now() - since > timedelta(seconds=conf.archive_time_limit_s() + 300)
+def _under_way(*, archive: DatasetArchive) -> bool:
+    """A build a worker holds, or one still waiting for its task.
+
+    A stale running build lost its worker (the reaper fails it), and a build queued for longer than the stale
+    limit lost its task (the broker was down when it was sent): either may be asked for again. A late copy of
+    the old task then finds the row claimed and does nothing.
+    """
+    if archive.status == Status.RUNNING:
+        return not job_is_stale(archive)
+    if archive.status == Status.QUEUED:
+        return archive.requested_at >= timezone.now() - DatasetArchive.stale_after()
+    return False

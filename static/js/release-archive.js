@@ -3,24 +3,18 @@
 import { markReady } from "./hemaloop.js";
 import { followProgress, showError } from "./progress.js";
 
-const ACTIVE = ["pending", "running"];
+const ACTIVE = ["queued", "running"];
 const section = document.getElementById("archive");
 if (section && ACTIVE.includes(section.dataset.status)) {
   const field = (name) => section.querySelector(`[data-field="${name}"]`);
 
   followProgress(section.dataset.progressUrl, {
     bar: section.querySelector("[data-progress-bar]"),
-    read: (p) => ({
-      done: p.members_written,
-      total: p.members_total,
-      percent: p.percent,
-      status: p.status,
-      finished: p.finished,
-    }),
+    read: (p) => ({ done: p.done, total: p.total, percent: p.percent, status: p.status, finished: p.finished }),
     render(p) {
       field("status").textContent = p.status_display;
-      field("written").textContent = p.members_written;
-      field("total").textContent = p.members_total;
+      field("done").textContent = p.done;
+      field("total").textContent = p.total;
       field("percent").textContent = `${p.percent}%`;
       showError(field("error"), p.error);
     },

@@ -58,7 +58,7 @@ def test_researcher_cuts_a_version_builds_its_archive_and_downloads_it(
     expect(page.locator('#archive [data-field="status"]')).to_have_text("Queued")
     assert len(queued) == 1
     screenshot("release-archive-queued")
-    archive_build(archive=DatasetArchive.objects.get(pk=queued[0]))
+    archive_build(archive_id=queued[0])
 
     # The page polls, sees the build finish, and reloads with the download link and the checksum.
     sha = page.locator("#archive-sha256")

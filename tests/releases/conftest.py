@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from annotation.models import Case, CellImage
-from releases.models import DatasetVersion
+from releases.models import DatasetArchive, DatasetVersion
 from releases.services.archive import archive_write
+from releases.services.archive_request import archive_build_start
 from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
 
@@ -72,6 +73,18 @@ def cut(researcher):
         return dataset_version_create(created_by=fields.pop("created_by", researcher), **fields)
 
     return make
+
+
+@pytest.fixture
+def build(researcher, django_capture_on_commit_callbacks):
+    """build(version) -> its archive after a researcher asked for it and the task ran (Celery is eager)."""
+
+    def run(version: DatasetVersion) -> DatasetArchive:
+        with django_capture_on_commit_callbacks(execute=True):
+            archive_build_start(version=version, requested_by=researcher)
+        return DatasetArchive.objects.get(version=version)
+
+    return run
 
 
 @pytest.fixture

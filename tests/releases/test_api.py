@@ -83,10 +83,10 @@ def test_build_poll_and_download_through_the_api(api, labeled, cut, django_captu
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post("/api/releases/versions/1/archive/")
     assert response.status_code == 202
-    assert response.json()["status"] == "pending"
+    assert response.json()["status"] == "queued"
     progress = api.get("/api/releases/versions/1/archive/").json()
-    assert (progress["status"], progress["percent"], progress["finished"]) == ("done", 100, True)
-    assert progress["members_written"] == progress["members_total"] == 15 + 5
+    assert (progress["status"], progress["percent"], progress["finished"]) == ("succeeded", 100, True)
+    assert progress["done"] == progress["total"] == 15 + 5
     download = api.get(progress["download_url"])
     assert download.status_code == 200
     assert hashlib.sha256(b"".join(download.streaming_content)).hexdigest() == progress["sha256"]

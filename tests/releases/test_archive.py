@@ -173,12 +173,12 @@ def test_build_publishes_the_file_and_its_sha256(
     with django_capture_on_commit_callbacks(execute=True):
         archive_build_start(version=version, requested_by=researcher)
     archive = DatasetArchive.objects.get(version=version)
-    assert archive.status == DatasetArchive.Status.DONE
+    assert archive.status == DatasetArchive.Status.SUCCEEDED
     with default_storage.open(archive.file_name, "rb") as stored:
         data = stored.read()
     assert hashlib.sha256(data).hexdigest() == archive.sha256
     assert archive.size_bytes == len(data)
-    assert archive.members_written == archive.members_total == 36 + 5
+    assert archive.done == archive.total == 36 + 5
     assert data == archive_bytes(version)
     assert archive.file_name == "releases/hemaloop-dataset-v1.zip"
     leftovers = [p.name for p in Path(default_storage.path("releases")).iterdir() if p.name.startswith(".tmp")]
@@ -194,16 +194,15 @@ def test_a_lost_file_is_rebuilt_to_the_published_bytes(version, researcher, djan
     with django_capture_on_commit_callbacks(execute=True):
         archive_build_start(version=version, requested_by=researcher)
     archive.refresh_from_db()
-    assert archive.status == DatasetArchive.Status.DONE
+    assert archive.status == DatasetArchive.Status.SUCCEEDED
     assert archive.sha256 == published
     with default_storage.open(archive.file_name, "rb") as stored:
         assert hashlib.sha256(stored.read()).hexdigest() == published
 
 
-def test_a_rebuild_that_differs_from_the_published_sha256_fails_and_keeps_the_published_value(version, researcher):
-    archive = DatasetArchive.objects.get(version=version)
-    DatasetArchive.objects.filter(pk=archive.pk).update(sha256="0" * 64)
-    archive = archive_build(archive=archive)
+def test_a_rebuild_that_differs_from_the_published_sha256_fails_and_keeps_the_published_value(version, build):
+    DatasetArchive.objects.filter(version=version).update(sha256="0" * 64)
+    archive = build(version)
     assert archive.status == DatasetArchive.Status.FAILED
     assert "not the published" in archive.error
     archive.refresh_from_db()
@@ -211,10 +210,10 @@ def test_a_rebuild_that_differs_from_the_published_sha256_fails_and_keeps_the_pu
     assert not default_storage.exists("releases/hemaloop-dataset-v1.zip")
 
 
-def test_a_stored_image_whose_bytes_changed_fails_the_build(version, archive_bytes):
+def test_a_stored_image_whose_bytes_changed_fails_the_build(version, archive_bytes, build):
     entry = ManifestEntry.objects.filter(version=version).select_related("image").first()
     Path(default_storage.path(entry.image.file)).write_bytes(b"tampered")
-    archive = archive_build(archive=DatasetArchive.objects.get(version=version))
+    archive = build(version)
     assert archive.status == DatasetArchive.Status.FAILED
     assert entry.sha256 in archive.error
     assert "no longer has the SHA-256" in archive.error
@@ -223,10 +222,10 @@ def test_a_stored_image_whose_bytes_changed_fails_the_build(version, archive_byt
     assert not [p for p in Path(default_storage.path("releases")).iterdir()], "no temporary file left behind"
 
 
-def test_a_missing_image_file_fails_the_build_with_its_name(version):
+def test_a_missing_image_file_fails_the_build_with_its_name(version, build):
     entry = ManifestEntry.objects.filter(version=version).select_related("image").first()
     default_storage.delete(entry.image.file)
-    archive = archive_build(archive=DatasetArchive.objects.get(version=version))
+    archive = build(version)
     assert archive.status == DatasetArchive.Status.FAILED
     assert "missing from storage" in archive.error
     assert entry.sha256 in archive.error
@@ -237,8 +236,8 @@ def test_a_queued_or_built_archive_is_not_queued_twice(version, researcher, djan
         archive_build_start(version=version, requested_by=researcher)
         archive_build_start(version=version, requested_by=researcher)
     assert len(callbacks) == 1
-    archive = archive_build(archive=DatasetArchive.objects.get(version=version))
-    assert archive.status == DatasetArchive.Status.DONE
+    archive = archive_build(archive_id=DatasetArchive.objects.get(version=version).pk)
+    assert archive.status == DatasetArchive.Status.SUCCEEDED
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         archive_build_start(version=version, requested_by=researcher)
     assert callbacks == []

@@ -10,16 +10,15 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from releases.models import DatasetArchive
-from releases.services.archive import archive_build
 
 
 @pytest.fixture
-def built(cell, case, cut):
+def built(cell, case, cut, build):
     """(version, archive bytes) of a built archive."""
     for i in range(12):
         cell(["neutrophil", "monocyte"][i % 2], case=case(f"P-{i}"))
     version = cut()
-    archive = archive_build(archive=DatasetArchive.objects.get(version=version))
+    archive = build(version)
     from django.core.files.storage import default_storage
 
     with default_storage.open(archive.file_name, "rb") as stored:

@@ -12,7 +12,6 @@ from annotation.models import CellClass
 from annotation.services.consensus import consensus_resolve, label_reopen
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry
 from releases.selectors import version_diff
-from releases.services.archive import archive_build
 from tests.releases.conftest import zip_members
 
 pytestmark = pytest.mark.django_db
@@ -25,12 +24,12 @@ def _manifest(version: DatasetVersion) -> list[tuple]:
 
 
 def test_later_changes_leave_v1_untouched_and_the_diff_shows_exactly_them(
-    cell, case, cut, admin_user, adjudicator, archive_bytes
+    cell, case, cut, admin_user, adjudicator, archive_bytes, build
 ):
     patients = [case(f"P-{i}") for i in range(6)]
     images = [cell(["myeloblast", "lymphoblast", "neutrophil"][i % 3], case=patients[i % 6]) for i in range(24)]
     v1 = cut(title="Submitted")
-    archive = archive_build(archive=DatasetArchive.objects.get(version=v1))
+    archive = build(v1)
     with default_storage.open(archive.file_name, "rb") as stored:
         v1_bytes = stored.read()
     v1_manifest, v1_taxonomy, v1_counts = _manifest(v1), v1.taxonomy, v1.class_counts

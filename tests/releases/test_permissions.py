@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.roles import Role
-from releases.models import DatasetArchive, DatasetVersion
-from releases.services.archive import archive_build
+from releases.models import DatasetVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -32,10 +31,10 @@ ENDPOINTS = [
 
 
 @pytest.fixture
-def version(cell, cut):
+def version(cell, cut, build):
     cell("neutrophil")
     version = cut()
-    archive_build(archive=DatasetArchive.objects.get(version=version))
+    build(version)
     return version
 
 
