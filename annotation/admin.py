@@ -36,8 +36,8 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "source_name",
-        "created_by",
-        "created_at",
+        "requested_by",
+        "requested_at",
         "status",
         "total",
         "imported",
@@ -47,7 +47,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", "trusted"]
     search_fields = ["source_name"]
-    list_select_related = ["created_by"]
+    list_select_related = ["requested_by"]
 
     @admin.display(description="Report")
     def report(self, obj: ImportBatch) -> str:

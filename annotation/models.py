@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
+
+from core.jobs import Job
 
 
 class LabelStatus(models.TextChoices):
@@ -65,17 +69,14 @@ class Case(models.Model):
         return self.code
 
 
-class ImportBatch(models.Model):
-    """One upload (zip) or folder import; its items are the per-file report."""
+class ImportBatch(Job):
+    """One upload (zip) or folder import; its items are the per-file report. `done` counts the files reported."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    JOB_KIND = "import"
+    # Heartbeats come between files (at least every few seconds of work); no single file takes minutes,
+    # so a running batch silent this long lost its worker.
+    STALE_AFTER = timedelta(minutes=15)
 
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
     source_name = models.CharField(max_length=255)
     # The uploaded archive (or folder path for the management command) until the task has read it.
     source_path = models.CharField(max_length=1024)
@@ -84,20 +85,14 @@ class ImportBatch(models.Model):
     source_is_upload = models.BooleanField(default=False)
     trusted = models.BooleanField(default=False, help_text="Reference labels become final labels.")
     case_from_folder = models.BooleanField(default=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    total = models.PositiveIntegerField(default=0)
-    processed = models.PositiveIntegerField(default=0)
     imported = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     rejected = models.PositiveIntegerField(default=0)
     # Companion files (README, NOTICE, CSV, hidden files) that are not images and are not reported per file.
     skipped = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-requested_at"]
 
     def __str__(self) -> str:
         return f"Import #{self.pk} {self.source_name}"

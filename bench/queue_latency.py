@@ -41,7 +41,7 @@ def fill(n_images: int, admin) -> None:
 
     from annotation.models import ImportBatch
 
-    batch = ImportBatch.objects.create(created_by=admin, source_name="bench", source_path="-", status="done")
+    batch = ImportBatch.objects.create(requested_by=admin, source_name="bench", source_path="-", status="succeeded")
     with connection.cursor() as cursor:
         # md5 twice gives a unique 64-hex-char stand-in for a SHA-256.
         cursor.execute(

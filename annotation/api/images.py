@@ -15,6 +15,7 @@ from annotation import selectors
 from annotation.files import image_file_response
 from annotation.models import CellClass, CellImage, ImportBatch, ImportItem
 from annotation.services.imports.batches import import_batch_create_from_upload
+from core.jobs import JobStatus
 from core.permissions import roles_permission
 from core.roles import Role
 
@@ -93,7 +94,7 @@ class BatchOutput(serializers.ModelSerializer):
     progress_url = serializers.HyperlinkedIdentityField(
         view_name="annotation_api:batch_progress", lookup_url_kwarg="batch_id"
     )
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = ImportBatch
@@ -101,23 +102,29 @@ class BatchOutput(serializers.ModelSerializer):
             "id",
             "url",
             "source_name",
-            "created_by",
-            "created_at",
+            "requested_by",
+            "requested_at",
             "trusted",
             "case_from_folder",
             "status",
             "total",
-            "processed",
+            "done",
             "imported",
             "duplicates",
             "rejected",
+            "skipped",
             "error",
             "started_at",
+            "heartbeat_at",
             "finished_at",
             "items_url",
             "progress_url",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "done": {"help_text": "Files reported so far (imported, duplicate or rejected)."},
+            "skipped": {"help_text": "Companion files (README, CSV, hidden files) that are not images."},
+        }
 
 
 class BatchItemFilterInput(serializers.Serializer):
@@ -144,16 +151,26 @@ class BatchCreateInput(serializers.Serializer):
 
 
 class BatchProgressOutput(serializers.Serializer):
-    batch_id = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=ImportBatch.Status.choices)
-    total = serializers.IntegerField()
-    processed = serializers.IntegerField()
+    """The progress every background job reports (core.jobs.job_progress), then the batch's own counts."""
+
+    id = serializers.IntegerField(help_text="The batch id.")
+    kind = serializers.CharField(help_text='"import".')
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    status_display = serializers.CharField()
+    finished = serializers.BooleanField(help_text="True once it succeeded, failed or was cancelled: stop polling.")
+    done = serializers.IntegerField(help_text="Files reported so far (imported, duplicate or rejected).")
+    total = serializers.IntegerField(help_text="Files in the source, and CSV rows that match none; 0 until it is read.")
+    percent = serializers.IntegerField(min_value=0, max_value=100)
+    per_second = serializers.FloatField(allow_null=True, help_text="Files per second since the batch started.")
+    eta_seconds = serializers.IntegerField(allow_null=True, help_text="Seconds left at that rate, while running.")
+    error = serializers.CharField(allow_blank=True)
+    requested_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
     imported = serializers.IntegerField()
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
-    percent = serializers.IntegerField(min_value=0, max_value=100)
-    finished = serializers.BooleanField(help_text="True once the status is done or failed: stop polling.")
-    error = serializers.CharField(allow_blank=True)
+    skipped = serializers.IntegerField(help_text="Companion files (README, CSV, hidden files) that are not images.")
 
 
 # --- views -----------------------------------------------------------------------------------------

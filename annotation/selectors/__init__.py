@@ -9,7 +9,6 @@ from annotation.selectors.consensus import (  # noqa: F401
 )
 from annotation.selectors.images import (  # noqa: F401
     IMAGE_STATUS_LABELS,
-    BatchProgress,
     ImageStats,
     ImageStatus,
     batch_active_count,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem, LabelStatus
+from core.jobs import UNFINISHED, job_progress
 
 
 class ImageStatus(StrEnum):
@@ -37,20 +39,6 @@ class ImageStats:
     unlabeled: int
     consensus: int
     final: int
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    batch_id: int
-    status: str
-    total: int
-    processed: int
-    imported: int
-    duplicates: int
-    rejected: int
-    percent: int
-    finished: bool
-    error: str
 
 
 def image_count() -> int:
@@ -111,7 +99,7 @@ def image_file_path(*, image: CellImage, thumbnail: bool) -> str:
 
 
 def batch_list() -> QuerySet[ImportBatch]:
-    return ImportBatch.objects.select_related("created_by").order_by("-created_at", "-id")
+    return ImportBatch.objects.select_related("requested_by").order_by("-requested_at", "-id")
 
 
 def batch_get(*, batch_id: int) -> ImportBatch:
@@ -126,27 +114,16 @@ def batch_items(*, batch: ImportBatch, outcome: str | None = None) -> QuerySet[I
     return items
 
 
-def batch_progress(*, batch: ImportBatch) -> BatchProgress:
-    finished = batch.status in (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)
-    if batch.total:
-        percent = min(100, batch.processed * 100 // batch.total)
-    else:
-        # An empty or failed batch has nothing to count; a finished one is complete by definition.
-        percent = 100 if finished else 0
-    return BatchProgress(
-        batch_id=batch.pk,
-        status=batch.status,
-        total=batch.total,
-        processed=batch.processed,
-        imported=batch.imported,
-        duplicates=batch.duplicates,
-        rejected=batch.rejected,
-        percent=percent,
-        finished=finished,
-        error=batch.error,
-    )
+def batch_progress(*, batch: ImportBatch) -> dict[str, Any]:
+    """The common job progress (core.jobs.job_progress) and the batch's own counts: what the batch page polls."""
+    return job_progress(batch) | {
+        "imported": batch.imported,
+        "duplicates": batch.duplicates,
+        "rejected": batch.rejected,
+        "skipped": batch.skipped,
+    }
 
 
 def batch_active_count() -> int:
-    """Imports still pending or running, for the admin's home tile."""
-    return ImportBatch.objects.filter(status__in=(ImportBatch.Status.PENDING, ImportBatch.Status.RUNNING)).count()
+    """Imports still queued or running, for the admin's home tile."""
+    return ImportBatch.objects.filter(status__in=UNFINISHED).count()

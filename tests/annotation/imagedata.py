@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from annotation.models import Case, CellClass, CellImage, FinalMethod, ImportBatch, LabelStatus
 from annotation.services.imports.batches import ImportRejected
+from core.jobs import JobStatus
 
 _variants = itertools.count(1)
 
@@ -40,8 +41,8 @@ def jpeg_thumbnail(data: bytes) -> bytes:
 
 
 def batch_make(*, created_by, source_name: str = "cells.zip", **fields) -> ImportBatch:
-    fields.setdefault("status", ImportBatch.Status.DONE)
-    return ImportBatch.objects.create(created_by=created_by, source_name=source_name, source_path="", **fields)
+    fields.setdefault("status", JobStatus.SUCCEEDED)
+    return ImportBatch.objects.create(requested_by=created_by, source_name=source_name, source_path="", **fields)
 
 
 def image_make(
@@ -125,7 +126,7 @@ class FakeImportService:
         return batch_make(
             created_by=created_by,
             source_name=upload.name,
-            status=ImportBatch.Status.PENDING,
+            status=JobStatus.QUEUED,
             trusted=trusted,
             case_from_folder=case_from_folder,
         )

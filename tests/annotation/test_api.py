@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.utils import timezone
 
 from annotation.models import Case, ImportBatch, ImportItem
+from core.jobs import JobStatus
 from tests.annotation.imagedata import FakeImportService, batch_make, image_make
 
 pytestmark = pytest.mark.django_db
@@ -87,11 +91,12 @@ def test_batch_list_detail_items_and_progress(api_client_for, admin_user, batch)
     running = batch_make(
         created_by=admin_user,
         source_name="more.zip",
-        status=ImportBatch.Status.RUNNING,
+        status=JobStatus.RUNNING,
         total=8,
-        processed=2,
+        done=2,
         duplicates=1,
         rejected=1,
+        skipped=3,
     )
     ImportItem.objects.create(batch=running, name="dup.png", outcome="duplicate", image=original)
     ImportItem.objects.create(batch=running, name="x.txt", outcome="rejected", reason="Not an image file.")
@@ -100,8 +105,8 @@ def test_batch_list_detail_items_and_progress(api_client_for, admin_user, batch)
     listing = client.get("/api/annotation/batches/").json()
     assert [row["id"] for row in listing["results"]] == [running.id, batch.id]  # newest first
     detail = client.get(f"/api/annotation/batches/{running.id}/").json()
-    assert (detail["status"], detail["total"], detail["processed"], detail["rejected"]) == ("running", 8, 2, 1)
-    assert detail["created_by"] == admin_user.username
+    assert (detail["status"], detail["total"], detail["done"], detail["rejected"]) == ("running", 8, 2, 1)
+    assert detail["requested_by"] == admin_user.username
     assert detail["items_url"].endswith(f"/api/annotation/batches/{running.id}/items/")
 
     items = client.get(detail["items_url"]).json()["results"]
@@ -115,23 +120,55 @@ def test_batch_list_detail_items_and_progress(api_client_for, admin_user, batch)
 
     progress = client.get(detail["progress_url"]).json()
     assert progress == {
-        "batch_id": running.id,
+        # The progress every job reports ...
+        "id": running.id,
+        "kind": "import",
         "status": "running",
+        "status_display": "Running",
+        "finished": False,
+        "done": 2,
         "total": 8,
-        "processed": 2,
+        "percent": 25,
+        "per_second": None,  # not started by a worker: no rate, no time left
+        "eta_seconds": None,
+        "error": "",
+        "requested_at": running.requested_at.isoformat(),
+        "started_at": None,
+        "finished_at": None,
+        # ... and the batch's own counts.
         "imported": 0,
         "duplicates": 1,
         "rejected": 1,
-        "percent": 25,
-        "finished": False,
-        "error": "",
+        "skipped": 3,
     }
 
 
+def test_progress_of_a_running_batch_has_its_rate_and_time_left(api_client_for, admin_user):
+    now = timezone.now()
+    running = batch_make(
+        created_by=admin_user,
+        status=JobStatus.RUNNING,
+        started_at=now - timedelta(seconds=10),
+        heartbeat_at=now,
+        done=20,
+        total=60,
+        imported=20,
+    )
+    progress = api_client_for(admin_user).get(f"/api/annotation/batches/{running.id}/progress/").json()
+    assert progress["percent"] == 33
+    assert 1.5 < progress["per_second"] <= 2.0  # 20 files in a little over 10 s
+    assert 20 <= progress["eta_seconds"] <= 27  # 40 files left at that rate
+
+
 def test_progress_of_a_failed_empty_batch_is_finished(api_client_for, admin_user):
-    failed = batch_make(created_by=admin_user, status=ImportBatch.Status.FAILED, error="The zip is corrupt.")
+    failed = batch_make(created_by=admin_user, status=JobStatus.FAILED, error="The zip is corrupt.")
     progress = api_client_for(admin_user).get(f"/api/annotation/batches/{failed.id}/progress/").json()
-    assert (progress["finished"], progress["percent"], progress["error"]) == (True, 100, "The zip is corrupt.")
+    assert (progress["finished"], progress["status_display"], progress["error"]) == (
+        True,
+        "Failed",
+        "The zip is corrupt.",
+    )
+    assert progress["percent"] == 0  # nothing of it was imported
 
 
 def test_batch_create_uploads_through_the_import_service(api_client_for, admin_user, fake_import_service):
@@ -145,7 +182,7 @@ def test_batch_create_uploads_through_the_import_service(api_client_for, admin_u
     )
     assert response.status_code == 201
     assert response.json()["id"] == ImportBatch.objects.get().id
-    assert response.json()["status"] == "pending"
+    assert response.json()["status"] == "queued"
     [call] = fake_import_service.calls
     assert (call["upload_name"], call["trusted"], call["case_from_folder"], call["csv_name"]) == (
         "cells.zip",

@@ -28,8 +28,8 @@ def test_import_cells_imports_a_folder_and_prints_the_report(admin_user, media, 
     output = run("import_cells", str(source), "--user", admin_user.username)
 
     batch = ImportBatch.objects.get()
-    assert (batch.status, batch.source_name, batch.created_by, batch.imported, batch.rejected) == (
-        "done",
+    assert (batch.status, batch.source_name, batch.requested_by, batch.imported, batch.rejected) == (
+        "succeeded",
         "slide7",
         admin_user,
         2,
@@ -37,7 +37,7 @@ def test_import_cells_imports_a_folder_and_prints_the_report(admin_user, media, 
     )
     assert f"Import #{batch.pk} of {source} as {admin_user.username}" in output
     assert "3/3 files: 2 imported, 0 duplicates, 1 rejected" in output
-    assert f"Import #{batch.pk} done: 3 files, 2 imported, 0 duplicates, 1 rejected, 0 skipped" in output
+    assert f"Import #{batch.pk} succeeded: 3 files, 2 imported, 0 duplicates, 1 rejected, 0 skipped" in output
     assert "rejected: notes.jpg: not a JPEG, PNG, BMP or TIFF image" in output
     assert set(CellImage.objects.values_list("reference_label__code", flat=True)) == {"neutrophil", "monocyte"}
 
@@ -51,7 +51,7 @@ def test_import_cells_reads_a_zip_with_csv_and_trusted_flag_as_the_first_admin(a
 
     image = CellImage.objects.get()
     assert (image.case.code, image.final_label.code, image.final_method) == ("P-1", "basophil", "trusted_import")
-    assert image.batch.created_by == admin_user
+    assert image.batch.requested_by == admin_user
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_load_demo_imports_the_sample_untrusted_once(admin_user, media):
     batch = ImportBatch.objects.get()
     assert (batch.source_name, batch.status, batch.imported, batch.rejected, batch.trusted) == (
         "demo",
-        "done",
+        "succeeded",
         180,
         0,
         False,

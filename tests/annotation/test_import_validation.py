@@ -47,7 +47,7 @@ def _only_good_file_stored(batch: ImportBatch, stored_files) -> None:
     image = CellImage.objects.get()
     assert image.original_name == "good.jpg"
     assert stored_files() == {image.file, image.thumbnail}
-    assert (batch.status, batch.imported, batch.rejected, batch.processed, batch.total) == ("done", 1, 1, 2, 2)
+    assert (batch.status, batch.imported, batch.rejected, batch.done, batch.total) == ("succeeded", 1, 1, 2, 2)
 
 
 @pytest.mark.parametrize(("name", "data", "reason"), BAD_FILES)

@@ -23,7 +23,7 @@ HTTP_CLIENTS = 6
 
 
 def _make_pool(admin) -> None:
-    batch = ImportBatch.objects.create(created_by=admin, source_name="pool", source_path="-")
+    batch = ImportBatch.objects.create(requested_by=admin, source_name="pool", source_path="-")
     CellImage.objects.bulk_create(
         CellImage(
             sha256=f"{i:064x}",

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotation.models import Case, ImportBatch, ImportItem
+from core.jobs import JobStatus
 from tests.annotation.imagedata import FakeImportService, batch_make, image_make
 
 pytestmark = pytest.mark.django_db
@@ -159,14 +160,14 @@ def test_batch_list_shows_status_progress_and_counts(client_for, admin_user):
     running = batch_make(
         created_by=admin_user,
         source_name="running.zip",
-        status=ImportBatch.Status.RUNNING,
+        status=JobStatus.RUNNING,
         total=40,
-        processed=10,
+        done=10,
         imported=8,
         duplicates=1,
         rejected=1,
     )
-    batch_make(created_by=admin_user, source_name="failed.zip", status=ImportBatch.Status.FAILED, error="bad zip")
+    batch_make(created_by=admin_user, source_name="failed.zip", status=JobStatus.FAILED, error="bad zip")
     html = client_for(admin_user).get(reverse("annotation:batch_list")).content.decode()
     assert "running.zip" in html
     assert "failed.zip" in html
@@ -177,7 +178,7 @@ def test_batch_list_shows_status_progress_and_counts(client_for, admin_user):
 
 
 def test_running_batch_page_polls_progress_and_holds_the_report_back(client_for, admin_user):
-    batch = batch_make(created_by=admin_user, status=ImportBatch.Status.RUNNING, total=4, processed=1, imported=1)
+    batch = batch_make(created_by=admin_user, status=JobStatus.RUNNING, total=4, done=1, imported=1)
     ImportItem.objects.create(batch=batch, name="a.png", outcome=ImportItem.Outcome.IMPORTED)
     html = client_for(admin_user).get(reverse("annotation:batch_detail", args=[batch.id])).content.decode()
     assert f'data-progress-url="/api/annotation/batches/{batch.id}/progress/"' in html
@@ -191,7 +192,7 @@ def test_running_batch_page_polls_progress_and_holds_the_report_back(client_for,
 def test_finished_batch_page_shows_the_per_file_report(client_for, admin_user, batch):
     original = image_make(batch=batch)
     done = batch_make(
-        created_by=admin_user, source_name="again.zip", total=3, processed=3, imported=1, duplicates=1, rejected=1
+        created_by=admin_user, source_name="again.zip", total=3, done=3, imported=1, duplicates=1, rejected=1
     )
     new_image = image_make(batch=done)
     ImportItem.objects.create(batch=done, name="new.png", outcome="imported", image=new_image)

@@ -28,7 +28,7 @@ def test_zip_uploaded_through_the_page_is_imported_and_reported(
     response = client.get(response["Location"])
     batch = ImportBatch.objects.get()
     assert response.wsgi_request.path == reverse("annotation:batch_detail", args=[batch.id])
-    assert (batch.status, batch.imported, batch.duplicates, batch.rejected) == ("done", 2, 1, 1)
+    assert (batch.status, batch.imported, batch.duplicates, batch.rejected) == ("succeeded", 2, 1, 1)
     html = response.content.decode()
     assert 'data-finished="true"' in html
     assert "cells/broken.png" in html
@@ -66,11 +66,11 @@ def test_zip_uploaded_through_the_api_reports_progress_until_done(
     assert response.status_code == 201
     progress_url = response.json()["progress_url"]
     before = client.get(progress_url).json()
-    assert (before["status"], before["finished"], before["percent"]) == ("pending", False, 0)
+    assert (before["status"], before["finished"], before["percent"]) == ("queued", False, 0)
     for task in queued:
         task()
     after = client.get(progress_url).json()
-    assert (after["status"], after["finished"], after["imported"], after["percent"]) == ("done", True, 3, 100)
+    assert (after["status"], after["finished"], after["imported"], after["percent"]) == ("succeeded", True, 3, 100)
     rejected = client.post(
         "/api/annotation/batches/", {"upload": SimpleUploadedFile("x.zip", b"nope")}, format="multipart"
     )

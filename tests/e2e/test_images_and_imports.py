@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from annotation.models import Case, ImportBatch, ImportItem
+from core.jobs import JobStatus
 from core.roles import Role
 from tests.annotation.imagedata import batch_make, image_make, zip_of_cells
 from tests.e2e.conftest import PASSWORD
@@ -76,7 +77,7 @@ def test_admin_uploads_a_zip_and_reads_the_per_file_report(
     page.get_by_role("button", name="Upload and import").click()
 
     expect(page).to_have_url(re.compile(r"/annotation/imports/\d+/$"))
-    expect(page.locator("[data-batch-status]")).to_have_text("Done")
+    expect(page.locator("[data-batch-status]")).to_have_text("Succeeded")
     report = page.locator("#report table")
     expect(report.locator("tbody tr")).to_have_count(5)
     expect(page.locator('[data-field="imported"]')).to_have_text("3")
@@ -98,18 +99,19 @@ def test_admin_uploads_a_zip_and_reads_the_per_file_report(
 
     page.get_by_role("link", name="Imports", exact=True).first.click()
     expect(page.locator("table.data tbody tr")).to_have_count(1)
-    expect(page.locator("table.data tbody tr .badge.done")).to_have_text("Done")
+    expect(page.locator("table.data tbody tr .badge.succeeded")).to_have_text("Succeeded")
     screenshot("batch-list")
 
 
 def test_batch_page_follows_a_running_import_live(page, live_server, log_in, admin, screenshot, no_script_errors):
-    batch = batch_make(created_by=admin, source_name="live.zip", status=ImportBatch.Status.RUNNING, total=4)
+    batch = batch_make(created_by=admin, source_name="live.zip", status=JobStatus.RUNNING, total=4)
     log_in(admin)
     page.goto(f"{live_server.url}/annotation/imports/{batch.id}/")
     expect(page.locator("#report-pending")).to_be_visible()
 
-    ImportBatch.objects.filter(pk=batch.pk).update(processed=2, imported=2)
-    expect(page.locator('[data-field="processed"]')).to_have_text("2")
+    ImportBatch.objects.filter(pk=batch.pk).update(done=2, imported=2)
+    expect(page.locator('[data-field="done"]')).to_have_text("2")
+    expect(page.locator("[data-batch-status]")).to_have_text("Running")
     expect(page.locator("[data-progress-bar]")).to_have_attribute("aria-valuenow", "50")
     screenshot("batch-running")
 
@@ -117,10 +119,10 @@ def test_batch_page_follows_a_running_import_live(page, live_server, log_in, adm
     ImportItem.objects.create(batch=batch, name="b.png", outcome="imported")
     ImportItem.objects.create(batch=batch, name="c.tif", outcome="rejected", reason="Not an image this reader knows.")
     ImportItem.objects.create(batch=batch, name="d.png", outcome="rejected", reason="Larger than 20 MB.")
-    ImportBatch.objects.filter(pk=batch.pk).update(processed=4, rejected=2, status=ImportBatch.Status.DONE)
+    ImportBatch.objects.filter(pk=batch.pk).update(done=4, rejected=2, status=JobStatus.SUCCEEDED)
     # The page reloads itself once the batch is finished and then shows the report.
     expect(page.locator("#report")).to_contain_text("Not an image this reader knows.")
-    expect(page.locator("[data-batch-status]")).to_have_text("Done")
+    expect(page.locator("[data-batch-status]")).to_have_text("Succeeded")
 
 
 def test_annotator_is_refused_the_image_list(page, live_server, log_in, make_user):

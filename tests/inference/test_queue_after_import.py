@@ -8,6 +8,7 @@ import pytest
 from annotation.models import Case, CellImage, ImportBatch
 from annotation.services.imports.batches import import_batch_create
 from annotation.services.imports.runner import import_batch_process
+from core.jobs import JobStatus
 from inference.models import Prediction, ScoringJob
 from inference.services.settings import al_settings_update
 from tests.annotation.imagedata import cell_png, image_make
@@ -41,7 +42,7 @@ def test_an_import_without_a_model_gets_a_cold_start_order_across_cases(
     with django_capture_on_commit_callbacks(execute=True):
         batch = _import(admin_user, _folder(tmp_path, {"case-a": 5, "case-b": 2, "case-c": 1}))
 
-    assert batch.status == ImportBatch.Status.DONE
+    assert batch.status == JobStatus.SUCCEEDED
     assert batch.imported == 8
     queue = list(CellImage.objects.order_by("-priority", "id").values_list("priority", "case__code"))
     assert all(priority > 0 for priority, _ in queue)

@@ -11,6 +11,7 @@ from annotation.models import ImportBatch, ImportItem
 from annotation.services.imports.batches import import_batch_create, importer_default
 from annotation.services.imports.runner import import_batch_process
 from core.errors import AppError
+from core.jobs import JobStatus
 
 
 class Command(BaseCommand):
@@ -52,7 +53,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Import #{batch.pk} of {path} as {importer.get_username()}")
         batch = import_batch_process(batch=batch, on_progress=_progress_printer(self.stdout))
         batch_report(batch=batch, stdout=self.stdout, verbosity=options["verbosity"])
-        if batch.status == ImportBatch.Status.FAILED:
+        if batch.status == JobStatus.FAILED:
             raise CommandError(batch.error)
 
 
@@ -74,13 +75,13 @@ def _progress_printer(stdout: OutputWrapper):
 
     def show(batch: ImportBatch) -> None:
         nonlocal last_decile
-        decile = batch.processed * 10 // batch.total if batch.total else 10
+        decile = batch.done * 10 // batch.total if batch.total else 10
         # A terminal gets a live line; a log gets a line per 10% so it stays readable.
         if not interactive and decile == last_decile:
             return
         last_decile = decile
         stdout.write(
-            f"  {batch.processed}/{batch.total} files: {batch.imported} imported, "
+            f"  {batch.done}/{batch.total} files: {batch.imported} imported, "
             f"{batch.duplicates} duplicates, {batch.rejected} rejected",
             ending="\r" if interactive else "\n",
         )

@@ -11,6 +11,7 @@ from annotation.management.commands.import_cells import batch_report
 from annotation.models import ImportBatch
 from annotation.services.imports.batches import import_batch_create, importer_default
 from annotation.services.imports.runner import import_batch_process
+from core.jobs import JobStatus
 
 DEMO_SOURCE_NAME = "demo"
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
     help = "Import the demo sample of real PBC images (labels as reference labels only). Idempotent."
 
     def handle(self, *args, **options):
-        if ImportBatch.objects.filter(source_name=DEMO_SOURCE_NAME, status=ImportBatch.Status.DONE).exists():
+        if ImportBatch.objects.filter(source_name=DEMO_SOURCE_NAME, status=JobStatus.SUCCEEDED).exists():
             self.stdout.write("demo already loaded")
             return
         importer = importer_default()
@@ -40,5 +41,5 @@ class Command(BaseCommand):
         )
         batch = import_batch_process(batch=batch)
         batch_report(batch=batch, stdout=self.stdout, verbosity=options["verbosity"])
-        if batch.status == ImportBatch.Status.FAILED:
+        if batch.status == JobStatus.FAILED:
             raise CommandError(batch.error)

@@ -1,4 +1,4 @@
-"""Starting an import: check the source (a folder, a zip or an upload), record a pending batch, queue its task."""
+"""Starting an import: check the source (a folder, a zip or an upload), record a queued batch, queue its task."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def import_batch_create(
     csv_path: Path | None = None,
     enqueue: bool = True,
 ) -> ImportBatch:
-    """Check the source (a folder or a zip), record a pending batch and queue its processing.
+    """Check the source (a folder or a zip), record a queued batch and queue its processing.
 
     enqueue=False leaves the processing to the caller (the management commands run it in-process,
     so they work without a broker or worker).
@@ -129,7 +129,7 @@ def _batch_create(
             raise ImportRejected(f"The CSV cannot be used: {exc}.") from None
     with transaction.atomic():
         batch = ImportBatch.objects.create(
-            created_by=created_by,
+            requested_by=created_by,
             source_name=source_name[:255],
             source_path=str(source.resolve()),
             csv_path=str(csv_path.resolve()) if csv_path is not None else "",

@@ -111,7 +111,7 @@ def image_store(
             if final_label is not None:
                 LabelEvent.objects.create(
                     image=cell_image,
-                    actor=batch.created_by,
+                    actor=batch.requested_by,
                     kind=LabelEvent.Kind.TRUSTED_IMPORT,
                     cell_class=final_label,
                     note=f"Import #{batch.pk} ({batch.source_name[:200]})",

@@ -1,17 +1,25 @@
 """Processing an import batch (the task runs this): files read and decoded on a few threads, duplicates looked
-up a chunk at a time, progress saved as it goes, and `import_batch_finished` sent once the batch is done."""
+up a chunk at a time, progress sent as heartbeats as it goes, and `import_batch_finished` sent once the batch
+has succeeded.
+
+The batch row is a core.jobs.Job: a worker claims it (queued -> running), heartbeats between files and finishes it;
+the periodic reaper fails a batch whose worker died. A redelivered task resumes a running batch only once that
+batch's heartbeats have stopped for TAKEOVER_AFTER, so two workers never import the same batch at once.
+"""
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 from django.utils import timezone
 
 from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem
@@ -22,38 +30,60 @@ from annotation.services.metadata import ImportPlan, csv_rows_read, import_plan_
 from annotation.services.sources import Source, SourceEntry, SourceInvalid, source_open
 from annotation.services.validation import FileRejected, ImportLimits, megabytes
 from annotation.signals import import_batch_finished
+from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat
 
-FINISHED = (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)
 LOOKUP_CHUNK = 32
+# A live worker heartbeats at least this often (and every HEMALOOP_IMPORT_PROGRESS_EVERY files).
+HEARTBEAT_EVERY_S = 5.0
+# A running batch without a heartbeat for this long has lost its worker: a redelivered task may resume it.
+# Far above HEARTBEAT_EVERY_S, and far below ImportBatch.STALE_AFTER, so the reaper has not failed it yet.
+TAKEOVER_AFTER = timedelta(minutes=1)
 
 ProgressCallback = Callable[[ImportBatch], None]
+
+
+class ImportBatchBusy(Exception):
+    """The batch is running and its worker is still sending heartbeats: this delivery must not run it too."""
+
+
+class _BatchLost(Exception):
+    """The batch stopped running under this worker (the reaper failed it): stop without finishing it."""
 
 
 def import_batch_process(*, batch: ImportBatch, on_progress: ProgressCallback | None = None) -> ImportBatch:
     """Import every file of the batch's source and leave the per-file report; the task calls this.
 
     The batch fails (status failed, error set) only when the source as a whole is invalid; single bad
-    files are rejected in the report. A batch found running again (a redelivered task) resumes after
-    the files it already reported.
+    files are rejected in the report. A finished batch is returned as it is. A batch found running
+    resumes after the files it already reported if its worker is gone (no heartbeat for TAKEOVER_AFTER);
+    while that worker still beats, ImportBatchBusy is raised.
     """
-    batch = _batch_start(batch=batch)
-    if batch.status in FINISHED:
+    claimed = job_claim(model=ImportBatch, job_id=batch.pk) or _batch_take_over(batch_id=batch.pk)
+    if claimed is None:
+        batch = ImportBatch.objects.get(pk=batch.pk)
+        if batch.status == JobStatus.RUNNING:
+            raise ImportBatchBusy(f"import #{batch.pk} is running on another worker")
         return batch
-    run = _BatchRun(batch=batch, limits=ImportLimits.from_settings(), on_progress=on_progress)
+    run = _BatchRun(batch=claimed, limits=ImportLimits.from_settings(), on_progress=on_progress)
     try:
         run.execute()
+    except _BatchLost:
+        claimed.refresh_from_db()
+        return claimed
     except SourceInvalid as exc:
-        return run.finish(status=ImportBatch.Status.FAILED, error=f"The whole import was rejected: {exc}.")
+        return run.finish(status=JobStatus.FAILED, error=f"The whole import was rejected: {exc}.")
     except SoftTimeLimitExceeded:
         run.finish(
-            status=ImportBatch.Status.FAILED,
+            status=JobStatus.FAILED,
             error="The import ran past its time limit; the files listed below were processed.",
         )
         raise
     except Exception as exc:
-        run.finish(status=ImportBatch.Status.FAILED, error=f"The import stopped on an internal error: {exc!r}")
+        run.finish(status=JobStatus.FAILED, error=f"The import stopped on an internal error: {exc!r}")
         raise
-    batch = run.finish(status=ImportBatch.Status.DONE, error="")
+    batch = run.finish(status=JobStatus.SUCCEEDED, error="")
+    if batch.status != JobStatus.SUCCEEDED:  # the reaper failed it just before the end
+        return batch
     if batch.source_is_upload:
         upload_delete(Path(batch.source_path), Path(batch.csv_path) if batch.csv_path else None)
     # Higher floors react here (inference queues the new images: scored by the active model, or a cold start
@@ -62,14 +92,13 @@ def import_batch_process(*, batch: ImportBatch, on_progress: ProgressCallback | 
     return batch
 
 
-def _batch_start(*, batch: ImportBatch) -> ImportBatch:
-    with transaction.atomic():
-        batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
-        if batch.status not in FINISHED:
-            batch.status = ImportBatch.Status.RUNNING
-            batch.started_at = batch.started_at or timezone.now()
-            batch.save(update_fields=["status", "started_at"])
-    return batch
+def _batch_take_over(*, batch_id: int) -> ImportBatch | None:
+    """Claim a running batch whose worker went silent (one conditional UPDATE, so one redelivery wins)."""
+    now = timezone.now()
+    taken = ImportBatch.objects.filter(
+        pk=batch_id, status=JobStatus.RUNNING, heartbeat_at__lt=now - TAKEOVER_AFTER
+    ).update(heartbeat_at=now)
+    return ImportBatch.objects.get(pk=batch_id) if taken else None
 
 
 class _BatchRun:
@@ -84,13 +113,14 @@ class _BatchRun:
         self.counts: Counter[str] = Counter()
         self.cases: dict[str, Case] = {}
         self.seen: dict[str, int] = {}  # sha256 -> image id imported by this batch
-        self.done: set[str] = set()
+        self.reported: set[str] = set()  # names in the report, from before an interruption or from this run
         self.read_bytes = 0
+        self.beat_at = time.monotonic()
 
     def execute(self) -> None:
         # A resumed batch keeps what it reported before the interruption.
         for name, outcome in ImportItem.objects.filter(batch=self.batch).values_list("name", "outcome"):
-            self.done.add(name)
+            self.reported.add(name)
             self.counts[outcome] += 1
         self.seen = dict(CellImage.objects.filter(batch=self.batch).values_list("sha256", "id"))
 
@@ -108,7 +138,7 @@ class _BatchRun:
             self.batch.total = len(source.entries) + len(plan.unmatched)
             self.batch.skipped = source.skipped
             self._progress_save()
-            todo = [entry for entry in source.entries if items.item_name(entry.name) not in self.done]
+            todo = [entry for entry in source.entries if items.item_name(entry.name) not in self.reported]
             # Closed explicitly, so a batch that stops half-way cleans up its threads and staged files now.
             with (
                 closing(self._prepared(source=source, plan=plan, entries=todo)) as prepared_files,
@@ -120,22 +150,22 @@ class _BatchRun:
                         known = items.images_by_hash(hashes=hashes)
                         for prepared in chunk:
                             self._file_import(prepared=prepared, plan=plan, source=source, known=known)
-                            if sum(self.counts.values()) % self.progress_every == 0:
-                                self._progress_save()
+                            self._file_reported()
                     finally:
                         # Duplicates, rejections and a batch that stops half-way leave no staged file behind.
                         items.staged_discard(chunk)
         for row in plan.unmatched:
             name = row.file or f"CSV line {row.line}"
-            if items.item_name(name) not in self.done:
+            if items.item_name(name) not in self.reported:
                 reason = f"listed on CSV line {row.line} but not found in the source" if row.file else "no file name"
                 self._item_add(name=name, outcome=ImportItem.Outcome.REJECTED, reason=reason)
+                self._file_reported()
 
     def finish(self, *, status: str, error: str) -> ImportBatch:
-        self.batch.status = status
-        self.batch.error = error
-        self.batch.finished_at = timezone.now()
-        self._progress_save()
+        """End the batch with its final counts; a batch the reaper failed meanwhile keeps that outcome."""
+        self.batch = job_finish(job=self.batch, status=status, error=error, **self._counters())
+        if self.on_progress is not None:
+            self.on_progress(self.batch)
         return self.batch
 
     def _prepared(self, *, source: Source, plan: ImportPlan, entries: list[SourceEntry]) -> Iterator[PreparedFile]:
@@ -209,27 +239,36 @@ class _BatchRun:
         items.item_create(batch=self.batch, name=name, outcome=outcome, reason=reason, image_id=image_id)
         self.counts[outcome] += 1
 
+    def _file_reported(self) -> None:
+        """After each reported file: progress every HEMALOOP_IMPORT_PROGRESS_EVERY files, and a heartbeat at
+        least every HEARTBEAT_EVERY_S, so slow files never make a live batch look dead to the reaper."""
+        if sum(self.counts.values()) % self.progress_every == 0:
+            self._progress_save()
+        elif time.monotonic() - self.beat_at >= HEARTBEAT_EVERY_S:
+            self._heartbeat()
+
     def _progress_save(self) -> None:
-        batch = self.batch
-        batch.imported = self.counts[ImportItem.Outcome.IMPORTED]
-        batch.duplicates = self.counts[ImportItem.Outcome.DUPLICATE]
-        batch.rejected = self.counts[ImportItem.Outcome.REJECTED]
-        batch.processed = batch.imported + batch.duplicates + batch.rejected
-        batch.save(
-            update_fields=[
-                "status",
-                "error",
-                "finished_at",
-                "total",
-                "skipped",
-                "processed",
-                "imported",
-                "duplicates",
-                "rejected",
-            ]
-        )
+        self._heartbeat()
         if self.on_progress is not None:
-            self.on_progress(batch)
+            self.on_progress(self.batch)
+
+    def _heartbeat(self) -> None:
+        if not job_heartbeat(job=self.batch, **self._counters()):
+            raise _BatchLost
+        self.beat_at = time.monotonic()
+
+    def _counters(self) -> dict[str, int]:
+        imported = self.counts[ImportItem.Outcome.IMPORTED]
+        duplicates = self.counts[ImportItem.Outcome.DUPLICATE]
+        rejected = self.counts[ImportItem.Outcome.REJECTED]
+        return {
+            "done": imported + duplicates + rejected,
+            "total": self.batch.total,
+            "skipped": self.batch.skipped,
+            "imported": imported,
+            "duplicates": duplicates,
+            "rejected": rejected,
+        }
 
 
 def _chunks(prepared_files: Iterator[PreparedFile], *, size: int) -> Iterator[list[PreparedFile]]:
