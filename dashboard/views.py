@@ -24,7 +24,7 @@ from inference.explain.opinion import image_opinion_state
 from inference.explain.policy import EXPLAIN_ROLES, opinion_visible_to
 from inference.selectors import review_list
 from releases.selectors import version_latest
-from training.selectors import model_version_active, training_run_current, training_run_percent
+from training.selectors import model_version_active, training_run_current
 
 
 def home(request):
@@ -41,7 +41,7 @@ def home(request):
         context.update(
             model_active=model_version_active(),
             run_current=run,
-            run_percent=training_run_percent(run=run) if run else 0,
+            run_percent=run.percent if run else 0,
             dataset_latest=version_latest(),
         )
     if user_has_role(user, Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN):

@@ -7,7 +7,7 @@ from training.models import ModelVersion, TrainingRun
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "status", "dataset_version", "profile", "started_by", "created_at", "finished_at"]
+    list_display = ["id", "status", "dataset_version", "profile", "requested_by", "requested_at", "finished_at"]
     list_filter = ["status", "profile"]
     readonly_fields = [field.name for field in TrainingRun._meta.fields]
 

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from core.jobs import job_progress
 from core.permissions import roles_permission
 from core.roles import Role
 from releases.models import DatasetVersion
@@ -35,14 +36,14 @@ class RunStartInput(serializers.Serializer):
     )
 
 
-class RunOutput(serializers.ModelSerializer):
+class RunFieldsOutput(serializers.ModelSerializer):
+    """The run's own fields: what it trains on, where it is (model, epoch, batch), its history, log and version."""
+
     url = serializers.SerializerMethodField()
-    # Plain strings: other apps' "status" enums already own that component name in the schema.
-    status = serializers.CharField(help_text="queued, running, succeeded, failed or cancelled")
     dataset_version = serializers.SlugRelatedField(slug_field="number", read_only=True)
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    percent = serializers.SerializerMethodField()
-    finished = serializers.BooleanField(source="is_finished", help_text="True once the run ended: stop polling.")
+    requested_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="Who asked for it; null once deleted."
+    )
     model_version = serializers.SerializerMethodField()
 
     class Meta:
@@ -50,15 +51,11 @@ class RunOutput(serializers.ModelSerializer):
         fields = [
             "id",
             "url",
-            "status",
             "dataset_version",
             "profile",
             "config",
-            "started_by",
+            "requested_by",
             "worker_host",
-            "created_at",
-            "started_at",
-            "finished_at",
             "heartbeat_at",
             "model_index",
             "model_name",
@@ -67,11 +64,7 @@ class RunOutput(serializers.ModelSerializer):
             "max_epochs",
             "batch",
             "batches_total",
-            "eta_seconds",
-            "percent",
             "cancel_requested",
-            "error",
-            "finished",
             "history",
             "log_tail",
             "model_version",
@@ -81,12 +74,49 @@ class RunOutput(serializers.ModelSerializer):
     def get_url(self, run: TrainingRun) -> str:
         return reverse("training_api:run_detail", kwargs={"run_id": run.pk}, request=self.context["request"])
 
-    def get_percent(self, run: TrainingRun) -> int:
-        return selectors.training_run_percent(run=run)
-
     def get_model_version(self, run: TrainingRun) -> int | None:
         version = getattr(run, "model_version", None)
         return version.pk if version else None
+
+
+class RunOutput(RunFieldsOutput):
+    """A run: the progress every job API shares (core.jobs.job_progress) plus the run's own fields. done/total
+    count batches over every model and epoch; percent stays below 100 until the version is registered."""
+
+    # Declared for the schema; the values are job_progress's (to_representation).
+    kind = serializers.CharField(help_text='"training"')
+    # Plain strings: other apps' "status" enums already own that component name in the schema.
+    status = serializers.CharField(help_text="queued, running, succeeded, failed or cancelled")
+    status_display = serializers.CharField()
+    finished = serializers.BooleanField(help_text="True once the run ended: stop polling.")
+    percent = serializers.IntegerField()
+    per_second = serializers.FloatField(allow_null=True, help_text="Batches per second since a worker claimed it.")
+    eta_seconds = serializers.IntegerField(
+        allow_null=True, help_text="Seconds left while running, an upper bound (early stopping ends models sooner)."
+    )
+    requested_at = serializers.DateTimeField()
+
+    class Meta(RunFieldsOutput.Meta):
+        fields = [
+            "kind",
+            "status",
+            "status_display",
+            "finished",
+            "done",
+            "total",
+            "percent",
+            "per_second",
+            "eta_seconds",
+            "error",
+            "requested_at",
+            "started_at",
+            "finished_at",
+            *RunFieldsOutput.Meta.fields,
+        ]
+        read_only_fields = fields
+
+    def to_representation(self, run: TrainingRun) -> dict:
+        return {**job_progress(run), **RunFieldsOutput(run, context=self.context).data}
 
 
 class ModelVersionOutput(serializers.ModelSerializer):
@@ -148,7 +178,7 @@ class RunListStartApi(APIView):
     def post(self, request: Request):
         serializer = RunStartInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = training_run_start(started_by=request.user, **serializer.validated_data)
+        run = training_run_start(requested_by=request.user, **serializer.validated_data)
         return Response(RunOutput(_run_or_404(run.pk), context={"request": request}).data, status=201)
 
 

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q, Value
 
+from core.jobs import Job, JobStatus
 
-class TrainingRun(models.Model):
-    """The authoritative state of one retrain: status, live progress, history and the cancel flag."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+class TrainingRun(Job):
+    """One retrain as a background job (core.jobs): done/total count the run's batches over every model and epoch;
+    its own fields say what it trains on, where it is (model, epoch, batch), its history and the cancel flag."""
 
-    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    JOB_KIND = "training"
     LOG_TAIL_CHARS = 8000
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     dataset_version = models.ForeignKey("releases.DatasetVersion", on_delete=models.PROTECT, related_name="+")
     profile = models.CharField(max_length=20)
     config = models.JSONField(help_text="The full TrainConfig the run trains with.")
-    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     worker_host = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     # [{model, model_index, epoch, train_loss, val_loss, val_accuracy, val_macro_f1, lr, ...}], one row per epoch.
     history = models.JSONField(default=list, blank=True)
     log_tail = models.TextField(blank=True)
@@ -40,12 +32,10 @@ class TrainingRun(models.Model):
     max_epochs = models.PositiveIntegerField(default=0)
     batch = models.PositiveIntegerField(default=0)
     batches_total = models.PositiveIntegerField(default=0)
-    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
 
     class Meta:
-        ordering = ["-created_at", "-id"]
+        ordering = ["-requested_at", "-id"]
         constraints = [
             # The database, not the broker, keeps two retrains apart: at most one row may be queued or running.
             # A constant expression: any two rows in the partial index collide, queued or running alike.
@@ -57,9 +47,14 @@ class TrainingRun(models.Model):
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.status})"
 
+    @classmethod
+    def stale_after(cls) -> timedelta:
+        return timedelta(minutes=settings.HEMALOOP_TRAINING_HEARTBEAT_MINUTES)
+
     @property
-    def is_finished(self) -> bool:
-        return self.status not in self.ACTIVE_STATUSES
+    def percent(self) -> int:
+        # The last batch is not the end: evaluation, plots and registration follow, so 100 % means registered.
+        return super().percent if self.status == JobStatus.SUCCEEDED else min(99, super().percent)
 
 
 class ModelVersion(models.Model):

@@ -7,15 +7,14 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from core.jobs import UNFINISHED
 from releases.models import DatasetVersion
 from training.models import ModelVersion, TrainingRun
-from training.reaping import training_runs_fail_stale
 
 
 def training_run_list() -> QuerySet[TrainingRun]:
-    # Listing is where people look for a stuck run, so reap dead workers first.
-    training_runs_fail_stale()
-    return TrainingRun.objects.select_related("dataset_version", "started_by", "model_version")
+    # Reads only: stale runs are failed by the periodic reaper (core.tasks), never by someone looking at them.
+    return TrainingRun.objects.select_related("dataset_version", "requested_by", "model_version")
 
 
 def training_run_get(*, run_id: int) -> TrainingRun | None:
@@ -23,20 +22,8 @@ def training_run_get(*, run_id: int) -> TrainingRun | None:
 
 
 def training_run_current() -> TrainingRun | None:
-    """The queued or running run (one at a time), for the home page; stale runs are failed first."""
-    return training_run_list().filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
-
-
-def training_run_percent(*, run: TrainingRun) -> int:
-    """Share of the run's batches done, treating every model as running all max_epochs (early stopping is a bonus)."""
-    if run.status == TrainingRun.Status.SUCCEEDED:
-        return 100
-    if not run.model_count or not run.max_epochs:
-        return 0
-    within = run.batch / run.batches_total if run.batches_total else 0.0
-    epochs_before = run.model_index * run.max_epochs + max(0, run.epoch - 1)
-    done = (epochs_before + within) / (run.model_count * run.max_epochs)
-    return max(0, min(99, int(done * 100)))
+    """The queued or running run (one at a time), for the home page."""
+    return training_run_list().filter(status__in=UNFINISHED).first()
 
 
 def model_version_list() -> QuerySet[ModelVersion]:

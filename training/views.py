@@ -10,6 +10,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from core.jobs import job_progress
 from core.permissions import role_required
 from core.roles import Role
 from releases.services.versions import ReleaseEmpty
@@ -57,7 +58,7 @@ def run_start(request):
         messages.error(request, "Choose a dataset version and a profile.")
         return redirect("training:home")
     try:
-        run = training_run_start(started_by=request.user, **form.cleaned_data)
+        run = training_run_start(requested_by=request.user, **form.cleaned_data)
     except (TrainingRefused, ReleaseEmpty) as exc:
         messages.error(request, str(exc))
         return redirect("training:home")
@@ -68,8 +69,8 @@ def run_start(request):
 @require_GET
 @role_required(*READ_ROLES)
 def run_detail(request, run_id: int):
-    context = {"run": _run_or_404(run_id), "section": "training"}
-    context["percent"] = selectors.training_run_percent(run=context["run"])
+    run = _run_or_404(run_id)
+    context = {"run": run, "progress": job_progress(run), "section": "training"}
     return render(request, "training/run_detail.html", context)
 
 

@@ -53,7 +53,7 @@ function draw(history) {
 }
 
 function render(run) {
-  field("status").textContent = run.status.charAt(0).toUpperCase() + run.status.slice(1);
+  field("status").textContent = run.status_display;
   field("status").className = `badge large ${run.status}`;
   field("model").textContent = run.model_name ? `Model ${run.model_index + 1}/${run.model_count}: ${run.model_name}` : "Waiting for a worker…";
   field("epoch").textContent = run.epoch;

@@ -12,6 +12,7 @@ from django.urls import reverse
 from annotation.models import Annotation, Case, CellClass, CellImage, LabelEvent, LabelStatus
 from annotation.services.consensus import consensus_resolve
 from annotation.services.labeling import annotation_submit
+from core.jobs import JobStatus
 from core.roles import Role
 from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
@@ -71,7 +72,7 @@ def test_home_shows_the_model_review_cases_and_datasets_to_those_who_may_see_the
 
     dataset = dataset_version_create(created_by=admin_user)
     done = TrainingRun.objects.create(
-        dataset_version=dataset, profile="smoke", config={}, started_by=admin_user, status=TrainingRun.Status.SUCCEEDED
+        dataset_version=dataset, profile="smoke", config={}, requested_by=admin_user, status=JobStatus.SUCCEEDED
     )
     ModelVersion.objects.create(
         run=done,
@@ -82,7 +83,7 @@ def test_home_shows_the_model_review_cases_and_datasets_to_those_who_may_see_the
         status=ModelVersion.Status.ACTIVE,
     )
     running = TrainingRun.objects.create(
-        dataset_version=dataset, profile="smoke", config={}, started_by=admin_user, status=TrainingRun.Status.RUNNING
+        dataset_version=dataset, profile="smoke", config={}, requested_by=admin_user, status=JobStatus.RUNNING
     )
     researcher_html = client_for(researcher).get(reverse("home")).content.decode()
     assert "model version" in researcher_html

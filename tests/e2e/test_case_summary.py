@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from annotation.models import Case, CellClass
+from core.jobs import JobStatus
 from core.roles import Role
 from inference.models import Prediction
 from tests.annotation.imagedata import batch_make, image_make
@@ -26,8 +27,8 @@ def _version(user) -> ModelVersion:
         dataset_version=dataset_version_create(created_by=user),
         profile="smoke",
         config={},
-        started_by=user,
-        status=TrainingRun.Status.SUCCEEDED,
+        requested_by=user,
+        status=JobStatus.SUCCEEDED,
     )
     return ModelVersion.objects.create(
         run=run, out_dir="models/none", config={}, temperature=1.0, metrics={}, status=ModelVersion.Status.ACTIVE

@@ -51,7 +51,7 @@ def test_admin_retrains_from_the_page(
         dataset_version=TrainingRun.objects.first().dataset_version,
         profile="smoke",
         config={},
-        started_by=admin,
+        requested_by=admin,
         status="running",
         model_count=2,
         max_epochs=2,
@@ -62,6 +62,8 @@ def test_admin_retrains_from_the_page(
         epoch=2,
         batch=3,
         batches_total=4,
+        done=7,  # 1 epoch of 4 batches, then 3, of 2 models x 2 epochs x 4 batches
+        total=16,
         history=[{"model": "test_efficientnet", "model_index": 0, "epoch": 1, "val_macro_f1": 0.3, "val_loss": 2.0}],
     )
     expect(page.locator('[data-field="percent"]')).to_have_text("43%")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from annotation.models import CellClass, CellImage
+from core.jobs import JobStatus
 from inference.models import Prediction
 from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
@@ -31,8 +32,8 @@ def make_version(admin_user, batch):
             dataset_version=dataset_version,
             profile="smoke",
             config={},
-            started_by=admin_user,
-            status=TrainingRun.Status.SUCCEEDED,
+            requested_by=admin_user,
+            status=JobStatus.SUCCEEDED,
         )
         return ModelVersion.objects.create(
             run=run, out_dir="models/none", config={}, temperature=1.0, metrics={}, status=status

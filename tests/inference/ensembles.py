@@ -10,6 +10,7 @@ import torch
 from django.conf import settings
 
 from annotation.models import CellClass
+from core.jobs import JobStatus
 from training.ml.checkpoint import save_checkpoint
 from training.ml.ensemble import MemberSpec, write_ensemble_file
 from training.ml.models import create_classifier
@@ -60,8 +61,8 @@ def active_version_write(*, created_by, name: str, temperature: float = 1.0) -> 
         dataset_version=dataset_version_create(created_by=created_by),
         profile="smoke",
         config={},
-        started_by=created_by,
-        status=TrainingRun.Status.SUCCEEDED,
+        requested_by=created_by,
+        status=JobStatus.SUCCEEDED,
     )
     out_dir = f"models/{name}-{run.pk}"
     classes = list(CellClass.objects.order_by("order").values_list("code", flat=True))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from annotation.models import CellImage
+from core.jobs import JobStatus
 from inference import tasks
 from inference.errors import ModelUnavailable
 from inference.models import Prediction, ScoringJob
@@ -13,7 +14,7 @@ from inference.selectors import scoring_job_latest
 from inference.services import scoring
 from inference.services.scoring import pool_score
 from tests.annotation.imagedata import batch_make, image_make
-from training.models import ModelVersion, TrainingRun
+from training.models import ModelVersion
 from training.services.execute import training_run_execute
 from training.services.runs import training_run_start
 from training.services.versions import model_version_activate
@@ -25,8 +26,8 @@ def test_pool_score_writes_one_calibrated_prediction_per_image(labeled_demo, adm
     # A one-epoch model may predict one class for everything: no class cap, so all three unlabeled get picked.
     settings.HEMALOOP_AL_MAX_CLASS_SHARE = 1.0
     labeled_demo()
-    run = training_run_execute(run=training_run_start(started_by=admin_user, profile="smoke"))
-    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    run = training_run_execute(run=training_run_start(requested_by=admin_user, profile="smoke"))
+    assert run.status == JobStatus.SUCCEEDED, run.error
     version = ModelVersion.objects.get(run=run)
     batch = batch_make(created_by=admin_user)
     unlabeled = [image_make(batch=batch) for _ in range(3)]

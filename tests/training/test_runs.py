@@ -12,9 +12,10 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.jobs import JobStatus
+from core.tasks import jobs_reap_stale_task
 from releases.services.versions import dataset_version_create
 from tests.annotation.imagedata import batch_make, image_make
-from training import reaping
 from training.models import ModelVersion, TrainingRun
 from training.services import execute
 from training.services.versions import model_version_activate
@@ -42,8 +43,8 @@ def _version_with_run(*, admin_user, status=ModelVersion.Status.CANDIDATE, f1=0.
         dataset_version=dataset_version_create_for(admin_user),
         profile="smoke",
         config={},
-        started_by=admin_user,
-        status=TrainingRun.Status.SUCCEEDED,
+        requested_by=admin_user,
+        status=JobStatus.SUCCEEDED,
     )
     return ModelVersion.objects.create(
         run=run,
@@ -68,11 +69,18 @@ def test_admin_retrains_and_activates_through_the_api(
     assert run["status"] == "succeeded", run["error"]
     assert run["percent"] == 100
     assert run["finished"]
+    assert (run["kind"], run["status_display"], run["requested_by"]) == ("training", "Succeeded", admin_user.username)
+    assert 0 < run["done"] <= run["total"]  # batches; early stopping may end a model before max_epochs
+    assert run["requested_at"] <= run["started_at"] <= run["finished_at"]
+    assert run["per_second"] > 0
+    assert run["eta_seconds"] is None
     assert {row["model"] for row in run["history"]} == {"test_efficientnet", "test_efficientnet_gn"}
     assert all("val_macro_f1" in row and "val_loss" in row for row in run["history"])
     assert run["worker_host"]
     assert run["heartbeat_at"]
     version_id = run["model_version"]
+    assert training_run(run_id) == "succeeded"  # delivered again: not trained again
+    assert ModelVersion.objects.filter(run_id=run_id).count() == 1
 
     detail = api_client_for(researcher).get(f"/api/training/models/{version_id}/").json()
     assert detail["status"] == "candidate"
@@ -104,13 +112,15 @@ def test_run_page_shows_live_progress_and_the_cancel_button(admin_user, client_f
         dataset_version=dataset_version_create_for(admin_user),
         profile="smoke",
         config={},
-        started_by=admin_user,
-        status=TrainingRun.Status.RUNNING,
+        requested_by=admin_user,
+        status=JobStatus.RUNNING,
         model_count=2,
         max_epochs=4,
         epoch=3,
         batch=5,
         batches_total=10,
+        done=25,  # 2 epochs of 10 batches, then 5 of the third, of 2 models x 4 epochs x 10 batches
+        total=80,
         heartbeat_at=timezone.now(),
         history=[{"model": "m", "model_index": 0, "epoch": 1, "val_macro_f1": 0.4, "val_loss": 1.2}],
     )
@@ -126,7 +136,7 @@ def test_a_second_start_while_one_runs_is_refused_with_409(
 ):
     labeled_demo()
     version = dataset_version_create(created_by=admin_user)
-    queued = TrainingRun.objects.create(dataset_version=version, profile="smoke", config={}, started_by=admin_user)
+    queued = TrainingRun.objects.create(dataset_version=version, profile="smoke", config={}, requested_by=admin_user)
     response = _start(api_client_for(admin_user), django_capture_on_commit_callbacks, dataset_version=version.number)
     assert response.status_code == 409
     assert f"run {queued.pk} is queued" in response.json()["detail"]
@@ -137,8 +147,8 @@ def test_a_second_start_while_one_runs_is_refused_with_409(
             dataset_version=version,
             profile="smoke",
             config={},
-            started_by=admin_user,
-            status=TrainingRun.Status.RUNNING,
+            requested_by=admin_user,
+            status=JobStatus.RUNNING,
         )
 
 
@@ -168,9 +178,10 @@ def test_cancel_mid_run_ends_cancelled_without_a_version(
     monkeypatch.setattr(execute._RunProgress, "on_batch_end", cancel_after_first_batch)
     run_id = _start(api, django_capture_on_commit_callbacks).json()["id"]
     run = TrainingRun.objects.get(pk=run_id)
-    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.status == JobStatus.CANCELLED
     assert run.cancel_requested
     assert run.batch == 1
+    assert (run.done, run.total) == (1, 2 * run.max_epochs * run.batches_total)  # both smoke models, every epoch
     assert run.history == []
     assert not ModelVersion.objects.filter(run=run).exists()
     assert not (Path(settings.MEDIA_ROOT) / f"models/run-{run_id}").exists()
@@ -182,31 +193,79 @@ def test_cancel_mid_run_ends_cancelled_without_a_version(
 def test_cancelling_a_queued_run_ends_it_at_once_and_the_task_skips_it(labeled_demo, admin_user, api_client_for):
     labeled_demo()
     run = TrainingRun.objects.create(
-        dataset_version=dataset_version_create(created_by=admin_user), profile="smoke", config={}, started_by=admin_user
+        dataset_version=dataset_version_create(created_by=admin_user),
+        profile="smoke",
+        config={},
+        requested_by=admin_user,
     )
     assert api_client_for(admin_user).post(f"/api/training/runs/{run.pk}/cancel/").json()["status"] == "cancelled"
     assert training_run(run.pk) == "cancelled"  # a late or redelivered task does not train it
     assert not ModelVersion.objects.exists()
 
 
-def test_a_stale_run_is_marked_failed_and_the_active_model_stays(admin_user, researcher, api_client_for):
+def test_a_stale_run_is_failed_by_the_reaper_not_by_looking_at_it(admin_user, researcher, api_client_for, client_for):
     active = _version_with_run(admin_user=admin_user, status=ModelVersion.Status.ACTIVE)
     stale = TrainingRun.objects.create(
         dataset_version=active.run.dataset_version,
         profile="smoke",
         config={},
-        started_by=admin_user,
-        status=TrainingRun.Status.RUNNING,
+        requested_by=admin_user,
+        status=JobStatus.RUNNING,
         heartbeat_at=timezone.now() - timedelta(hours=2),
     )
-    runs = api_client_for(researcher).get("/api/training/runs/").json()
-    row = next(r for r in runs if r["id"] == stale.pk)
-    assert row["status"] == "failed"
+    api, pages = api_client_for(researcher), client_for(researcher)
+    for url in ("/api/training/runs/", f"/api/training/runs/{stale.pk}/"):
+        assert api.get(url).status_code == 200
+    for url in ("/", "/training/", f"/training/runs/{stale.pk}/"):
+        assert pages.get(url).status_code == 200
+    stale.refresh_from_db()
+    assert stale.status == JobStatus.RUNNING  # a GET never writes
+
+    assert jobs_reap_stale_task()["training"] == 1
+    row = api.get(f"/api/training/runs/{stale.pk}/").json()
+    assert (row["status"], row["finished"]) == ("failed", True)
     assert "no heartbeat" in row["error"]
     assert training_run(stale.pk) == "failed"  # redelivered to a new worker: not trained again
     active.refresh_from_db()
     assert active.status == ModelVersion.Status.ACTIVE
     assert ModelVersion.objects.count() == 1
+
+
+def test_a_run_redelivered_while_another_worker_trains_it_is_left_alone(admin_user):
+    beat = timezone.now() - timedelta(minutes=1)
+    run = TrainingRun.objects.create(
+        dataset_version=dataset_version_create_for(admin_user),
+        profile="smoke",
+        config={},
+        requested_by=admin_user,
+        status=JobStatus.RUNNING,
+        heartbeat_at=beat,
+        done=3,
+        total=8,
+    )
+    assert training_run(run.pk) == "running"
+    run.refresh_from_db()
+    assert (run.heartbeat_at, run.done, run.worker_host) == (beat, 3, "")
+
+
+def test_a_stale_run_does_not_block_a_new_start(
+    labeled_demo, admin_user, api_client_for, django_capture_on_commit_callbacks
+):
+    labeled_demo()
+    version = dataset_version_create(created_by=admin_user)
+    dead = TrainingRun.objects.create(
+        dataset_version=version,
+        profile="smoke",
+        config={},
+        requested_by=admin_user,
+        status=JobStatus.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(hours=2),
+    )
+    response = _start(api_client_for(admin_user), django_capture_on_commit_callbacks, dataset_version=version.number)
+    assert response.status_code == 201, response.content
+    dead.refresh_from_db()
+    assert dead.status == JobStatus.FAILED
+    assert "no heartbeat" in dead.error
 
 
 def test_a_failing_run_records_the_error_and_leaves_the_active_model(
@@ -222,7 +281,7 @@ def test_a_failing_run_records_the_error_and_leaves_the_active_model(
         dataset_version=active.run.dataset_version.number,
     )
     run = TrainingRun.objects.get(pk=response.json()["id"])
-    assert run.status == TrainingRun.Status.FAILED
+    assert run.status == JobStatus.FAILED
     assert run.error
     assert not ModelVersion.objects.filter(run=run).exists()
     active.refresh_from_db()
@@ -265,21 +324,21 @@ def test_the_heartbeat_thread_keeps_a_run_alive_through_a_long_stretch_without_b
         dataset_version=dataset_version_create_for(admin_user),
         profile="smoke",
         config={},
-        started_by=admin_user,
-        status=TrainingRun.Status.RUNNING,
+        requested_by=admin_user,
+        status=JobStatus.RUNNING,
         heartbeat_at=timezone.now() - timedelta(hours=2),
     )
     with execute._heartbeat(run_id=run.pk):
         time.sleep(0.2)  # the first beat
         deadline = timezone.now() + timedelta(seconds=1.5)
         while timezone.now() < deadline:  # a long evaluation: nothing but the thread writes
-            assert reaping.training_runs_fail_stale() == 0
+            assert jobs_reap_stale_task()["training"] == 0
     run.refresh_from_db()
-    assert run.status == TrainingRun.Status.RUNNING
+    assert run.status == JobStatus.RUNNING
     assert timezone.now() - run.heartbeat_at < timedelta(seconds=1)
     # Without the thread the same run goes stale and is reaped.
     deadline = timezone.now() + timedelta(seconds=1)
-    while not reaping.training_runs_fail_stale():
+    while not jobs_reap_stale_task()["training"]:
         assert timezone.now() < deadline
     run.refresh_from_db()
-    assert run.status == TrainingRun.Status.FAILED
+    assert run.status == JobStatus.FAILED

@@ -15,6 +15,7 @@ from django.db import connection
 
 from config.celery import app
 from config.embedded import start_redis
+from core.jobs import UNFINISHED, JobStatus
 from training.models import ModelVersion, TrainingRun
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,15 +113,15 @@ def test_a_real_worker_trains_the_run_and_registers_a_version(
     run = TrainingRun.objects.get(pk=response.json()["id"])
     time.sleep(0.5)
     run.refresh_from_db()
-    assert run.status == TrainingRun.Status.QUEUED  # not eager: the message waits in Redis for a worker
+    assert run.status == JobStatus.QUEUED  # not eager: the message waits in Redis for a worker
 
     process = worker()
     deadline = time.monotonic() + FINISH_TIMEOUT_S
-    while run.status in TrainingRun.ACTIVE_STATUSES and time.monotonic() < deadline and process.poll() is None:
+    while run.status in UNFINISHED and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.5)
         run.refresh_from_db()
     log = (tmp_path / "worker.log").read_text(errors="replace")
-    assert run.status == TrainingRun.Status.SUCCEEDED, f"{run.status}: {run.error}\n{log[-3000:]}"
+    assert run.status == JobStatus.SUCCEEDED, f"{run.status}: {run.error}\n{log[-3000:]}"
     assert "training.tasks.training_run" in log
     assert "succeeded" in log
     assert run.worker_host

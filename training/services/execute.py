@@ -19,6 +19,7 @@ from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat
 from releases.models import DatasetVersion, Split
 from training.ml.config import TrainConfig
 from training.ml.loop import Callback, TrainingCancelled
@@ -35,14 +36,13 @@ CANCEL_POLL_SECONDS = 1.0
 
 def training_run_execute(*, run: TrainingRun) -> TrainingRun:
     """Train the run's ensemble (the task calls this); a redelivered task finds the run claimed and returns."""
-    now = timezone.now()
-    claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=socket.gethostname()
-    )
-    run.refresh_from_db()
-    if not claimed:
+    claimed = job_claim(model=TrainingRun, job_id=run.pk)
+    if claimed is None:
+        run.refresh_from_db()
         _logger.info("training run %s is %s, not queued: not training it again", run.pk, run.status)
         return run
+    run = claimed
+    job_heartbeat(job=run, worker_host=socket.gethostname())
     out_dir = Path(default_storage.path(f"{MODELS_DIR}/run-{run.pk}"))
     try:
         classes, items = _items(version=run.dataset_version)
@@ -58,12 +58,12 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
                 callbacks=[_RunProgress(run=run)],
             )
     except TrainingCancelled:
-        _finish(run=run, status=TrainingRun.Status.CANCELLED, out_dir=out_dir, line="Cancelled.")
+        _finish(run=run, status=JobStatus.CANCELLED, out_dir=out_dir, line="Cancelled.")
     except Exception as exc:
         _logger.exception("training run %s failed", run.pk)
         _finish(
             run=run,
-            status=TrainingRun.Status.FAILED,
+            status=JobStatus.FAILED,
             out_dir=out_dir,
             line=f"Failed: {exc}",
             error="".join(traceback.format_exception_only(exc)).strip(),
@@ -88,13 +88,10 @@ def _heartbeat(*, run_id: int):
     stop = threading.Event()
 
     def beat() -> None:
+        run = TrainingRun(pk=run_id)  # this thread writes only the heartbeat, never the fields the loop owns
         try:
-            while True:
-                TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-                if stop.wait(heartbeat_interval_seconds()):
-                    break
+            while job_heartbeat(job=run) and not stop.wait(heartbeat_interval_seconds()):
+                pass
         finally:
             connection.close()  # this thread's own connection
 
@@ -121,13 +118,7 @@ def _finish(*, run: TrainingRun, status: str, out_dir: Path, line: str, error: s
     # A cancelled or failed run leaves no half-written ensemble behind, and never touches the active model.
     shutil.rmtree(out_dir, ignore_errors=True)
     run.refresh_from_db(fields=["log_tail"])
-    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-        status=status,
-        finished_at=timezone.now(),
-        error=error,
-        eta_seconds=None,
-        log_tail=_tail(run.log_tail, line),
-    )
+    job_finish(job=run, status=status, error=error, log_tail=_tail(run.log_tail, line))
 
 
 def _register(*, run: TrainingRun, result: Any, out_dir: Path) -> None:
@@ -135,7 +126,7 @@ def _register(*, run: TrainingRun, result: Any, out_dir: Path) -> None:
     media = Path(settings.MEDIA_ROOT)
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        if locked.status != TrainingRun.Status.RUNNING:
+        if locked.status != JobStatus.RUNNING:
             # Reaped as stale (or otherwise ended) while it trained: its result is not trusted.
             shutil.rmtree(out_dir, ignore_errors=True)
             return
@@ -147,13 +138,15 @@ def _register(*, run: TrainingRun, result: Any, out_dir: Path) -> None:
             metrics=metrics,
             plots={name: str(Path(path).relative_to(media)) for name, path in result.plot_paths.items()},
         )
-        locked.status = TrainingRun.Status.SUCCEEDED
-        locked.finished_at = timezone.now()
-        locked.eta_seconds = 0
-        locked.log_tail = _tail(locked.log_tail, f"Registered model version {version.pk}.")
-        locked.save(update_fields=["status", "finished_at", "eta_seconds", "log_tail"])
-        if settings.HEMALOOP_AUTO_ACTIVATE and model_version_better_than_active(version=version):
-            model_version_activate(version=version, actor=run.started_by)
+        job_finish(
+            job=locked,
+            status=JobStatus.SUCCEEDED,
+            log_tail=_tail(locked.log_tail, f"Registered model version {version.pk}."),
+        )
+        # The admin who asked for the run activates it; a run whose requester was deleted waits for an admin.
+        actor = locked.requested_by
+        if settings.HEMALOOP_AUTO_ACTIVATE and actor and model_version_better_than_active(version=version):
+            model_version_activate(version=version, actor=actor)
 
 
 def _tail(log: str, line: str) -> str:
@@ -163,10 +156,13 @@ def _tail(log: str, line: str) -> str:
 
 class _RunProgress(Callback):
     """Writes progress, history and the heartbeat to the run's row (at most once a second, and at every epoch),
-    and stops the loop when an admin asked to cancel or the run was reaped."""
+    and stops the loop when an admin asked to cancel or the run was reaped.
+
+    done/total count batches over the whole run as if every model trained all max_epochs: early stopping only
+    makes the run end sooner (the percent jumps ahead), so the time left is an upper bound."""
 
     def __init__(self, *, run: TrainingRun) -> None:
-        self.run_id = run.pk
+        self.run = run
         self.model_count = len(run.config.get("models", ())) or 1
         self.max_epochs = int(run.config.get("max_epochs", 1))
         self.history: list[dict[str, Any]] = list(run.history)
@@ -174,20 +170,23 @@ class _RunProgress(Callback):
         self.model_index = 0
         self.model_name = ""
         self.epoch = 1
-        self.batch = self.total = 0
-        self.started = time.monotonic()
+        self.batch = self.batches_total = 0
         self.last_write = 0.0
         self.last_poll = 0.0
         self.stop = False
 
+    @property
+    def run_id(self) -> int:
+        return self.run.pk
+
     def on_model_start(self, index: int, name: str) -> None:
-        self.model_index, self.model_name, self.epoch = index, name, 1
+        self.model_index, self.model_name, self.epoch, self.batch = index, name, 1, 0
         self.log = _tail(self.log, f"Model {index + 1}/{self.model_count}: {name}")
-        self._write(batch=0, total=0, force=True)
+        self._write(force=True)
 
     def on_batch_end(self, step: int, total: int, loss: float) -> None:
-        self.batch, self.total = step, total
-        self._write(batch=step, total=total, force=step == total)
+        self.batch, self.batches_total = step, total
+        self._write(force=step == total)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> None:
         row = {key: value for key, value in metrics.items() if isinstance(value, int | float | str | bool)}
@@ -198,26 +197,26 @@ class _RunProgress(Callback):
             f"{self.model_name} epoch {epoch}: val loss {metrics.get('val_loss', 0):.4f}, "
             f"val macro-F1 {metrics.get('val_macro_f1', 0):.4f}",
         )
-        self.epoch = epoch + 1
-        self._write(batch=0, total=0, force=True, epoch_done=epoch)
+        self.epoch, self.batch = epoch + 1, 0
+        self._write(force=True, epoch_done=epoch)
 
     def should_stop(self) -> bool:
         due = self.last_poll == 0.0 or time.monotonic() - self.last_poll >= CANCEL_POLL_SECONDS
         if due and not self.stop:
             self.last_poll = time.monotonic()
             row = TrainingRun.objects.filter(pk=self.run_id).values("cancel_requested", "status").first()
-            self.stop = row is None or row["cancel_requested"] or row["status"] != TrainingRun.Status.RUNNING
+            self.stop = row is None or row["cancel_requested"] or row["status"] != JobStatus.RUNNING
             if self.stop:  # leave the row showing where the run stopped
-                self._write(batch=self.batch, total=self.total, force=True)
+                self._write(force=True)
         return self.stop
 
-    def _write(self, *, batch: int, total: int, force: bool, epoch_done: int | None = None) -> None:
+    def _write(self, *, force: bool, epoch_done: int | None = None) -> None:
         now = time.monotonic()
         if not force and now - self.last_write < PROGRESS_WRITE_SECONDS:
             return
         self.last_write = now
+        epochs_before = self.model_index * self.max_epochs + self.epoch - 1
         fields: dict[str, Any] = {
-            "heartbeat_at": timezone.now(),
             "history": self.history,
             "log_tail": self.log,
             "model_index": self.model_index,
@@ -225,17 +224,13 @@ class _RunProgress(Callback):
             "model_count": self.model_count,
             "epoch": epoch_done or self.epoch,
             "max_epochs": self.max_epochs,
-            "eta_seconds": self._eta(batch, total),
         }
-        if total:
-            fields.update(batch=batch, batches_total=total)
-        TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(**fields)
-
-    def _eta(self, batch: int, total: int) -> int | None:
-        # An upper bound: early stopping may end a model before max_epochs.
-        epochs_done = self.model_index * self.max_epochs + (self.epoch - 1) + (batch / total if total else 0)
-        if epochs_done <= 0:
-            return None
-        elapsed = time.monotonic() - self.started
-        remaining = self.model_count * self.max_epochs - epochs_done
-        return max(0, int(elapsed / epochs_done * remaining))
+        if self.batch:  # between epochs the row keeps showing the last batch of the one that ended
+            fields.update(batch=self.batch, batches_total=self.batches_total)
+        if not job_heartbeat(
+            job=self.run,
+            done=epochs_before * self.batches_total + self.batch,
+            total=self.model_count * self.max_epochs * self.batches_total,
+            **fields,
+        ):
+            self.stop = True  # reaped or otherwise ended meanwhile: the next should_stop() ends the loop

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from core.jobs import UNFINISHED, JobStatus, job_is_stale, jobs_fail_stale
 from core.roles import Role, role_require
 from releases.models import DatasetVersion, Split
 from releases.services.versions import dataset_version_create
@@ -16,21 +17,19 @@ from training import tasks
 from training.errors import TrainingBusy, TrainingRefused
 from training.ml.config import config_for_profile
 from training.models import TrainingRun
-from training.reaping import training_runs_fail_stale
 
 PROFILES = ("smoke", "quick", "paper")
 
 
 def training_run_start(
     *,
-    started_by: AbstractBaseUser,
+    requested_by: AbstractBaseUser,
     dataset_version: DatasetVersion | None = None,
     profile: str = "quick",
     overrides: dict[str, Any] | None = None,
 ) -> TrainingRun:
     """Queue a retrain of the ensemble on `dataset_version`, or on a version frozen from the current labels now."""
-    role_require(started_by, Role.ADMIN, action="start training runs")
-    training_runs_fail_stale()
+    role_require(requested_by, Role.ADMIN, action="start training runs")
     if profile not in PROFILES:
         raise TrainingRefused(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
     try:
@@ -41,12 +40,12 @@ def training_run_start(
     with transaction.atomic():
         # The frozen version rolls back with the run if the run is refused below.
         if dataset_version is None:
-            dataset_version = dataset_version_create(created_by=started_by, title="Frozen for training")
+            dataset_version = dataset_version_create(created_by=requested_by, title="Frozen for training")
         _dataset_check(version=dataset_version)
         try:
             with transaction.atomic():
                 run = TrainingRun.objects.create(
-                    dataset_version=dataset_version, profile=profile, config=config.to_dict(), started_by=started_by
+                    dataset_version=dataset_version, profile=profile, config=config.to_dict(), requested_by=requested_by
                 )
         except IntegrityError as exc:  # a concurrent start won the partial unique constraint
             raise TrainingBusy(_busy_message()) from exc
@@ -55,14 +54,21 @@ def training_run_start(
 
 
 def _busy_message() -> str:
-    active = TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
+    active = TrainingRun.objects.filter(status__in=UNFINISHED).first()
     which = f"run {active.pk} is {active.status}" if active else "another run is queued or running"
     return f"Only one training run at a time: {which}. Wait for it to finish or cancel it."
 
 
 def _busy_check() -> None:
-    if TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).exists():
-        raise TrainingBusy(_busy_message())
+    active = TrainingRun.objects.filter(status__in=UNFINISHED).first()
+    if active is None:
+        return
+    if job_is_stale(active):
+        # A dead worker's run must not block a new one until the reaper's next pass, and the one-at-a-time
+        # constraint would refuse the new row while it is still running: fail it now, as the reaper would.
+        jobs_fail_stale(model=TrainingRun)
+        return
+    raise TrainingBusy(_busy_message())
 
 
 def _dataset_check(*, version: DatasetVersion) -> None:
@@ -81,12 +87,12 @@ def _dataset_check(*, version: DatasetVersion) -> None:
 def training_run_cancel(*, run: TrainingRun, actor: AbstractBaseUser) -> TrainingRun:
     """Cancel a queued run at once; ask a running one to stop after its current batch."""
     role_require(actor, Role.ADMIN, action="cancel training runs")
-    if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    if TrainingRun.objects.filter(pk=run.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
     ):
         run.refresh_from_db()
         return run
-    if not TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(cancel_requested=True):
+    if not TrainingRun.objects.filter(pk=run.pk, status=JobStatus.RUNNING).update(cancel_requested=True):
         run.refresh_from_db()
         raise TrainingRefused(f"Run {run.pk} is already {run.get_status_display().lower()}.")
     run.refresh_from_db()
