@@ -20,7 +20,7 @@ class PredictionAdmin(ReadOnlyAdmin):
 
 @admin.register(ScoringJob)
 class ScoringJobAdmin(ReadOnlyAdmin):
-    list_display = ("id", "model_version", "scope", "status", "done", "total", "started_at", "finished_at")
+    list_display = ("id", "model_version", "scope", "status", "done", "total", "requested_at", "finished_at")
     list_filter = ("status",)
 
 

@@ -18,12 +18,14 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from annotation import selectors as annotation_selectors
+from core.jobs import JobStatus
 from core.permissions import roles_permission
 from core.roles import Role
 from inference.explain.heatmaps import image_heatmap_png
 from inference.explain.links import heatmap_url
 from inference.explain.opinion import image_opinion_state
 from inference.explain.policy import EXPLAIN_ROLES, opinion_visible_to
+from inference.models import ScoringJob
 from inference.predict import PredictLimits, images_predict
 from inference.selectors import scoring_job_get, scoring_job_list, scoring_job_progress
 from inference.serializers import OpinionOutput, PredictInput, PredictOutput
@@ -162,21 +164,33 @@ class ImageHeatmapApi(APIView):
 
 
 class ScoringJobOutput(serializers.Serializer):
+    """The common job progress (the same keys for every kind of job) and the scoring pass's own fields."""
+
     id = serializers.IntegerField()
-    model_version = serializers.IntegerField()
-    status = serializers.CharField()
+    kind = serializers.CharField(help_text='Always "scoring".')
+    status = serializers.CharField(help_text=f"One of {', '.join(JobStatus.values)}.")
     status_display = serializers.CharField()
-    scope = serializers.CharField()
-    done = serializers.IntegerField()
-    total = serializers.IntegerField()
+    finished = serializers.BooleanField(help_text="Succeeded, failed or cancelled: the job will not change again.")
+    done = serializers.IntegerField(help_text="Images scored so far.")
+    total = serializers.IntegerField(help_text="Images in the pass (grows if images are imported while it runs).")
     percent = serializers.IntegerField()
-    finished = serializers.BooleanField()
-    error = serializers.CharField()
+    per_second = serializers.FloatField(
+        allow_null=True, help_text="Images per second since a worker took the job; null before it scored any."
+    )
+    eta_seconds = serializers.IntegerField(allow_null=True, help_text="Seconds left while running, else null.")
+    error = serializers.CharField(allow_blank=True)
+    requested_at = serializers.DateTimeField(help_text="When the pass was queued.")
+    started_at = serializers.DateTimeField(allow_null=True, help_text="When a worker took it.")
+    finished_at = serializers.DateTimeField(allow_null=True)
+    model_version = serializers.IntegerField()
+    scope = serializers.ChoiceField(choices=ScoringJob.Scope.choices)
+    speed = serializers.CharField(allow_blank=True, help_text="The speed line the Scoring page shows.")
 
 
 class ScoringJobsApi(APIView):
     """Scoring passes of the pool (admins). GET: the most recent ones. POST: rescore the whole pool with the
-    active model on the inference queue (409 without an active model or while another pass is unfinished)."""
+    active model on the inference queue (409 without an active model or while another pass is queued or running;
+    one whose worker stopped reporting does not count)."""
 
     permission_classes = [roles_permission(Role.ADMIN)]
 

@@ -3,11 +3,14 @@ active-learning settings."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.utils import timezone
+
+from core.jobs import Job
 
 
 class Prediction(models.Model):
@@ -35,48 +38,26 @@ class Prediction(models.Model):
         return f"{self.image_id} → {self.predicted_class_id} ({self.confidence:.2f}) by model {self.model_version_id}"
 
 
-class ScoringJob(models.Model):
-    """One pass of a model version over the pool: its status and live progress, for a page to show."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+class ScoringJob(Job):
+    """One pass of a model version over the pool: queued by an activation, an import or Rescore, then claimed by
+    an inference worker, which reports its progress in images."""
 
     class Scope(models.TextChoices):
         ALL = "all", "Whole pool"
         MISSING = "missing", "Images without a prediction"
 
     model_version = models.ForeignKey("training.ModelVersion", on_delete=models.CASCADE, related_name="scoring_jobs")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.ALL)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    started_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    started_at = models.DateTimeField(auto_now_add=True)
-    # When a worker took it (started_at is when it was queued): the start of the images/s and the ETA.
-    running_at = models.DateTimeField(null=True, blank=True)
-    # Touched on every chunk: a job that stops reporting is stale (its worker died) and no longer blocks a rescore.
-    updated_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # A worker reports after every chunk of images (seconds apart even on a CPU).
+    STALE_AFTER = timedelta(minutes=30)
+    JOB_KIND = "scoring"
 
     class Meta:
-        ordering = ["-started_at", "-id"]
+        ordering = ["-requested_at", "-id"]
 
     def __str__(self) -> str:
         return f"Scoring {self.pk} of model {self.model_version_id} ({self.status} {self.done}/{self.total})"
-
-    @property
-    def percent(self) -> int:
-        return 100 if not self.total else int(100 * self.done / self.total)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
 
 def _share_positive(value: float) -> None:

@@ -1,5 +1,5 @@
-"""Read-side queries over predictions: the confident-disagreement review list, scoring progress and the
-active-learning settings."""
+"""Read-side queries over predictions: the confident-disagreement review list, scoring jobs and their progress, and
+the active-learning settings."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db.models import F, QuerySet
-from django.utils import timezone
 
 from annotation.models import LabelStatus
+from core.jobs import UNFINISHED, job_is_stale, job_progress
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from training.models import ModelVersion
 from training.selectors import model_version_active
@@ -47,17 +47,30 @@ def review_list_confident_disagreements(
 
 
 def scoring_job_latest(*, model_version: ModelVersion) -> ScoringJob | None:
-    """The version's most recent scoring pass (running or finished), for a progress display."""
-    return ScoringJob.objects.filter(model_version=model_version).order_by("-started_at", "-id").first()
+    """The version's most recent scoring pass (queued, running or finished), for a progress display."""
+    return ScoringJob.objects.filter(model_version=model_version).order_by("-requested_at", "-id").first()
 
 
 def scoring_job_list(*, limit: int = 10) -> list[ScoringJob]:
     """The most recent scoring passes of any version, newest first."""
-    return list(ScoringJob.objects.select_related("model_version", "started_by").order_by("-started_at", "-id")[:limit])
+    return list(
+        ScoringJob.objects.select_related("model_version", "requested_by").order_by("-requested_at", "-id")[:limit]
+    )
 
 
 def scoring_job_get(*, job_id: int) -> ScoringJob | None:
     return ScoringJob.objects.filter(pk=job_id).first()
+
+
+def scoring_job_unfinished(*, model_version: ModelVersion | None = None, scope: str | None = None) -> ScoringJob | None:
+    """The oldest pass (of the version, of the scope) still queued or running, ignoring running ones whose worker
+    stopped reporting: the reaper fails those, and they must not block a new pass until it does."""
+    jobs = ScoringJob.objects.filter(status__in=UNFINISHED).order_by("id")
+    if model_version is not None:
+        jobs = jobs.filter(model_version=model_version)
+    if scope is not None:
+        jobs = jobs.filter(scope=scope)
+    return next((job for job in jobs if not job_is_stale(job)), None)
 
 
 def _duration(seconds: float) -> str:
@@ -70,39 +83,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def scoring_job_speed(*, job: ScoringJob, now: datetime | None = None) -> tuple[float | None, float | None, str]:
-    """(images/s since a worker took the job, seconds left while it runs, the line the page shows)."""
-    if job.running_at is None or not job.done:
-        return None, None, ""
-    end = job.finished_at if job.is_finished and job.finished_at else (now or timezone.now())
-    seconds = (end - job.running_at).total_seconds()
-    if seconds <= 0:
-        return None, None, ""
-    rate = job.done / seconds
+def _speed_line(*, job: ScoringJob, progress: dict) -> str:
+    rate, left = progress["per_second"], progress["eta_seconds"]
+    if not rate:
+        return ""
     shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:,.1f}"
-    if job.is_finished:
-        return rate, None, f"{job.done:,} images in {_duration(seconds)} · {shown} images/s"
-    left = max(0, job.total - job.done) / rate
-    return rate, left, f"{shown} images/s · about {_duration(left)} left"
+    if job.is_finished and job.finished_at and job.started_at:
+        seconds = (job.finished_at - job.started_at).total_seconds()
+        return f"{job.done:,} images in {_duration(seconds)} · {shown} images/s"
+    if left is None:
+        return f"{shown} images/s"
+    return f"{shown} images/s · about {_duration(left)} left"
 
 
-def scoring_job_progress(*, job: ScoringJob) -> dict:
-    """What the progress bar shows (and the JSON endpoint returns) for one scoring pass."""
-    rate, left, speed = scoring_job_speed(job=job)
+def scoring_job_progress(*, job: ScoringJob, now: datetime | None = None) -> dict:
+    """What the progress bar shows (and the JSON endpoint and the API return) for one scoring pass: the common
+    job progress (core.jobs.job_progress; the rate counts from when a worker took the job), the version, the scope
+    and the line the page shows under the bar."""
+    progress = job_progress(job, now=now)
     return {
-        "id": job.pk,
+        **progress,
         "model_version": job.model_version_id,
-        "status": job.status,
-        "status_display": job.get_status_display(),
         "scope": job.scope,
-        "done": job.done,
-        "total": job.total,
-        "percent": job.percent,
-        "finished": job.is_finished,
-        "error": job.error,
-        "images_per_second": None if rate is None else round(rate, 1),
-        "seconds_left": None if left is None else round(left),
-        "speed": speed,
+        "speed": _speed_line(job=job, progress=progress),
     }
 
 

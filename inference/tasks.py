@@ -1,4 +1,4 @@
-"""Celery tasks for the inference queue: score the pool with a version (then re-order the labeling queue if it is
+"""Celery tasks for the inference queue: run a scoring job (then re-order the labeling queue if its version is
 active), and re-order the labeling queue alone (Apply now). The services they call never import this module;
 inference.services.starts and .hooks enqueue them."""
 
@@ -8,28 +8,19 @@ from celery import shared_task
 from django.conf import settings
 
 from inference.services.refresh import queue_priorities_refresh as queue_priorities_refresh_service
-from inference.services.scoring import pool_score as pool_score_service
-from inference.services.selection import queue_priorities_update
-from training.models import ModelVersion
+from inference.services.scoring import scoring_job_process
 
 
 @shared_task(
-    name="inference.tasks.pool_score",
-    acks_late=True,  # rescoring is an idempotent upsert, so a redelivery after a worker death is harmless
+    name="inference.tasks.scoring_job_process",
+    # Acked after the run: a copy redelivered because the worker died before claiming the job runs it; one that
+    # finds the job already claimed (running, or reaped) returns at once, so no job runs twice.
+    acks_late=True,
     soft_time_limit=settings.CELERY_TASK_TIME_LIMIT_LONGEST - 300,
     time_limit=settings.CELERY_TASK_TIME_LIMIT_LONGEST,
 )
-def pool_score(model_version_id: int) -> str:
-    version = ModelVersion.objects.filter(pk=model_version_id).first()
-    if version is None:
-        return "missing"
-    scored = pool_score_service(model_version=version)
-    version.refresh_from_db(fields=["status"])
-    # A candidate is scored for its review list only; the queue follows the active model alone.
-    if version.status != ModelVersion.Status.ACTIVE:
-        return f"scored {scored}"
-    chosen = queue_priorities_update(model_version=version)
-    return f"scored {scored}, prioritised {len(chosen)}"
+def scoring_job_process_task(job_id: int) -> str:
+    return scoring_job_process(job_id=job_id)
 
 
 @shared_task(

@@ -15,7 +15,6 @@ from core.roles import Role
 from inference import selectors
 from inference.errors import ScoringRefused
 from inference.forms import ActiveLearningSettingsForm
-from inference.services.scoring import scoring_jobs_fail_stale
 from inference.services.settings import al_settings_update
 from inference.services.starts import queue_priorities_refresh_start, scoring_start
 from training.selectors import model_version_active
@@ -28,8 +27,6 @@ REVIEW_ROWS_PER_PAGE = 48
 @require_GET
 @role_required(Role.ADMIN)
 def scoring(request):
-    # Stale jobs (a dead worker) would show as running forever and block the Rescore button.
-    scoring_jobs_fail_stale()
     jobs = selectors.scoring_job_list()
     context = {
         "active": model_version_active(),

@@ -8,11 +8,10 @@ import logging
 from django.db import transaction
 
 from annotation.models import ImportBatch
-from inference import tasks
 from inference.explain.heatmaps import heatmap_cache_prune
 from inference.models import ScoringJob
+from inference.selectors import scoring_job_unfinished
 from inference.services.cold_start import queue_priorities_cold_start
-from inference.services.scoring import UNFINISHED
 from inference.services.starts import scoring_enqueue
 from training.models import ModelVersion
 from training.selectors import model_version_active
@@ -30,20 +29,26 @@ def queue_after_import(*, batch: ImportBatch) -> str:
         return f"cold start over {len(queue_priorities_cold_start(seed=batch.pk))} images"
     with transaction.atomic():
         # A pass already queued or running for this version reaches the new images too (they sort after its cursor).
-        if ScoringJob.objects.filter(model_version=version, status__in=UNFINISHED).exists():
+        if scoring_job_unfinished(model_version=version) is not None:
             return f"model version {version.pk} is already scoring"
         job = scoring_enqueue(model_version=version, scope=ScoringJob.Scope.MISSING, actor=None)
     return f"scoring job {job.pk} queued for model version {version.pk}"
 
 
-def inference_after_activation(*, model_version: ModelVersion) -> None:
-    """After an activation commits: the heatmaps cached for the versions it retired are deleted, and the pool is
-    re-scored on the inference queue (the task then re-orders the labeling queue)."""
+def inference_after_activation(*, model_version: ModelVersion) -> ScoringJob | None:
+    """After an activation commits: the heatmaps cached for the versions it retired are deleted, and a whole-pool
+    scoring job is queued (the Scoring page shows it at once; the task then re-orders the labeling queue). None when
+    a whole-pool pass of the version is already queued or running."""
     try:
         heatmap_cache_prune()
     except Exception:  # a cache left on disk must not keep the pool from being re-scored
         _logger.exception("pruning the heatmap cache after activating model version %s failed", model_version.pk)
-    tasks.pool_score.delay(model_version.pk)
+    with transaction.atomic():
+        if scoring_job_unfinished(model_version=model_version, scope=ScoringJob.Scope.ALL) is not None:
+            return None
+        return scoring_enqueue(
+            model_version=model_version, scope=ScoringJob.Scope.ALL, actor=model_version.activated_by
+        )
 
 
 def on_import_batch_finished(sender, *, batch: ImportBatch, **kwargs) -> None:

@@ -1,22 +1,21 @@
-"""Scoring the image pool with a model version (the inference queue's worker side): one Prediction per (image,
-version), progress in the version's ScoringJob row, and failing the jobs whose worker died."""
+"""Scoring the image pool with a model version (the inference queue's worker side): a worker claims a queued
+ScoringJob, writes one Prediction per (image, version) and reports its progress as the job's heartbeats."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import transaction
 from django.db.models import Exists, OuterRef
-from django.utils import timezone
 
 from annotation.models import CellClass, CellImage
+from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat
 from inference.ensembles import ensemble_get
 from inference.models import Prediction, ScoringJob
+from inference.services.selection import queue_priorities_update
 from training.ml.scoring import ensemble_score_stream
 from training.ml.uncertainty import prediction_stats
 from training.models import ModelVersion
@@ -25,11 +24,6 @@ _logger = logging.getLogger(__name__)
 
 SCORING_CHUNK = 512  # images written back (and progress reported) per round
 SCORING_LOADER_CHUNK = 8192  # images per DataLoader (worker start-up amortised)
-
-
-# A scoring job that has not reported for this long lost its worker: it is failed and stops blocking a rescore.
-SCORING_STALE_AFTER = timedelta(minutes=30)
-UNFINISHED = (ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING)
 
 
 def scoring_pool(*, model_version: ModelVersion, scope: str):
@@ -50,27 +44,6 @@ def _id_chunks(*, images, chunk: int) -> Iterator[list[tuple[int, str]]]:
             return
         yield rows
         last = rows[-1][0]
-
-
-def _job_claim(*, model_version: ModelVersion) -> ScoringJob:
-    """The version's oldest queued job (started from the page or an import, so the page showed it before a worker
-    took it), now running; or a new whole-pool job when none is queued (a version was just activated)."""
-    with transaction.atomic():
-        job = (
-            ScoringJob.objects.select_for_update(skip_locked=True)
-            .filter(model_version=model_version, status=ScoringJob.Status.QUEUED)
-            .order_by("id")
-            .first()
-        )
-        now = timezone.now()
-        if job is None:
-            return ScoringJob.objects.create(
-                model_version=model_version, status=ScoringJob.Status.RUNNING, running_at=now
-            )
-        job.status = ScoringJob.Status.RUNNING
-        job.running_at = job.updated_at = now
-        job.save(update_fields=["status", "running_at", "updated_at"])
-    return job
 
 
 def _predictions_write(
@@ -97,31 +70,35 @@ def _predictions_write(
     )
 
 
-def pool_score(
+def scoring_job_run(
     *,
-    model_version: ModelVersion,
+    job_id: int,
     batch_size: int = 64,
     on_progress: Callable[[int, int], None] | None = None,
     chunk: int = SCORING_CHUNK,
-) -> int:
-    """Score every image of the pool (unlabeled ones for the queue, labeled ones for the review list) with the
-    version's calibrated ensemble, upserting one Prediction per image; returns how many were scored.
+) -> ScoringJob | None:
+    """Claim a queued scoring job and score its pool (the whole pool, or the images without a prediction of the
+    version) with the version's calibrated ensemble, upserting one Prediction per image.
 
-    Progress goes to `on_progress(done, total)` and to a ScoringJob row of the version: the oldest queued one
-    (whose scope may limit the pass to images without a prediction of the version), else a new whole-pool job.
+    Returns the finished job; None when the job was not queued (a redelivered task, or a job already reaped).
+    A failure fails the job with its message and is raised again, so the task records it too.
 
     Args:
-        model_version: the version whose ensemble scores the pool.
+        job_id: the queued ScoringJob.
         batch_size: images per forward pass.
         on_progress: called after each chunk with (images scored, images in the pool).
-        chunk: images written back and reported per round (the DataLoader spans SCORING_LOADER_CHUNK).
+        chunk: images written back and reported (the job's heartbeat) per round; the DataLoader spans
+            SCORING_LOADER_CHUNK.
     """
-    job = _job_claim(model_version=model_version)
+    job = job_claim(model=ScoringJob, job_id=job_id)
+    if job is None:
+        return None
+    model_version = job.model_version
     images = scoring_pool(model_version=model_version, scope=job.scope)
     total = images.count()
-    ScoringJob.objects.filter(pk=job.pk).update(total=total)
     done = 0
     try:
+        job_heartbeat(job=job, done=0, total=total)
         ensemble = ensemble_get(model_version=model_version)
         class_ids = dict(CellClass.objects.filter(code__in=ensemble.classes).values_list("code", "id"))
         missing = [code for code in ensemble.classes if code not in class_ids]
@@ -154,32 +131,30 @@ def pool_score(
                     done += len(probabilities)
                     # The pool may grow while it is scored: the total never reads less than what is done.
                     total = max(total, done)
-                    ScoringJob.objects.filter(pk=job.pk).update(done=done, total=total, updated_at=timezone.now())
+                    if not job_heartbeat(job=job, done=done, total=total):
+                        # Reaped or cancelled meanwhile: what is written stays, the job keeps its outcome.
+                        _logger.warning("scoring job %s is no longer running; stopping", job.pk)
+                        job.refresh_from_db()
+                        return job
                     if on_progress is not None:
                         on_progress(done, total)
     except Exception as exc:
-        _logger.exception("scoring the pool with model version %s failed", model_version.pk)
-        now = timezone.now()
-        ScoringJob.objects.filter(pk=job.pk).update(
-            status=ScoringJob.Status.FAILED, error=str(exc), finished_at=now, updated_at=now
-        )
+        _logger.exception("scoring job %s (model version %s) failed", job.pk, model_version.pk)
+        job_finish(job=job, status=JobStatus.FAILED, error=str(exc))
         raise
-    now = timezone.now()
-    ScoringJob.objects.filter(pk=job.pk).update(
-        status=ScoringJob.Status.SUCCEEDED, done=done, total=total, finished_at=now, updated_at=now
-    )
-    return done
+    return job_finish(job=job, status=JobStatus.SUCCEEDED, done=done, total=total)
 
 
-def scoring_jobs_fail_stale() -> int:
-    """Mark failed every queued or running job that stopped reporting (its worker died or never came)."""
-    now = timezone.now()
-    count = ScoringJob.objects.filter(status__in=UNFINISHED, updated_at__lt=now - SCORING_STALE_AFTER).update(
-        status=ScoringJob.Status.FAILED,
-        finished_at=now,
-        updated_at=now,
-        error=f"The job stopped reporting for {SCORING_STALE_AFTER}; its worker probably died.",
-    )
-    if count:
-        _logger.warning("marked %d stale scoring job(s) failed", count)
-    return count
+def scoring_job_process(*, job_id: int) -> str:
+    """What the inference queue's task does: run the scoring job, then re-order the labeling queue by its
+    predictions if its version is the active one. Returns what it did, for the task's result."""
+    job = scoring_job_run(job_id=job_id)
+    if job is None:
+        return "not queued"
+    version = job.model_version
+    version.refresh_from_db(fields=["status"])
+    # A candidate is scored for its review list only; the queue follows the active model alone.
+    if job.status != JobStatus.SUCCEEDED or version.status != ModelVersion.Status.ACTIVE:
+        return f"scored {job.done}"
+    chosen = queue_priorities_update(model_version=version)
+    return f"scored {job.done}, prioritised {len(chosen)}"

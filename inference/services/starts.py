@@ -1,4 +1,4 @@
-"""What the admin's buttons start on the inference queue: a whole-pool rescore (Rescore) and a re-order of the
+"""What queues work on the inference queue: a scoring job (Rescore, an activation, an import) and a re-order of the
 labeling queue (Apply now); both enqueue after the caller commits."""
 
 from __future__ import annotations
@@ -7,46 +7,56 @@ import logging
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
+from core.jobs import JobStatus, job_finish
 from core.roles import Role, role_require
 from inference import tasks
 from inference.errors import ScoringRefused
 from inference.models import ScoringJob
-from inference.services.scoring import UNFINISHED, scoring_jobs_fail_stale, scoring_pool
+from inference.selectors import scoring_job_unfinished
+from inference.services.scoring import scoring_pool
 from training.models import ModelVersion
 from training.selectors import model_version_active
 
 _logger = logging.getLogger(__name__)
 
 
+def _scoring_job_send(job: ScoringJob) -> None:
+    try:
+        tasks.scoring_job_process_task.delay(job.pk)
+    except OperationalError as exc:
+        # A broker that cannot be reached (an import command run without one) must not undo the caller's work,
+        # nor leave a queued row that no worker will ever claim and that blocks Rescore.
+        _logger.exception("could not queue scoring job %s", job.pk)
+        job_finish(job=job, status=JobStatus.FAILED, error=f"Could not reach the task queue: {exc}")
+
+
 def scoring_enqueue(*, model_version: ModelVersion, scope: str, actor: AbstractBaseUser | None) -> ScoringJob:
     """A queued ScoringJob row (so the Scoring page shows it before a worker takes it) and its task, on commit."""
     job = ScoringJob.objects.create(
         model_version=model_version,
-        status=ScoringJob.Status.QUEUED,
         scope=scope,
-        started_by=actor,
+        requested_by=actor,
         total=scoring_pool(model_version=model_version, scope=scope).count(),
     )
-    # robust: a broker that cannot be reached (an import command run without one) must not undo the caller's
-    # work; the job then stays queued until it goes stale, and Rescore starts it again.
-    transaction.on_commit(lambda: tasks.pool_score.delay(model_version.pk), robust=True)
+    transaction.on_commit(lambda: _scoring_job_send(job), robust=True)
     return job
 
 
 def scoring_start(*, actor: AbstractBaseUser) -> ScoringJob:
     """Queue a whole-pool rescore with the active version on the inference queue (the Rescore button).
 
-    Refused without an active version, or while another scoring pass is queued or running.
+    Refused without an active version, or while another scoring pass is queued or running (one whose worker
+    stopped reporting does not count).
     """
     role_require(actor, Role.ADMIN, action="start scoring")
-    scoring_jobs_fail_stale()
     with transaction.atomic():
         # The active version's row lock keeps two clicks from queueing two passes.
         version = model_version_active(for_update=True)
         if version is None:
             raise ScoringRefused("No model version is active: activate one on the Training page first.")
-        busy = ScoringJob.objects.filter(status__in=UNFINISHED).order_by("id").first()
+        busy = scoring_job_unfinished()
         if busy is not None:
             raise ScoringRefused(
                 f"Scoring job {busy.pk} (model version {busy.model_version_id}) is still "

@@ -18,8 +18,9 @@ from inference.errors import NoActiveModel
 from inference.explain import heatmaps
 from inference.explain.heatmaps import heatmap_cache_dir, heatmap_cache_path, heatmap_cache_prune, image_heatmap_png
 from inference.explain.opinion import image_opinion, image_opinion_state
-from inference.models import Prediction
-from inference.services.scoring import pool_score
+from inference.models import Prediction, ScoringJob
+from inference.services.scoring import scoring_job_run
+from inference.services.starts import scoring_enqueue
 from tests.annotation.imagedata import image_make
 from tests.inference.ensembles import version_factory
 from training.models import ModelVersion
@@ -56,7 +57,7 @@ def test_computed_opinion_equals_what_scoring_the_pool_stores(version_with_ensem
     image = image_make(batch=batch)
 
     computed = image_opinion(image=image)
-    pool_score(model_version=version)
+    scoring_job_run(job_id=scoring_enqueue(model_version=version, scope=ScoringJob.Scope.ALL, actor=None).pk)
     stored = image_opinion(image=image)
 
     assert (computed.source, stored.source) == ("computed", "stored")

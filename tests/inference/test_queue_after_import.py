@@ -3,7 +3,10 @@ scores only the images it has not scored yet, then re-orders the queue."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from annotation.models import Case, CellImage, ImportBatch
 from annotation.services.imports.batches import import_batch_create
@@ -78,12 +81,29 @@ def test_an_import_while_the_model_is_scoring_queues_nothing_more(
     admin_user, tmp_path, make_version, django_capture_on_commit_callbacks
 ):
     active = make_version(ModelVersion.Status.ACTIVE)
-    running = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.RUNNING)
+    running = ScoringJob.objects.create(model_version=active, status=JobStatus.RUNNING)
 
     with django_capture_on_commit_callbacks(execute=True):
         _import(admin_user, _folder(tmp_path, {"case-y": 2}))
 
     assert list(ScoringJob.objects.values_list("pk", flat=True)) == [running.pk]
+
+
+def test_a_pass_whose_worker_died_does_not_keep_an_import_from_being_scored(
+    admin_user, tmp_path, make_version, monkeypatch, django_capture_on_commit_callbacks
+):
+    active = make_version(ModelVersion.Status.ACTIVE)
+    dead = ScoringJob.objects.create(model_version=active, status=JobStatus.RUNNING)
+    ScoringJob.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    FakeEnsemble().install(monkeypatch)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _import(admin_user, _folder(tmp_path, {"case-z": 2}))
+
+    new = ScoringJob.objects.exclude(pk=dead.pk).get()
+    # Nothing had a prediction of the version yet: the fixture's two labeled images are scored too.
+    assert (new.scope, new.status, new.done) == ("missing", "succeeded", CellImage.objects.count())
+    assert ScoringJob.objects.get(pk=dead.pk).status == JobStatus.RUNNING  # left to the reaper
 
 
 def test_a_batch_that_imported_nothing_changes_no_priority(

@@ -7,12 +7,11 @@ import pytest
 
 from annotation.models import CellImage
 from core.jobs import JobStatus
-from inference import tasks
 from inference.errors import ModelUnavailable
 from inference.models import Prediction, ScoringJob
-from inference.selectors import scoring_job_latest
 from inference.services import scoring
-from inference.services.scoring import pool_score
+from inference.services.scoring import scoring_job_run
+from inference.services.starts import scoring_enqueue
 from tests.annotation.imagedata import batch_make, image_make
 from training.models import ModelVersion
 from training.services.execute import training_run_execute
@@ -22,7 +21,14 @@ from training.services.versions import model_version_activate
 pytestmark = pytest.mark.django_db
 
 
-def test_pool_score_writes_one_calibrated_prediction_per_image(labeled_demo, admin_user, settings):
+def _queued(version: ModelVersion) -> ScoringJob:
+    """A queued whole-pool job, as Rescore leaves it (its task is not sent: on_commit never fires here)."""
+    return scoring_enqueue(model_version=version, scope=ScoringJob.Scope.ALL, actor=None)
+
+
+def test_scoring_writes_one_calibrated_prediction_per_image(
+    labeled_demo, admin_user, settings, django_capture_on_commit_callbacks
+):
     # A one-epoch model may predict one class for everything: no class cap, so all three unlabeled get picked.
     settings.HEMALOOP_AL_MAX_CLASS_SHARE = 1.0
     labeled_demo()
@@ -33,15 +39,15 @@ def test_pool_score_writes_one_calibrated_prediction_per_image(labeled_demo, adm
     unlabeled = [image_make(batch=batch) for _ in range(3)]
     progress = []
 
-    scored = pool_score(model_version=version, batch_size=8, chunk=16, on_progress=lambda *p: progress.append(p))
+    job = scoring_job_run(job_id=_queued(version).pk, batch_size=8, chunk=16, on_progress=lambda *p: progress.append(p))
 
     pool = CellImage.objects.count()
-    assert scored == pool
     assert Prediction.objects.filter(model_version=version).count() == pool
     assert progress[-1] == (pool, pool)
     assert len(progress) == -(-pool // 16)  # one report per chunk of 16
-    job = scoring_job_latest(model_version=version)
-    assert (job.status, job.done, job.total) == (ScoringJob.Status.SUCCEEDED, pool, pool)
+    assert (job.status, job.done, job.total) == ("succeeded", pool, pool)
+    assert job.started_at is not None
+    assert job.finished_at >= job.started_at
     classes = [row["code"] for row in sorted(run.dataset_version.taxonomy, key=lambda row: row["order"])]
     for row in Prediction.objects.filter(model_version=version).select_related("predicted_class"):
         p = np.asarray(row.probabilities)
@@ -51,9 +57,13 @@ def test_pool_score_writes_one_calibrated_prediction_per_image(labeled_demo, adm
         assert row.confidence == pytest.approx(p.max())
         assert row.margin == pytest.approx(p.max() - np.sort(p)[-2])
 
-    # Activation then the task: a rescore upserts (still one row per image) and orders the queue.
-    model_version_activate(version=version, actor=admin_user)
-    assert tasks.pool_score.delay(version.pk).get().startswith(f"scored {pool}, prioritised 3")
+    # Activation queues a whole-pool job and its task runs it: a rescore upserts (still one row per image) and
+    # orders the queue.
+    with django_capture_on_commit_callbacks(execute=True):
+        model_version_activate(version=version, actor=admin_user)
+    activated = ScoringJob.objects.exclude(pk=job.pk).get()
+    assert (activated.status, activated.scope, activated.done) == ("succeeded", "all", pool)
+    assert activated.requested_by == admin_user
     assert Prediction.objects.filter(model_version=version).count() == pool
     assert {image.pk for image in unlabeled} == set(
         CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)
@@ -62,7 +72,7 @@ def test_pool_score_writes_one_calibrated_prediction_per_image(labeled_demo, adm
     # The device decoder (batched, nvJPEG on a GPU) re-scores the same pool to nearly the same probabilities.
     before = {row.image_id: row.probabilities for row in Prediction.objects.filter(model_version=version)}
     settings.HEMALOOP_SCORING_DECODER = "device"
-    assert pool_score(model_version=version, batch_size=8, chunk=16) == pool
+    assert scoring_job_run(job_id=_queued(version).pk, batch_size=8, chunk=16).done == pool
     for row in Prediction.objects.filter(model_version=version):
         np.testing.assert_allclose(row.probabilities, before[row.image_id], atol=2e-2)
 
@@ -71,11 +81,13 @@ def test_a_version_without_an_ensemble_fails_its_scoring_job(make_version, batch
     version = make_version()  # registered, but nothing on disk under out_dir
     image_make(batch=batch)
 
-    with pytest.raises(ModelUnavailable):
-        pool_score(model_version=version)
+    job = _queued(version)
 
-    job = scoring_job_latest(model_version=version)
-    assert job.status == ScoringJob.Status.FAILED
+    with pytest.raises(ModelUnavailable):
+        scoring_job_run(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == "failed"
     assert job.finished_at is not None
     assert "ensemble.json" in job.error
     assert not Prediction.objects.exists()
@@ -99,7 +111,9 @@ def test_one_loader_spans_many_write_rounds_and_every_image_gets_its_own_row(mak
     assert CellImage.objects.count() == 7  # the fixture's two labeled images too
     progress = []
 
-    assert pool_score(model_version=version, batch_size=3, chunk=2, on_progress=lambda *p: progress.append(p)) == 7
+    job = scoring_job_run(job_id=_queued(version).pk, batch_size=3, chunk=2, on_progress=lambda *p: progress.append(p))
+
+    assert job.done == 7
 
     assert loaders == [5, 2]  # a loader per 5 images, however often the rows are written
     assert progress == [(3, 7), (5, 7), (7, 7)]  # written as soon as a batch brings the round to 2 or more

@@ -8,7 +8,9 @@ import pytest
 from django.utils import timezone
 
 from annotation.models import CellImage
+from core.jobs import JobStatus
 from core.roles import Role
+from core.tasks import jobs_reap_stale_task
 from inference.models import Prediction, ScoringJob
 from inference.services.settings import al_settings_update
 from tests.annotation.imagedata import image_make
@@ -38,14 +40,15 @@ def test_rescore_runs_a_job_that_scores_the_pool_and_orders_the_queue(
     assert "is queued for model version" in response.content.decode()
     job = ScoringJob.objects.get()
     assert (job.status, job.done, job.total, job.scope) == ("succeeded", pool, pool, "all")
-    assert job.started_by == admin_user
+    assert job.requested_by == admin_user
     assert len(ensemble.scored) == pool
     assert Prediction.objects.filter(model_version=active).count() == pool
     assert set(CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)) == {i.pk for i in unlabeled}
     progress = client.get(f"/inference/scoring/jobs/{job.pk}/progress/").json()
-    speed = {key: progress.pop(key) for key in ("images_per_second", "seconds_left", "speed")}
+    timing = {key: progress.pop(key) for key in ("per_second", "eta_seconds", "speed", "started_at", "finished_at")}
     assert progress == {
         "id": job.pk,
+        "kind": "scoring",
         "model_version": active.pk,
         "status": "succeeded",
         "status_display": "Succeeded",
@@ -55,11 +58,13 @@ def test_rescore_runs_a_job_that_scores_the_pool_and_orders_the_queue(
         "percent": 100,
         "finished": True,
         "error": "",
+        "requested_at": job.requested_at.isoformat(),
     }
-    assert job.running_at is not None  # the worker's claim set it
-    assert speed["images_per_second"] > 0
-    assert speed["seconds_left"] is None
-    assert speed["speed"].startswith(f"{pool} images in ")
+    assert timing["started_at"] is not None  # the worker's claim set it
+    assert timing["finished_at"] >= timing["started_at"]
+    assert timing["per_second"] > 0
+    assert timing["eta_seconds"] is None
+    assert timing["speed"].startswith(f"{pool} images in ")
     page = client.get("/inference/scoring/").content.decode()
     assert f'data-job="{job.pk}"' in page
     assert 'data-progress-url="' not in page
@@ -72,7 +77,7 @@ def test_a_queued_job_shows_live_and_blocks_a_second_rescore(active, batch, admi
     client.post("/inference/scoring/rescore/")  # no worker runs it here (on_commit never fires in this test)
 
     job = ScoringJob.objects.get()
-    assert job.status == ScoringJob.Status.QUEUED
+    assert job.status == JobStatus.QUEUED
     page = client.get("/inference/scoring/").content.decode()
     assert f'data-progress-url="/inference/scoring/jobs/{job.pk}/progress/"' in page
     assert 'aria-valuenow="0"' in page
@@ -83,16 +88,30 @@ def test_a_queued_job_shows_live_and_blocks_a_second_rescore(active, batch, admi
     assert ScoringJob.objects.count() == 1
 
 
-def test_a_stale_job_is_failed_and_no_longer_blocks(active, admin_user, client_for):
-    stale = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.RUNNING, total=10, done=3)
-    ScoringJob.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+def test_a_stale_job_does_not_block_rescore_and_only_the_reaper_fails_it(
+    active, admin_user, client_for, api_client_for
+):
+    stale = ScoringJob.objects.create(model_version=active, status=JobStatus.RUNNING, total=10, done=3)
+    ScoringJob.objects.filter(pk=stale.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    client, api = client_for(admin_user), api_client_for(admin_user)
 
-    client_for(admin_user).post("/inference/scoring/rescore/")
+    client.post("/inference/scoring/rescore/")
+
+    assert ScoringJob.objects.filter(status=JobStatus.QUEUED).count() == 1
+    # Reading never reaps: the page, its polling JSON and the API leave the dead job as it is.
+    assert f'data-job="{stale.pk}"' in client.get("/inference/scoring/").content.decode()
+    assert client.get(f"/inference/scoring/jobs/{stale.pk}/progress/").json()["status"] == "running"
+    assert api.get(f"/api/inference/scoring/jobs/{stale.pk}/").json()["status"] == "running"
+    assert api.get("/api/inference/scoring/jobs/").status_code == 200
+    stale.refresh_from_db()
+    assert stale.status == JobStatus.RUNNING
+
+    assert jobs_reap_stale_task()["scoring"] == 1
 
     stale.refresh_from_db()
-    assert stale.status == ScoringJob.Status.FAILED
+    assert stale.status == JobStatus.FAILED
     assert "stopped reporting" in stale.error
-    assert ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED).count() == 1
+    assert ScoringJob.objects.filter(status=JobStatus.QUEUED).count() == 1  # a queued job is not stale
 
 
 def test_jobs_show_their_speed_and_time_left_from_when_a_worker_took_them(active, admin_user, client_for):
@@ -100,29 +119,29 @@ def test_jobs_show_their_speed_and_time_left_from_when_a_worker_took_them(active
     # Queued long before a worker took it: the wait does not count against the speed.
     running = ScoringJob.objects.create(
         model_version=active,
-        status=ScoringJob.Status.RUNNING,
+        status=JobStatus.RUNNING,
         total=42_000,
         done=2_000,
-        running_at=now - timedelta(seconds=10),
+        started_at=now - timedelta(seconds=10),
     )
     finished = ScoringJob.objects.create(
         model_version=active,
-        status=ScoringJob.Status.SUCCEEDED,
+        status=JobStatus.SUCCEEDED,
         total=600,
         done=600,
-        running_at=now - timedelta(minutes=12),
+        started_at=now - timedelta(minutes=12),
         finished_at=now - timedelta(minutes=2),
     )
-    ScoringJob.objects.filter(pk__in=[running.pk, finished.pk]).update(started_at=now - timedelta(hours=3))
+    ScoringJob.objects.filter(pk__in=[running.pk, finished.pk]).update(requested_at=now - timedelta(hours=3))
     client = client_for(admin_user)
 
     live = client.get(f"/inference/scoring/jobs/{running.pk}/progress/").json()
-    assert live["images_per_second"] == pytest.approx(200, rel=0.05)
-    assert live["seconds_left"] == pytest.approx(200, rel=0.05)  # 40,000 more at 200 images/s
+    assert live["per_second"] == pytest.approx(200, rel=0.05)
+    assert live["eta_seconds"] == pytest.approx(200, rel=0.05)  # 40,000 more at 200 images/s
     assert live["speed"].startswith(("19", "20"))
     assert live["speed"].endswith("images/s · about 3 min left")
     done = client.get(f"/inference/scoring/jobs/{finished.pk}/progress/").json()
-    assert (done["images_per_second"], done["seconds_left"]) == (1.0, None)
+    assert (done["per_second"], done["eta_seconds"]) == (1.0, None)
     assert done["speed"] == "600 images in 10 min · 1.0 images/s"
     page = client.get("/inference/scoring/").content.decode()
     assert "600 images in 10 min · 1.0 images/s" in page
@@ -133,10 +152,10 @@ def test_a_pass_of_a_few_seconds_shows_tenths(active, admin_user, client_for):
     now = timezone.now()
     quick = ScoringJob.objects.create(
         model_version=active,
-        status=ScoringJob.Status.SUCCEEDED,
+        status=JobStatus.SUCCEEDED,
         total=8,
         done=8,
-        running_at=now - timedelta(seconds=0.5),
+        started_at=now - timedelta(seconds=0.5),
         finished_at=now,
     )
     progress = client_for(admin_user).get(f"/inference/scoring/jobs/{quick.pk}/progress/").json()
@@ -144,9 +163,9 @@ def test_a_pass_of_a_few_seconds_shows_tenths(active, admin_user, client_for):
 
 
 def test_a_job_no_worker_has_taken_shows_no_speed(active, admin_user, client_for):
-    queued = ScoringJob.objects.create(model_version=active, status=ScoringJob.Status.QUEUED, total=10)
+    queued = ScoringJob.objects.create(model_version=active, status=JobStatus.QUEUED, total=10)
     progress = client_for(admin_user).get(f"/inference/scoring/jobs/{queued.pk}/progress/").json()
-    assert (progress["images_per_second"], progress["seconds_left"], progress["speed"]) == (None, None, "")
+    assert (progress["per_second"], progress["eta_seconds"], progress["speed"]) == (None, None, "")
 
 
 def test_rescore_is_refused_without_an_active_model(make_version, admin_user, client_for):
@@ -164,7 +183,7 @@ def test_a_failing_pass_shows_its_error(active, batch, admin_user, client_for, d
     with django_capture_on_commit_callbacks(execute=True):
         assert client.post("/inference/scoring/rescore/").status_code == 302
     job = ScoringJob.objects.get()
-    assert job.status == ScoringJob.Status.FAILED
+    assert job.status == JobStatus.FAILED
     progress = client.get(f"/inference/scoring/jobs/{job.pk}/progress/").json()
     assert progress["finished"] is True
     assert "ensemble.json" in progress["error"]
