@@ -1,18 +1,28 @@
-"""Shared fixtures: one user per role, and logged-in clients for pages and the API."""
+"""Fixtures more than one test folder uses: users per role and logged-in clients, a private MEDIA_ROOT, an import
+batch, model versions with seeded predictions, and the labeled demo set. Rows come from tests/factories."""
 
 from __future__ import annotations
 
 import importlib
-import itertools
+from pathlib import Path
 
 import pytest
+from django.apps import apps
 from django.test import Client
 from rest_framework.test import APIClient
 
-from accounts.services import user_create
+from annotation.models import CellImage, ImportBatch
+from annotation.services.imports.batches import import_batch_create
+from annotation.services.imports.runner import import_batch_process
 from core.roles import Role
-
-_names = itertools.count(1)
+from inference.models import Prediction
+from tests.factories.accounts import UserFactory
+from tests.factories.annotation import ImportBatchFactory, image_make
+from tests.factories.inference import PredictionFactory
+from tests.factories.releases import DatasetVersionFactory
+from tests.factories.training import ModelVersionFactory
+from tests.helpers import DEMO_CLASSES, demo_subset
+from training.models import ModelVersion
 
 
 @pytest.fixture(autouse=True)
@@ -24,24 +34,16 @@ def _taxonomy_survives_flushes(request):
     if not transactional_mark and not {"transactional_db", "live_server"} & set(request.fixturenames):
         return
     request.getfixturevalue("transactional_db")
-    from django.apps import apps
-
     seed = importlib.import_module("annotation.migrations.0002_taxonomy").seed
     seed(apps, None)
 
 
 @pytest.fixture
 def make_user(db):
-    """make_user(Role.ANNOTATOR) -> a new active user holding that role."""
+    """make_user(Role.ANNOTATOR) -> a new active user holding that role; make_user(None) one without any."""
 
-    def make(role: Role | None = None, **kwargs):
-        username = kwargs.pop("username", None) or f"{role.value if role else 'norole'}{next(_names)}"
-        if role is None:
-            from django.contrib.auth import get_user_model
-
-            return get_user_model().objects.create_user(username=username, password="pw-not-used-1234")
-        user, _ = user_create(username=username, role=role, **kwargs)
-        return user
+    def make(role: Role | None = None, **fields):
+        return UserFactory(role=role, **fields)
 
     return make
 
@@ -90,3 +92,59 @@ def api_client_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def media(settings, tmp_path) -> Path:
+    """A MEDIA_ROOT of this test only, so 'no file was left behind' can be checked exactly."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def batch(admin_user) -> ImportBatch:
+    return ImportBatchFactory(requested_by=admin_user)
+
+
+@pytest.fixture
+def make_version(admin_user, batch):
+    """make_version(status) -> a registered ModelVersion with no ensemble on disk (predictions are seeded)."""
+    image_make(batch=batch, final_label="neutrophil")
+    image_make(batch=batch, final_label="lymphocyte")
+    dataset_version = DatasetVersionFactory(created_by=admin_user)
+
+    def make(status: str = ModelVersion.Status.CANDIDATE) -> ModelVersion:
+        return ModelVersionFactory(status=status, run__dataset_version=dataset_version, run__requested_by=admin_user)
+
+    return make
+
+
+@pytest.fixture
+def predict(db):
+    """predict(version, image, {code: p, ...}) -> a Prediction; the unnamed classes share what is left equally."""
+
+    def make(version: ModelVersion, image: CellImage, probs: dict[str, float]) -> Prediction:
+        return PredictionFactory(model_version=version, image=image, probs=probs)
+
+    return make
+
+
+@pytest.fixture
+def labeled_demo(admin_user, tmp_path, settings):
+    """import_labeled(classes) imports demo images as trusted (final) labels with their cases."""
+    # 12 demo cases: the default 10% validation share of the ~10 non-test cases would round to none.
+    settings.HEMALOOP_RELEASE_VALIDATION_FRACTION = 0.25
+
+    def import_labeled(classes: tuple[str, ...] = DEMO_CLASSES) -> ImportBatch:
+        source = demo_subset(target=tmp_path / f"demo-{len(classes)}", classes=classes)
+        batch = import_batch_create(
+            created_by=admin_user,
+            source=source,
+            source_name="demo",
+            trusted=True,
+            csv_path=source / "cases.csv",
+            enqueue=False,
+        )
+        return import_batch_process(batch=batch)
+
+    return import_labeled

@@ -1,26 +1,39 @@
-"""Who may call what: one table of (url, method) x role -> status, expanded into one test per cell
-(the way CVAT generates its permission tests), and a walk over every URL pattern so that an endpoint
-added without a row here fails the suite."""
+"""Who may call what, for every page and API endpoint: one table of (url, method) x role -> status, expanded
+into one test per cell (the way CVAT generates its permission tests), and a walk over every URL pattern so that
+an endpoint added without a row here fails the suite. A refused request changes nothing and streams no byte.
+
+Tests elsewhere check what a permitted caller sees; whether a role may call an endpoint at all belongs here."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from rest_framework.test import APIClient
 
-from annotation.models import Case
+from annotation.models import Annotation, Case, CellImage, ImportBatch
 from core.roles import Role
-from tests.annotation.imagedata import batch_make, image_make
+from inference.models import ActiveLearningSettings, ScoringJob
+from releases.models import DatasetArchive, DatasetVersion
+from releases.services.archive_request import archive_build_start
+from tests.factories.annotation import batch_make, image_make
+from tests.factories.releases import DatasetVersionFactory
+from tests.factories.training import ModelVersionFactory
+from tests.helpers import cell_png, next_variant
+from training.models import ModelVersion, TrainingRun
 
 ROLES = ("anonymous", "annotator", "adjudicator", "researcher", "admin", "norole")
 
 # "login": redirected to the login page (pages refuse anonymous users that way; the API answers 403).
-# {image} and {batch} are filled with the ids of real rows. POST rows send an empty body, so the only
-# thing a permitted caller can get back is a validation answer: nothing is created.
+# {image}, {batch}, {case}, {version} (a cut version with its archive built) and {job} (a scoring job) are filled
+# with real rows; 999999 names a row that does not exist. A plain POST sends an empty body, so a permitted caller
+# mostly gets a validation answer (a version's title is optional: the API cuts one); POST:<body> sends that entry
+# of BODIES, the form or upload a page really sends, so a permitted caller does what the endpoint is for.
 TABLE = """
 url                                         method  anonymous annotator adjudicator researcher admin norole
 /                                           GET     login     200       200         200        200   200
@@ -84,32 +97,47 @@ url                                         method  anonymous annotator adjudica
 /api/training/models/999999/                GET     403       403       403         404        404   403
 /api/training/models/999999/activate/       POST    403       403       403         403        404   403
 /api/inference/predict/                     POST    403       403       403         400        400   403
+/api/inference/predict/                     POST:image 403    403       403         409        409   403
 /api/inference/images/{image}/opinion/      GET     403       403       200         200        200   403
 /api/inference/images/{image}/gradcam.png   GET     403       403       409         409        409   403
 /api/inference/scoring/jobs/                 GET     403       403       403         403        200   403
 /api/inference/scoring/jobs/                 POST    403       403       403         403        409   403
 /api/inference/scoring/jobs/999999/          GET     403       403       403         403        404   403
+/api/inference/scoring/jobs/{job}/          GET     403       403       403         403        200   403
 /releases/                                  GET     login     403       403         200        200   403
 /releases/new/                              GET     login     403       403         200        200   403
 /releases/new/                              POST    login     403       403         200        200   403
+/releases/new/                              POST:title login    403       403         302        302   403
 /releases/diff/                             GET     login     403       403         200        200   403
 /releases/v999999/                          GET     login     403       403         404        404   403
 /releases/v999999/archive/                  POST    login     403       403         404        404   403
 /releases/v999999/download/                 GET     login     403       403         404        404   403
+/releases/v{version}/                       GET     login     403       403         200        200   403
+/releases/v{version}/archive/               POST    login     403       403         302        302   403
+/releases/v{version}/download/              GET     login     403       403         200        200   403
 /api/releases/versions/                     GET     403       403       403         200        200   403
-/api/releases/versions/                     POST    403       403       403         400        400   403
+/api/releases/versions/                     POST    403       403       403         201        201   403
 /api/releases/versions/999999/              GET     403       403       403         404        404   403
 /api/releases/versions/999999/manifest/     GET     403       403       403         404        404   403
 /api/releases/versions/999999/archive/      GET     403       403       403         404        404   403
 /api/releases/versions/999999/archive/      POST    403       403       403         404        404   403
 /api/releases/versions/999999/archive/download/ GET 403       403       403         404        404   403
 /api/releases/versions/999999/diff/999998/  GET     403       403       403         404        404   403
+/api/releases/versions/{version}/           GET     403       403       403         200        200   403
+/api/releases/versions/{version}/manifest/  GET     403       403       403         200        200   403
+/api/releases/versions/{version}/archive/   GET     403       403       403         200        200   403
+/api/releases/versions/{version}/archive/   POST    403       403       403         202        202   403
+/api/releases/versions/{version}/archive/download/ GET 403    403       403         200        200   403
+/api/releases/versions/{version}/diff/{version}/ GET 403      403       403         200        200   403
 /inference/scoring/                         GET     login     403       403         403        200   403
 /inference/scoring/rescore/                 POST    login     403       403         403        302   403
 /inference/scoring/jobs/999999/progress/    GET     login     403       403         403        404   403
+/inference/scoring/jobs/{job}/progress/     GET     login     403       403         403        200   403
 /inference/review/                          GET     login     403       200         200        200   403
 /inference/settings/                        GET     login     403       403         403        200   403
 /inference/settings/                        POST    login     403       403         403        200   403
+/inference/settings/                        POST:al-change login 403    403         403        302   403
+/inference/settings/                        POST:al-apply login 403     403         403        302   403
 /inference/settings/apply/                  POST    login     403       403         403        302   403
 /cases/                                     GET     login     403       200         200        200   403
 /cases/{case}/                              GET     login     403       200         200        200   403
@@ -126,31 +154,86 @@ PUBLIC_ROUTES = {"accounts/login/", "healthz"}
 DELEGATED_NAMESPACES = {"admin"}
 
 
+# The active-learning form as the settings page posts it.
+AL_FORM = {
+    "strategy": "margin",
+    "exploration": "0",
+    "max_class_share": "1",
+    "top_n": "2",
+    "review_min_confidence": "0.9",
+}
+BODIES = {
+    "title": lambda: {"title": "x"},
+    "al-change": lambda: {**AL_FORM, "strategy": "random"},
+    "al-apply": lambda: {**AL_FORM, "apply": "1"},
+    "image": lambda: {"images": [SimpleUploadedFile("a.png", cell_png(variant=next_variant()), "image/png")]},
+}
+
+
 @dataclass(frozen=True)
 class Row:
     url: str
     method: str
+    body: str | None
     expected: dict[str, str]
 
-    def concrete_url(self, *, image_id: int, batch_id: int, case_id: int = 0) -> str:
-        return self.url.format(image=image_id, batch=batch_id, case=case_id)
+    def concrete_url(self, **ids: int) -> str:
+        """The url with {image}, {batch}... filled from image_id=, batch_id=...; a placeholder not given is 0."""
+        return self.url.format_map(defaultdict(int, {name.removesuffix("_id"): value for name, value in ids.items()}))
+
+    def send(self, client: Client | APIClient, **ids: int):
+        url = self.concrete_url(**ids)
+        if self.body is None:
+            return client.generic(self.method, url)
+        return client.post(url, BODIES[self.body]())
+
+    def refused(self, role: str) -> bool:
+        return self.expected[role] in ("login", "403")
 
 
 def _parse(table: str) -> list[Row]:
     header, *lines = [line.split() for line in table.strip().splitlines() if line.strip()]
     assert header[2:] == list(ROLES), header
-    return [Row(url=cells[0], method=cells[1], expected=dict(zip(ROLES, cells[2:], strict=True))) for cells in lines]
+    rows = []
+    for url, method, *cells in lines:
+        method, _, body = method.partition(":")
+        assert not body or body in BODIES, body
+        rows.append(Row(url=url, method=method, body=body or None, expected=dict(zip(ROLES, cells, strict=True))))
+    return rows
 
 
 ROWS = _parse(TABLE)
 
 
 @pytest.fixture
-def objects(admin_user):
+def objects(admin_user, media, django_capture_on_commit_callbacks):
+    """The ids the table's placeholders name: an image still needing labels and a final one, both in a case, and
+    a version cut from the final one, its archive built and a scoring job of a model trained on it."""
     batch = batch_make(created_by=admin_user)
     case = Case.objects.create(code="matrix-case")
     image = image_make(batch=batch, case=case, reference_label="myeloblast")
-    return {"image_id": image.id, "batch_id": batch.id, "case_id": case.id}
+    image_make(batch=batch, case=case, final_label="neutrophil")
+    version = DatasetVersionFactory(created_by=admin_user)
+    with django_capture_on_commit_callbacks(execute=True):  # the build task runs (Celery is eager)
+        archive_build_start(version=version, requested_by=admin_user)
+    job = ScoringJob.objects.create(
+        model_version=ModelVersionFactory(run__dataset_version=version, run__requested_by=admin_user)
+    )
+    ids = {"image_id": image.id, "batch_id": batch.id, "case_id": case.id}
+    return ids | {"version_id": version.number, "job_id": job.id}
+
+
+def _state() -> dict:
+    """What a refused request must leave as it was."""
+    return {
+        model.__name__: model.objects.count()
+        for model in (ImportBatch, CellImage, Annotation, DatasetVersion, TrainingRun, ModelVersion, ScoringJob)
+    } | {
+        "archives": list(DatasetArchive.objects.order_by("pk").values_list("status", flat=True)),
+        "active models": list(ModelVersion.objects.filter(status="active").values_list("pk", flat=True)),
+        "al settings": list(ActiveLearningSettings.objects.values()),
+        "prioritised": CellImage.objects.filter(priority__gt=0).count(),
+    }
 
 
 def _client(role: str, *, api: bool, make_user, api_client_for, client_for) -> Client | APIClient:
@@ -160,32 +243,42 @@ def _client(role: str, *, api: bool, make_user, api_client_for, client_for) -> C
     return api_client_for(user) if api else client_for(user)
 
 
+def _label(row: Row) -> str:
+    return f"{row.method}{':' + row.body if row.body else ''} {row.url}"
+
+
+def _check(row: Row, role: str, client: Client | APIClient, objects: dict[str, int]) -> None:
+    before = _state() if row.refused(role) else None
+    response = row.send(client, **objects)
+    expected = row.expected[role]
+    where = f"{_label(row)} as {role}"
+    if expected == "login":
+        assert response.status_code == 302, where
+        assert response["Location"].startswith(reverse(settings.LOGIN_URL) + "?next="), response["Location"]
+    else:
+        assert response.status_code == int(expected), f"{where}: {response.status_code}"
+    if before is not None:
+        assert not getattr(response, "streaming", False), f"{where}: no file byte may reach a refused caller"
+        assert _state() == before, f"{where}: a refused request changed something"
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("row", ROWS, ids=lambda row: f"{row.method} {row.url}")
+@pytest.mark.parametrize("row", ROWS, ids=_label)
 def test_permission(row, role, objects, make_user, api_client_for, client_for):
     api = row.url.startswith("/api/")
     client = _client(role, api=api, make_user=make_user, api_client_for=api_client_for, client_for=client_for)
-    url = row.concrete_url(**objects)
-    response = client.generic(row.method, url)
-    expected = row.expected[role]
-    if expected == "login":
-        assert response.status_code == 302, f"{row.method} {url} as {role}"
-        assert response["Location"].startswith(reverse(settings.LOGIN_URL) + "?next="), response["Location"]
-    else:
-        assert response.status_code == int(expected), f"{row.method} {url} as {role}: {response.status_code}"
+    _check(row, role, client, objects)
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "anonymous"])
 def test_api_answers_the_same_with_a_browser_session(role, objects, make_user, client_for):
     """The pages' JavaScript calls the API with the session cookie, not a token: same rules."""
-    user = make_user(None if role == "norole" else Role(role))
-    client = client_for(user)
+    client = client_for(make_user(None if role == "norole" else Role(role)))
     for row in ROWS:
-        if row.url.startswith("/api/") and row.url != "/api/accounts/token/":
-            response = client.generic(row.method, row.concrete_url(**objects))
-            assert response.status_code == int(row.expected[role]), f"{row.method} {row.url} as {role}"
+        if row.url.startswith("/api/") and row.url != "/api/accounts/token/" and row.body is None:
+            _check(row, role, client, objects)
 
 
 @pytest.mark.django_db
@@ -207,7 +300,7 @@ def _walk(patterns, prefix: str = ""):
 
 
 def test_every_url_pattern_has_a_permission_row_or_is_public():
-    covered = {resolve(row.concrete_url(image_id=1, batch_id=1)).route for row in ROWS}
+    covered = {resolve(row.concrete_url(image_id=1, batch_id=1, version_id=1, job_id=1)).route for row in ROWS}
     missing = sorted(route for route in _walk(get_resolver().url_patterns) if route not in covered | PUBLIC_ROUTES)
     assert missing == [], f"Add a row to TABLE in {__name__} for: {missing}"
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from PIL import Image
 
 from annotation.models import Case, CellImage, ImportBatch, ImportItem, LabelEvent
@@ -20,7 +20,8 @@ from annotation.services.imports.batches import ImportRejected, import_batch_cre
 from annotation.services.imports.runner import import_batch_process
 from annotation.services.sources import _zip_entry_count
 from annotation.tasks import import_batch_process as import_batch_process_task
-from tests.annotation.conftest import folder_write, image_bytes, zip_write
+from core.jobs import JobStatus
+from tests.helpers import folder_write, image_bytes, zip_write
 
 pytestmark = pytest.mark.django_db
 
@@ -374,20 +375,18 @@ def test_progress_is_saved_every_n_files_while_the_batch_runs(admin_user, media,
     assert seen == [("running", 5, 0), ("running", 5, 2), ("running", 5, 4), ("succeeded", 5, 5)]
 
 
-def test_a_failed_database_write_rejects_the_file_and_removes_what_it_wrote(
-    run_import, stored_files, tmp_path, monkeypatch
-):
-    real = items.item_create
+def _disk_full_on_b_s_report_row(execute, sql, params, many, context):
+    """A database wrapper (Django's public seam for every query): writing b.jpg's 'imported' row fails."""
+    if sql.startswith('INSERT INTO "annotation_importitem"') and {"b.jpg", ImportItem.Outcome.IMPORTED} <= set(params):
+        raise DatabaseError("disk full")
+    return execute(sql, params, many, context)
 
-    def failing(**kwargs):
-        if kwargs["name"] == "b.jpg" and kwargs["outcome"] == ImportItem.Outcome.IMPORTED:
-            raise DatabaseError("disk full")
-        return real(**kwargs)
 
-    monkeypatch.setattr(items, "item_create", failing)
+def test_a_failed_database_write_rejects_the_file_and_removes_what_it_wrote(run_import, stored_files, tmp_path):
     source = folder_write(tmp_path / "src", {f"{name}.jpg": image_bytes(seed=n) for n, name in enumerate("abc")})
 
-    batch = run_import(source)
+    with connection.execute_wrapper(_disk_full_on_b_s_report_row):
+        batch = run_import(source)
 
     assert reasons(batch) == {"b.jpg": "database error: disk full"}
     assert sorted(CellImage.objects.values_list("original_name", flat=True)) == ["a.jpg", "c.jpg"]
@@ -412,25 +411,25 @@ def test_same_bytes_committed_by_a_concurrent_batch_become_a_duplicate(run_impor
     assert stored_files() == files_before  # the earlier batch's files untouched, no staged file left
 
 
-def test_an_internal_error_fails_the_batch_and_leaves_no_staged_files(
-    run_import, stored_files, tmp_path, monkeypatch, settings
-):
+def _raise_after_two_files(error: BaseException):
+    """An on_progress callback (reporting after every file) that raises once two files are in while running."""
+
+    def on_progress(batch: ImportBatch) -> None:
+        if batch.status == JobStatus.RUNNING and batch.done == 2:
+            raise error
+
+    return on_progress
+
+
+def test_an_internal_error_fails_the_batch_and_leaves_no_staged_files(admin_user, stored_files, tmp_path, settings):
     settings.HEMALOOP_IMPORT_WORKERS = 2  # files are staged on threads ahead of the database writes
-    real = items.image_store
-    calls = []
-
-    def fail_on_third(**kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("bug")
-        return real(**kwargs)
-
-    monkeypatch.setattr(items, "image_store", fail_on_third)
+    settings.HEMALOOP_IMPORT_PROGRESS_EVERY = 1
     # More files than one duplicate-lookup chunk, so some are staged beyond the chunk that fails.
     source = folder_write(tmp_path / "src", {f"{n:02d}.jpg": image_bytes(seed=n, size=(8, 8)) for n in range(40)})
+    batch = import_batch_create(created_by=admin_user, source=source, source_name="src", enqueue=False)
 
     with pytest.raises(RuntimeError, match="bug"):
-        run_import(source)
+        import_batch_process(batch=batch, on_progress=_raise_after_two_files(RuntimeError("bug")))
 
     batch = ImportBatch.objects.get()
     assert batch.status == "failed"

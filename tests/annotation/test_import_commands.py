@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation.models import CellImage, ImportBatch
-from tests.annotation.conftest import folder_write, image_bytes, zip_write
+from tests.helpers import folder_write, image_bytes, zip_write
 
 pytestmark = pytest.mark.django_db
 

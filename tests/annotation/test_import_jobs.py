@@ -19,8 +19,8 @@ from annotation.signals import import_batch_finished
 from annotation.tasks import import_batch_process as import_batch_process_task
 from core.jobs import JobStatus
 from core.tasks import jobs_reap_stale_task
-from tests.annotation.conftest import folder_write, image_bytes
-from tests.annotation.imagedata import batch_make
+from tests.factories.annotation import batch_make
+from tests.helpers import folder_write, image_bytes
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from annotation.models import CellImage, ImportBatch, ImportItem
-from tests.annotation.conftest import folder_write, image_bytes, zip_write
+from tests.helpers import folder_write, image_bytes, zip_write
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 
 from annotation.models import CellImage, LabelStatus
 from core.roles import Role
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
 
 SECRET_WORDS = ("myeloblast", "lymphoblast", "reference", "analyzer", "final", "consensus", "prediction")
 

@@ -23,7 +23,7 @@ from annotation.services.labeling import (
 )
 from core.errors import PermissionRefused
 from core.roles import Role
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
 
 
 def cls(code: str) -> CellClass:

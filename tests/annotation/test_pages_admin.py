@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from annotation.models import CellClass
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from annotation.models import Annotation, CellClass, CellImage
 from annotation.services.labeling import annotation_submit
 from annotation.templatetags.annotation_ui import kappa_band
 from core.roles import Role
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
 
 pytestmark = pytest.mark.django_db
 

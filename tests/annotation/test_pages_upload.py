@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotation.models import CellImage, ImportBatch
-from tests.annotation.imagedata import zip_of_cells
+from tests.helpers import zip_of_cells
 
 pytestmark = pytest.mark.django_db
 

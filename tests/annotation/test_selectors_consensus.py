@@ -9,7 +9,7 @@ from annotation.selectors import consensus_items, consensus_list, consensus_next
 from annotation.services.consensus import consensus_resolve, label_reopen
 from annotation.services.labeling import annotation_submit, annotation_undo
 from core.roles import Role
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat, job_progr
 from core.tasks import jobs_reap_stale_task
 from inference.models import ScoringJob
 from releases.services.versions import dataset_version_create
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,7 @@ from annotation.services.labeling import annotation_submit
 from core.jobs import JobStatus
 from core.roles import Role
 from releases.services.versions import dataset_version_create
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db

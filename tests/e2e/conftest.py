@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import PASSWORD
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -17,7 +19,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SHOTS = Path("/tmp/hemaloop-shots")
-PASSWORD = "e2e-pass-4711-hemaloop"
 
 
 def pytest_collection_modifyitems(items):

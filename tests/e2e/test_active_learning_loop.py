@@ -10,8 +10,8 @@ from playwright.sync_api import expect
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
-from tests.annotation.imagedata import batch_make, image_make
-from tests.e2e.conftest import PASSWORD
+from tests.factories.annotation import batch_make, image_make
+from tests.helpers import PASSWORD
 from tests.inference.ensembles import active_version_write
 
 pytestmark = pytest.mark.usefixtures("no_script_errors")

@@ -10,8 +10,8 @@ from annotation.models import Case, CellClass
 from core.jobs import JobStatus
 from core.roles import Role
 from inference.models import Prediction
-from tests.annotation.imagedata import batch_make, image_make
-from tests.e2e.conftest import PASSWORD
+from tests.factories.annotation import batch_make, image_make
+from tests.helpers import PASSWORD
 from training.models import ModelVersion, TrainingRun
 
 

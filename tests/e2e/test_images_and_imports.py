@@ -10,8 +10,8 @@ from playwright.sync_api import expect
 from annotation.models import Case, ImportBatch, ImportItem
 from core.jobs import JobStatus
 from core.roles import Role
-from tests.annotation.imagedata import batch_make, image_make, zip_of_cells
-from tests.e2e.conftest import PASSWORD
+from tests.factories.annotation import batch_make, image_make
+from tests.helpers import PASSWORD, zip_of_cells
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from annotation.models import Annotation, CellClass, CellImage, LabelEvent, Labe
 from annotation.services.consensus import consensus_resolve, label_reopen
 from annotation.services.labeling import annotation_submit
 from core.roles import Role
-from tests.annotation.imagedata import batch_make, image_make
-from tests.e2e.conftest import PASSWORD
+from tests.factories.annotation import batch_make, image_make
+from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.usefixtures("no_script_errors")
 

@@ -13,8 +13,8 @@ from annotation.services.labeling import annotation_submit
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
 from inference.models import Prediction
-from tests.annotation.imagedata import batch_make, image_make
-from tests.e2e.conftest import PASSWORD
+from tests.factories.annotation import batch_make, image_make
+from tests.helpers import PASSWORD
 from tests.inference.ensembles import active_version_write
 from training.ml.uncertainty import prediction_stats
 

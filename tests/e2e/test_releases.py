@@ -13,8 +13,8 @@ from annotation.models import Case
 from core.roles import Role
 from releases.models import DatasetArchive
 from releases.services.archive import archive_build
-from tests.annotation.imagedata import batch_make, image_make
-from tests.e2e.conftest import PASSWORD
+from tests.factories.annotation import batch_make, image_make
+from tests.helpers import PASSWORD
 
 LABELS = ["myeloblast", "lymphoblast", "neutrophil", "monocyte", "eosinophil"]
 

@@ -8,8 +8,7 @@ from playwright.sync_api import expect
 from annotation.services.imports.batches import import_batch_create
 from annotation.services.imports.runner import import_batch_process
 from core.roles import Role
-from tests.e2e.conftest import PASSWORD
-from tests.training.conftest import demo_subset
+from tests.helpers import PASSWORD, demo_subset
 from training.models import TrainingRun
 
 

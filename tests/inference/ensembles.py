@@ -10,7 +10,7 @@ import torch
 from django.conf import settings
 
 from annotation.models import CellClass
-from core.jobs import JobStatus
+from tests.factories.training import ModelVersionFactory
 from training.ml.checkpoint import save_checkpoint
 from training.ml.ensemble import MemberSpec, write_ensemble_file
 from training.ml.models import create_classifier
@@ -54,19 +54,11 @@ def version_factory(make_version):
 def active_version_write(*, created_by, name: str, temperature: float = 1.0) -> ModelVersion:
     """An ACTIVE ModelVersion over a frozen dataset version (needs final labels) with a real ensemble on disk,
     for browser tests that reach the model through the pages."""
-    from releases.services.versions import dataset_version_create
-    from training.models import TrainingRun
-
-    run = TrainingRun.objects.create(
-        dataset_version=dataset_version_create(created_by=created_by),
-        profile="smoke",
-        config={},
-        requested_by=created_by,
-        status=JobStatus.SUCCEEDED,
+    version = ModelVersionFactory(
+        run__requested_by=created_by, temperature=temperature, status=ModelVersion.Status.ACTIVE
     )
-    out_dir = f"models/{name}-{run.pk}"
+    version.out_dir = f"models/{name}-{version.run.pk}"
     classes = list(CellClass.objects.order_by("order").values_list("code", flat=True))
-    ensemble_write(Path(settings.MEDIA_ROOT) / out_dir, classes=classes)
-    return ModelVersion.objects.create(
-        run=run, out_dir=out_dir, config={}, temperature=temperature, metrics={}, status=ModelVersion.Status.ACTIVE
-    )
+    ensemble_write(Path(settings.MEDIA_ROOT) / version.out_dir, classes=classes)
+    version.save(update_fields=["out_dir"])
+    return version

@@ -12,7 +12,7 @@ from annotation.models import CellClass, LabelStatus
 from annotation.services.labeling import annotation_submit, queue_next
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
-from tests.annotation.imagedata import image_make
+from tests.factories.annotation import image_make
 from tests.inference.ensembles import version_factory
 from tests.test_permissions_matrix import ROWS
 

@@ -21,7 +21,7 @@ from inference.explain.opinion import image_opinion, image_opinion_state
 from inference.models import Prediction, ScoringJob
 from inference.services.scoring import scoring_job_run
 from inference.services.starts import scoring_enqueue
-from tests.annotation.imagedata import image_make
+from tests.factories.annotation import image_make
 from tests.inference.ensembles import version_factory
 from training.models import ModelVersion
 from training.services.versions import model_version_activate

@@ -14,7 +14,8 @@ from annotation.services.imports.runner import import_batch_process
 from core.jobs import JobStatus
 from inference.models import Prediction, ScoringJob
 from inference.services.settings import al_settings_update
-from tests.annotation.imagedata import cell_png, image_make
+from tests.factories.annotation import image_make
+from tests.helpers import cell_png
 from tests.inference.fakes import FakeEnsemble
 from training.models import ModelVersion
 

@@ -12,7 +12,8 @@ from inference.models import Prediction, ScoringJob
 from inference.services import scoring
 from inference.services.scoring import scoring_job_run
 from inference.services.starts import scoring_enqueue
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
+from tests.inference.fakes import FakeEnsemble
 from training.models import ModelVersion
 from training.services.execute import training_run_execute
 from training.services.runs import training_run_start
@@ -94,8 +95,6 @@ def test_a_version_without_an_ensemble_fails_its_scoring_job(make_version, batch
 
 
 def test_one_loader_spans_many_write_rounds_and_every_image_gets_its_own_row(make_version, batch, monkeypatch):
-    from tests.inference.fakes import FakeEnsemble
-
     ensemble = FakeEnsemble().install(monkeypatch)
     loaders = []
     stream = scoring.ensemble_score_stream

@@ -15,7 +15,7 @@ from inference import tasks
 from inference.models import Prediction, ScoringJob
 from inference.services.scoring import scoring_job_run
 from inference.services.starts import scoring_enqueue
-from tests.annotation.imagedata import image_make
+from tests.factories.annotation import image_make
 from tests.inference.fakes import FakeEnsemble
 from training.services.versions import model_version_activate
 

@@ -14,7 +14,7 @@ from inference.models import Prediction
 from inference.selectors import review_list_confident_disagreements
 from inference.services.cold_start import queue_priorities_cold_start
 from inference.services.selection import queue_priorities_update
-from tests.annotation.imagedata import image_make
+from tests.factories.annotation import image_make
 from training.ml.uncertainty import select_for_queue
 from training.models import ModelVersion
 from training.services.versions import model_version_activate

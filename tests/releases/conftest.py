@@ -1,10 +1,8 @@
-"""Fixtures for the releases tests: a private MEDIA_ROOT, real image files with final labels, cases, cutting."""
+"""Fixtures of the releases tests: a private MEDIA_ROOT for every test, final-labeled images, cases, cutting."""
 
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,19 +12,13 @@ from releases.models import DatasetArchive, DatasetVersion
 from releases.services.archive import archive_write
 from releases.services.archive_request import archive_build_start
 from releases.services.versions import dataset_version_create
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import image_make
 
 
 @pytest.fixture(autouse=True)
-def media(settings, tmp_path) -> Path:
+def _own_media(media) -> Path:
     """Each test stores its images and archives in a MEDIA_ROOT of its own."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return settings.MEDIA_ROOT
-
-
-@pytest.fixture
-def batch(admin_user):
-    return batch_make(created_by=admin_user, source_name="di60.zip")
+    return media
 
 
 @pytest.fixture
@@ -102,8 +94,3 @@ def archive_bytes(tmp_path):
         return data
 
     return write
-
-
-def zip_members(data: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        return {info.filename: archive.read(info) for info in archive.infolist()}

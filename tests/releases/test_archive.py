@@ -17,7 +17,7 @@ from releases.models import DatasetArchive, ManifestEntry
 from releases.services.archive import ArchiveError, archive_build, manifest_csv_cell
 from releases.services.archive_request import archive_build_start
 from releases.services.versions import release_settings_get
-from tests.releases.conftest import zip_members
+from tests.helpers import zip_members
 
 pytestmark = pytest.mark.django_db
 

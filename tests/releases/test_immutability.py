@@ -12,7 +12,7 @@ from annotation.models import CellClass
 from annotation.services.consensus import consensus_resolve, label_reopen
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry
 from releases.selectors import version_diff
-from tests.releases.conftest import zip_members
+from tests.helpers import zip_members
 
 pytestmark = pytest.mark.django_db
 

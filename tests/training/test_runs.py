@@ -15,7 +15,8 @@ from django.utils import timezone
 from core.jobs import JobStatus
 from core.tasks import jobs_reap_stale_task
 from releases.services.versions import dataset_version_create
-from tests.annotation.imagedata import batch_make, image_make
+from tests.factories.annotation import batch_make, image_make
+from tests.factories.training import ModelVersionFactory, TrainingRunFactory
 from training.models import ModelVersion, TrainingRun
 from training.services import execute
 from training.services.versions import model_version_activate
@@ -39,18 +40,10 @@ def dataset_version_create_for(user):
 
 def _version_with_run(*, admin_user, status=ModelVersion.Status.CANDIDATE, f1=0.5) -> ModelVersion:
     """A registered model version without training (for activation and staleness rules)."""
-    run = TrainingRun.objects.create(
-        dataset_version=dataset_version_create_for(admin_user),
-        profile="smoke",
-        config={},
-        requested_by=admin_user,
-        status=JobStatus.SUCCEEDED,
-    )
-    return ModelVersion.objects.create(
-        run=run,
+    return ModelVersionFactory(
+        run__dataset_version=dataset_version_create_for(admin_user),
+        run__requested_by=admin_user,
         out_dir="models/x",
-        config={},
-        temperature=1.0,
         status=status,
         metrics={"ensemble": {"test": {"macro_f1": f1}}},
     )
@@ -108,10 +101,8 @@ def test_admin_retrains_and_activates_through_the_api(
 
 
 def test_run_page_shows_live_progress_and_the_cancel_button(admin_user, client_for):
-    run = TrainingRun.objects.create(
+    run = TrainingRunFactory(
         dataset_version=dataset_version_create_for(admin_user),
-        profile="smoke",
-        config={},
         requested_by=admin_user,
         status=JobStatus.RUNNING,
         model_count=2,
@@ -136,17 +127,15 @@ def test_a_second_start_while_one_runs_is_refused_with_409(
 ):
     labeled_demo()
     version = dataset_version_create(created_by=admin_user)
-    queued = TrainingRun.objects.create(dataset_version=version, profile="smoke", config={}, requested_by=admin_user)
+    queued = TrainingRunFactory(dataset_version=version, requested_by=admin_user)
     response = _start(api_client_for(admin_user), django_capture_on_commit_callbacks, dataset_version=version.number)
     assert response.status_code == 409
     assert f"run {queued.pk} is queued" in response.json()["detail"]
     assert TrainingRun.objects.count() == 1
     # The guard is the database's, so a race past the service's own check still fails.
     with pytest.raises(IntegrityError), transaction.atomic():
-        TrainingRun.objects.create(
+        TrainingRunFactory(
             dataset_version=version,
-            profile="smoke",
-            config={},
             requested_by=admin_user,
             status=JobStatus.RUNNING,
         )
@@ -192,12 +181,7 @@ def test_cancel_mid_run_ends_cancelled_without_a_version(
 
 def test_cancelling_a_queued_run_ends_it_at_once_and_the_task_skips_it(labeled_demo, admin_user, api_client_for):
     labeled_demo()
-    run = TrainingRun.objects.create(
-        dataset_version=dataset_version_create(created_by=admin_user),
-        profile="smoke",
-        config={},
-        requested_by=admin_user,
-    )
+    run = TrainingRunFactory(dataset_version=dataset_version_create(created_by=admin_user), requested_by=admin_user)
     assert api_client_for(admin_user).post(f"/api/training/runs/{run.pk}/cancel/").json()["status"] == "cancelled"
     assert training_run(run.pk) == "cancelled"  # a late or redelivered task does not train it
     assert not ModelVersion.objects.exists()
@@ -205,10 +189,8 @@ def test_cancelling_a_queued_run_ends_it_at_once_and_the_task_skips_it(labeled_d
 
 def test_a_stale_run_is_failed_by_the_reaper_not_by_looking_at_it(admin_user, researcher, api_client_for, client_for):
     active = _version_with_run(admin_user=admin_user, status=ModelVersion.Status.ACTIVE)
-    stale = TrainingRun.objects.create(
+    stale = TrainingRunFactory(
         dataset_version=active.run.dataset_version,
-        profile="smoke",
-        config={},
         requested_by=admin_user,
         status=JobStatus.RUNNING,
         heartbeat_at=timezone.now() - timedelta(hours=2),
@@ -320,10 +302,8 @@ def test_the_heartbeat_thread_keeps_a_run_alive_through_a_long_stretch_without_b
     """Final evaluation on a huge test split writes no batch progress; the run must not be reaped meanwhile."""
     settings.HEMALOOP_TRAINING_HEARTBEAT_SECONDS = 0.05
     settings.HEMALOOP_TRAINING_HEARTBEAT_MINUTES = 0.01  # stale after 0.6 s without a beat
-    run = TrainingRun.objects.create(
+    run = TrainingRunFactory(
         dataset_version=dataset_version_create_for(admin_user),
-        profile="smoke",
-        config={},
         requested_by=admin_user,
         status=JobStatus.RUNNING,
         heartbeat_at=timezone.now() - timedelta(hours=2),

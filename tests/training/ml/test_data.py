@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.training.ml.blobs import BLOB_COLOURS, CLASSES, blob_image, write_blob_folder
 from training.ml.data import create_loader, load_splits, read_manifest, scan_image_folder, stratified_split
 from training.ml.transforms import build_transform, resolve_image_size
-
-from .conftest import BLOB_COLOURS, CLASSES, blob_image, write_blob_folder
 
 
 def _write_release_archive(root: Path) -> list[dict[str, str]]:

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.training.ml.blobs import CLASSES
 from training.ml.config import config_for_profile
 from training.ml.data import scan_image_folder
 from training.ml.ensemble import load_ensemble
 from training.ml.loop import Callback, TrainingCancelled
 from training.ml.train import train_ensemble
-
-from .conftest import CLASSES
 
 REPO = Path(__file__).resolve().parents[3]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
