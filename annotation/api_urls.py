@@ -22,6 +22,7 @@ urlpatterns = [
     path("queue/progress/", labeling.ProgressApi.as_view(), name="queue_progress"),
     path("labels/", labeling.LabelListCreateApi.as_view(), name="labels"),
     path("labels/undo/", labeling.UndoApi.as_view(), name="label_undo"),
+    path("labels/flag/", labeling.FlagApi.as_view(), name="label_flag"),
     # Consensus and agreement (adjudicators, researchers, admins).
     path("consensus/", labeling.ConsensusListApi.as_view(), name="consensus_list"),
     path("consensus/<int:image_id>/resolve/", labeling.ConsensusResolveApi.as_view(), name="consensus_resolve"),

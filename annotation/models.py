@@ -169,7 +169,7 @@ class ImportItem(models.Model):
 
 
 class Annotation(models.Model):
-    """One expert's blind label of one image. Never updated except to mark it undone (append-only)."""
+    """One expert's blind label of one image. Never updated except to mark it undone or flagged (append-only)."""
 
     image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="annotations")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
@@ -178,6 +178,8 @@ class Annotation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time the annotator spent on it.")
     undone_at = models.DateTimeField(null=True, blank=True)
+    # Its annotator asked an adjudicator to look again (too late to undo); the cell's decision goes to consensus.
+    flagged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -230,6 +232,8 @@ class LabelEvent(models.Model):
     class Kind(models.TextChoices):
         LABEL = "label", "Labeled"
         UNDO = "undo", "Undid label"
+        WITHDRAWN = "withdrawn", "Decision withdrawn (a label was undone)"
+        FLAGGED = "flagged", "Label flagged by its annotator"
         AGREEMENT = "agreement", "Final by agreement"
         DISAGREEMENT = "disagreement", "Sent to consensus"
         ADJUDICATED = "adjudicated", "Resolved by adjudicator"

@@ -78,6 +78,7 @@ url                                         method  anonymous annotator adjudica
 /api/annotation/labels/                     GET     403       200       403         403        403   403
 /api/annotation/labels/                     POST    403       400       403         403        403   403
 /api/annotation/labels/undo/                POST    403       404       403         403        403   403
+/api/annotation/labels/flag/                POST    403       404       403         403        403   403
 /api/annotation/consensus/                  GET     403       403       200         403        200   403
 /api/annotation/consensus/{image}/resolve/  POST    403       403       400         403        400   403
 /api/annotation/agreement/                  GET     403       403       200         200        200   403

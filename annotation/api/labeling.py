@@ -17,7 +17,15 @@ from annotation.api.serializers import CellClassField, ConsensusItemOutput
 from annotation.models import CellImage
 from annotation.selectors.agreement import agreement_heatmap_png, agreement_stats
 from annotation.services.consensus import consensus_resolve, label_reopen
-from annotation.services.labeling import QueueItem, annotation_submit, annotation_undo, queue_next, queue_skip
+from annotation.services.labeling import (
+    LabelingError,
+    QueueItem,
+    annotation_flag,
+    annotation_submit,
+    annotation_undo,
+    queue_next,
+    queue_skip,
+)
 from core.permissions import roles_permission
 from core.roles import Role
 
@@ -68,6 +76,12 @@ class MyLabelOutput(serializers.Serializer):
         return annotation.undone_at is not None
 
 
+class LabelRefusedOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    next = QueueItemOutput(allow_null=True)
+
+
 class LabelListCreateApi(APIView):
     """GET: my own labels, newest first. POST: submit a blind label for a cell I hold."""
 
@@ -79,17 +93,21 @@ class LabelListCreateApi(APIView):
         page = paginator.paginate_queryset(selectors.annotation_list_mine(annotator=request.user), request, view=self)
         return paginator.get_paginated_response(MyLabelOutput(page, many=True).data)
 
-    @extend_schema(request=LabelInput, responses={201: MyLabelOutput, 400: None, 404: None, 409: None})
+    @extend_schema(request=LabelInput, responses={201: MyLabelOutput, 400: None, 409: LabelRefusedOutput})
     def post(self, request):
         data = LabelInput(data=request.data)
         data.is_valid(raise_exception=True)
-        get_object_or_404(CellImage, pk=data.validated_data["image"])
-        annotation = annotation_submit(
-            image_id=data.validated_data["image"],
-            annotator=request.user,
-            cell_class=data.validated_data["cell_class"],
-            duration_ms=data.validated_data.get("duration_ms"),
-        )
+        try:
+            annotation = annotation_submit(
+                image_id=data.validated_data["image"],
+                annotator=request.user,
+                cell_class=data.validated_data["cell_class"],
+                duration_ms=data.validated_data.get("duration_ms"),
+            )
+        except LabelingError as refused:
+            # The refusal comes with the cell to label instead, as queue/next would answer (null: none left).
+            refusal = {"detail": refused.message, "code": refused.code, "next": queue_next(annotator=request.user)}
+            return Response(LabelRefusedOutput(refusal).data, status=refused.status)
         return Response(MyLabelOutput(annotation).data, status=status.HTTP_201_CREATED)
 
 
@@ -112,7 +130,7 @@ class SkipApi(APIView):
 
 
 class UndoApi(APIView):
-    """Take back my last label (while its cell has no final label); the cell is held for me again."""
+    """Take back my last label within the grace period, whatever its cell became; the cell is held for me again."""
 
     permission_classes = [IsAnnotator]
 
@@ -120,6 +138,26 @@ class UndoApi(APIView):
     def post(self, request):
         item = annotation_undo(annotator=request.user)
         return Response(QueueItemOutput(item).data)
+
+
+class FlagInput(serializers.Serializer):
+    label = serializers.IntegerField(required=False, help_text="One of my labels; default: my last one.")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class FlagApi(APIView):
+    """Ask an adjudicator to look at my label again (when it is too late to undo it)."""
+
+    permission_classes = [IsAnnotator]
+
+    @extend_schema(request=FlagInput, responses={204: None, 404: None})
+    def post(self, request):
+        data = FlagInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotation_flag(
+            annotator=request.user, annotation_id=data.validated_data.get("label"), note=data.validated_data["note"]
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ProgressOutput(serializers.Serializer):

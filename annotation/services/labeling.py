@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from annotation.models import Annotation, CellClass, CellImage, FinalMethod, LabelEvent, LabelStatus, Lease, Skip
@@ -38,8 +39,31 @@ class NothingToUndo(LabelingError):
     code = "nothing_to_undo"
 
 
+class NotHeld(LabelingError):
+    code = "not_held"
+
+
+class UndoExpired(LabelingError):
+    code = "undo_expired"
+
+
+class NothingToFlag(LabelingError):
+    status = 404
+    code = "nothing_to_flag"
+
+
+UNDO_EXPIRED_MESSAGE = (
+    "Too late to undo: undo works only shortly after a label, before you move on. "
+    "Flag your label instead, and an adjudicator will look at the cell again."
+)
+
+
 def labels_per_image() -> int:
     return settings.HEMALOOP_LABELS_PER_IMAGE
+
+
+def undo_grace() -> timedelta:
+    return timedelta(seconds=settings.HEMALOOP_UNDO_GRACE_SECONDS)
 
 
 def lease_duration() -> timedelta:
@@ -143,27 +167,27 @@ def _live_labels(image: CellImage) -> list[Annotation]:
 def annotation_submit(
     *, image_id: int, annotator, cell_class: CellClass | None, duration_ms: int | None = None
 ) -> Annotation:
-    """Record a blind label (cell_class None = unclassifiable). The last needed label decides:
-    equal labels become final (agreement), different ones go to the consensus queue."""
+    """Record a blind label (cell_class None = unclassifiable) for a cell this annotator holds. The last
+    needed label decides: equal labels become final (agreement), different ones go to the consensus queue.
+
+    Any cell the annotator does not hold is refused with one answer, whatever the cell's state (labeled,
+    final, in consensus, held by colleagues, missing): the refusal itself must not tell them anything.
+    """
     role_require(annotator, Role.ANNOTATOR, action="label cells")
-    image = CellImage.objects.select_for_update().get(pk=image_id)
+    image = CellImage.objects.select_for_update().filter(pk=image_id).first()
     now = timezone.now()
-    if Annotation.objects.filter(image=image, annotator=annotator, undone_at__isnull=True).exists():
-        raise AlreadyLabeled("You have already labeled this cell.")
+    if image is None or not Lease.objects.filter(image=image, annotator=annotator, expires_at__gt=now).exists():
+        raise NotHeld("You can label only the cell the queue handed you, while you hold it; here is the next one.")
     required = labels_per_image()
+    # A live hold reserves a slot (the queue and undo see to it), so these are the last line of defence.
     if image.label_status != LabelStatus.NEEDS_LABELS or image.label_count >= required:
         raise NoLongerNeeded("This cell no longer needs a label; here is the next one.")
-    holders = list(Lease.objects.filter(image=image, expires_at__gt=now).values_list("annotator_id", flat=True))
-    others = sum(holder != annotator.pk for holder in holders)
-    if annotator.pk not in holders and image.label_count + others >= required:
-        # The free slots are held by colleagues who are looking at this cell right now.
-        raise NoLongerNeeded("Your hold on this cell expired and colleagues are labeling it; here is the next one.")
     try:
         # No savepoint of its own: on a violation the whole submit is rolled back anyway.
         annotation = Annotation.objects.create(
             image=image, annotator=annotator, cell_class=cell_class, duration_ms=duration_ms
         )
-    except IntegrityError as exc:  # the unique constraint, should the check above ever be bypassed
+    except IntegrityError as exc:  # the unique constraint, should the checks above ever be bypassed
         raise AlreadyLabeled("You have already labeled this cell.") from exc
     Lease.objects.filter(image=image, annotator=annotator).delete()
     LabelEvent.objects.create(image=image, actor=annotator, kind=LabelEvent.Kind.LABEL, cell_class=cell_class)
@@ -176,7 +200,8 @@ def annotation_submit(
 
 def _decide(*, image: CellImage, labels: list[Annotation], now: datetime) -> None:
     classes = {label.cell_class_id for label in labels}
-    if len(classes) == 1:
+    # A flagged label asked for an adjudicator: agreement alone does not settle the cell then.
+    if len(classes) == 1 and not any(label.flagged_at for label in labels):
         image.label_status = LabelStatus.FINAL
         image.final_label = labels[0].cell_class
         image.final_method = FinalMethod.AGREEMENT
@@ -196,38 +221,118 @@ def queue_skip(*, image_id: int, annotator) -> None:
     Skip.objects.create(image=image, annotator=annotator)
 
 
+def _latest_label(annotator) -> Annotation | None:
+    """The annotator's most recent label, undone or not: only that one can ever be undone."""
+    return Annotation.objects.filter(annotator=annotator).order_by("-created_at", "-id").first()
+
+
+def _moved_on(*, label: Annotation, annotator) -> bool:
+    """Whether the annotator went past the cell shown right after this label: skipped it, or was handed yet
+    another cell. (The page asks for the next cell at once, so that first one does not count.)"""
+    if Skip.objects.filter(annotator=annotator, created_at__gt=label.created_at).exists():
+        return True
+    handed = Lease.objects.filter(annotator=annotator, created_at__gt=label.created_at).exclude(image=label.image_id)
+    return handed.count() > 1
+
+
+def undo_deadline(*, annotator) -> datetime | None:
+    """Until when this annotator may undo their last label; None when there is nothing they may undo."""
+    last = _latest_label(annotator)
+    if last is None or last.undone_at is not None or _moved_on(label=last, annotator=annotator):
+        return None
+    deadline = last.created_at + undo_grace()
+    return deadline if timezone.now() <= deadline else None
+
+
 @transaction.atomic
 def annotation_undo(*, annotator) -> QueueItem:
-    """Take back this annotator's most recent live label while its image has no final label.
+    """Take back this annotator's last label within the grace period, whatever its cell became.
 
-    The label is kept, marked undone (history is append-only); the cell is held for the
-    annotator again so they can label it anew.
+    The automatic decision the label caused (final by agreement, or a consensus item) is withdrawn with it,
+    and the answer is the same in every case: the cell, held for the annotator again. After the grace period,
+    or once they moved on, every undo is refused the same way; a correction is then a flag for an adjudicator.
     """
     role_require(annotator, Role.ANNOTATOR, action="label cells")
-    last = Annotation.objects.filter(annotator=annotator, undone_at__isnull=True).order_by("-created_at", "-id").first()
-    if last is None:
+    # Lock the image first, in one statement, and read the label only under the lock: two undos at once
+    # must not both take a label back (each would decrement label_count).
+    latest_image = Annotation.objects.filter(annotator=annotator).order_by("-created_at", "-id").values("image_id")[:1]
+    image = CellImage.objects.select_for_update().filter(pk=Subquery(latest_image)).first()
+    last = _latest_label(annotator)
+    if last is None or last.undone_at is not None:
         raise NothingToUndo("You have no label to undo.")
-    image = CellImage.objects.select_for_update().get(pk=last.image_id)
-    if image.label_status == LabelStatus.FINAL:
-        raise NoLongerNeeded("This cell already has a final label; ask an adjudicator to re-open it.")
     now = timezone.now()
+    if (
+        image is None
+        or last.image_id != image.pk  # a label of the same annotator came in between
+        or now > last.created_at + undo_grace()
+        or _moved_on(label=last, annotator=annotator)
+    ):
+        raise UndoExpired(UNDO_EXPIRED_MESSAGE)
     last.undone_at = now
     last.save(update_fields=["undone_at"])
+    LabelEvent.objects.create(image=image, actor=annotator, kind=LabelEvent.Kind.UNDO, cell_class=last.cell_class)
+    if image.label_status != LabelStatus.NEEDS_LABELS:
+        # Nothing is deleted: the history keeps the decision and says why it no longer holds.
+        LabelEvent.objects.create(
+            image=image,
+            kind=LabelEvent.Kind.WITHDRAWN,
+            cell_class=image.final_label,
+            note=f"Was: {image.get_label_status_display()}"
+            + (f" ({image.get_final_method_display()})" if image.final_method else ""),
+        )
     image.label_count -= 1
     image.label_status = LabelStatus.NEEDS_LABELS
-    image.save(update_fields=["label_count", "label_status"])
-    LabelEvent.objects.create(image=image, actor=annotator, kind=LabelEvent.Kind.UNDO, cell_class=last.cell_class)
+    image.final_label = None
+    image.final_method = ""
+    image.finalized_at = None
+    image.save(update_fields=["label_count", "label_status", "final_label", "final_method", "finalized_at"])
     return _lease_take(image=image, annotator=annotator, now=now)
+
+
+@transaction.atomic
+def annotation_flag(*, annotator, annotation_id: int | None = None, note: str = "") -> None:
+    """Ask an adjudicator to look at one of my live labels again (default: my last one).
+
+    The cell's decision goes to the consensus queue: at once when it already has one, or when its last label
+    comes in. The answer is the same whatever the cell became; flagging twice changes nothing.
+    """
+    role_require(annotator, Role.ANNOTATOR, action="label cells")
+    mine = Annotation.objects.filter(annotator=annotator, undone_at__isnull=True)
+    if annotation_id is not None:
+        mine = mine.filter(pk=annotation_id)
+    wanted = mine.order_by("-created_at", "-id").values("image_id")[:1]
+    image = CellImage.objects.select_for_update().filter(pk=Subquery(wanted)).first()
+    label = mine.filter(image=image).first() if image is not None else None
+    if label is None:
+        raise NothingToFlag("You have no such label to flag.")
+    if label.flagged_at is not None:
+        return
+    label.flagged_at = timezone.now()
+    label.save(update_fields=["flagged_at"])
+    LabelEvent.objects.create(
+        image=image, actor=annotator, kind=LabelEvent.Kind.FLAGGED, cell_class=label.cell_class, note=note.strip()
+    )
+    if image.label_status == LabelStatus.FINAL:
+        image.label_status = LabelStatus.CONSENSUS
+        image.final_label = None
+        image.final_method = ""
+        image.finalized_at = None
+        image.save(update_fields=["label_status", "final_label", "final_method", "finalized_at"])
 
 
 __all__ = [
     "AlreadyLabeled",
     "LabelingError",
     "NoLongerNeeded",
+    "NotHeld",
+    "NothingToFlag",
     "NothingToUndo",
     "QueueItem",
+    "UndoExpired",
+    "annotation_flag",
     "annotation_submit",
     "annotation_undo",
     "queue_next",
     "queue_skip",
+    "undo_deadline",
 ]

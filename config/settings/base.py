@@ -176,6 +176,8 @@ HEMALOOP_TRUSTED_PROXIES = env.int("HEMALOOP_TRUSTED_PROXIES", default=0)
 HEMALOOP_LABELS_PER_IMAGE = env.int("HEMALOOP_LABELS_PER_IMAGE", default=2)
 HEMALOOP_LEASE_SECONDS = env.int("HEMALOOP_LEASE_SECONDS", default=600)
 HEMALOOP_SKIP_COOLDOWN_HOURS = env.int("HEMALOOP_SKIP_COOLDOWN_HOURS", default=24)
+# Short on purpose: a long window would let an annotator label, undo and relabel until a colleague is guessed.
+HEMALOOP_UNDO_GRACE_SECONDS = env.int("HEMALOOP_UNDO_GRACE_SECONDS", default=120)
 
 # Imports. Cell crops are about 360×360; 25 Mpx leaves room for whole fields of view and stays below Pillow's own
 # bomb warning (89 Mpx), so the import's check is the one that fires.

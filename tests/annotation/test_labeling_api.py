@@ -37,7 +37,10 @@ def test_annotator_flow_and_clear_errors(image, make_user, api_client_for):
     assert bad.status_code == 400
     assert "Unknown cell class" in json.dumps(bad.json())
     missing = client.post("/api/annotation/labels/", {"image": 999999, "cell_class": "monocyte"}, format="json")
-    assert missing.status_code == 404
+    assert missing.status_code == 409
+    # The refusal hands back the cell to label instead, as queue/next does.
+    assert missing.json()["code"] == "not_held"
+    assert {**missing.json()["next"], "lease_expires_at": None} == {**item, "lease_expires_at": None}
     ok = client.post(
         "/api/annotation/labels/",
         {"image": item["image"], "cell_class": "monocyte", "duration_ms": 2300},
@@ -47,7 +50,11 @@ def test_annotator_flow_and_clear_errors(image, make_user, api_client_for):
     assert ok.json()["cell_class"] == "monocyte"
     again = client.post("/api/annotation/labels/", {"image": item["image"], "cell_class": "monocyte"}, format="json")
     assert again.status_code == 409
-    assert "already labeled" in again.json()["detail"]
+    assert again.json() == {
+        "detail": "You can label only the cell the queue handed you, while you hold it; here is the next one.",
+        "code": "not_held",
+        "next": None,
+    }
     assert client.post("/api/annotation/queue/next/").status_code == 204  # nothing else for this annotator
     assert client.get("/api/annotation/queue/progress/").json() == {"today": 1, "total": 1, "waiting": 0}
 
@@ -64,7 +71,7 @@ def test_a_third_label_gets_409(image, make_user, api_client_for):
         )
     late = clients[2].post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
     assert late.status_code == 409
-    assert "no longer needs a label" in late.json()["detail"]
+    assert late.json()["code"] == "not_held"
 
 
 def test_annotators_never_learn_a_colleagues_label(image, make_user, api_client_for):

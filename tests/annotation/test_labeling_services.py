@@ -13,13 +13,17 @@ from annotation.selectors import image_history, labeling_progress
 from annotation.selectors.agreement import agreement_stats
 from annotation.services.consensus import AlreadyResolved, NotFinal, ReasonRequired, consensus_resolve, label_reopen
 from annotation.services.labeling import (
-    AlreadyLabeled,
-    NoLongerNeeded,
+    UNDO_EXPIRED_MESSAGE,
+    NotHeld,
+    NothingToFlag,
     NothingToUndo,
+    UndoExpired,
+    annotation_flag,
     annotation_submit,
     annotation_undo,
     queue_next,
     queue_skip,
+    undo_deadline,
 )
 from core.errors import PermissionRefused
 from core.roles import Role
@@ -117,26 +121,22 @@ def test_different_labels_go_to_consensus_and_the_first_adjudicator_wins(pool, a
     assert image.final_method == "adjudicated"
 
 
-def test_no_third_label_and_no_second_label_by_the_same_person(pool, annotators):
+def test_a_label_is_accepted_only_for_a_cell_the_queue_handed_me_while_i_hold_it(pool, annotators):
     a, b, c, _ = annotators
     image = pool[0]
     label(image, a, "monocyte")
-    with pytest.raises(AlreadyLabeled):
+    with pytest.raises(NotHeld):  # labeled already: the hold went with the label
         annotation_submit(image_id=image.id, annotator=a, cell_class=cls("lymphocyte"))
+    with pytest.raises(NotHeld):  # never handed to c
+        annotation_submit(image_id=pool[1].id, annotator=c, cell_class=cls("monocyte"))
+    assert queue_next(annotator=c).image == image
+    Lease.objects.filter(annotator=c).update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(NotHeld):  # the hold expired
+        annotation_submit(image_id=image.id, annotator=c, cell_class=cls("monocyte"))
     label(image, b, "monocyte")
-    with pytest.raises(NoLongerNeeded):
+    with pytest.raises(NotHeld):  # final now: refused the same way
         annotation_submit(image_id=image.id, annotator=c, cell_class=cls("monocyte"))
     assert Annotation.objects.filter(image=image).count() == 2
-
-
-def test_a_label_without_hold_is_refused_while_colleagues_hold_the_free_slots(pool, annotators):
-    a, b, c, _ = annotators
-    image = pool[0]
-    CellImage.objects.filter(pk=image.pk).update(priority=10)
-    queue_next(annotator=a)
-    queue_next(annotator=b)
-    with pytest.raises(NoLongerNeeded, match="colleagues"):
-        annotation_submit(image_id=image.id, annotator=c, cell_class=cls("monocyte"))
 
 
 def test_skip_returns_the_cell_to_others_but_not_to_the_skipper(pool, annotators):
@@ -153,27 +153,102 @@ def test_undo_takes_back_the_last_label_and_keeps_it_in_the_history(pool, annota
     a, b, *_ = annotators
     image = pool[0]
     label(image, a, "eosinophil")
-    label(image, b, "basophil")  # disagreement: consensus, not final, so a may still undo
-    item = annotation_undo(annotator=a)
+    label(image, b, "basophil")
+    item = annotation_undo(annotator=b)
     assert item.image == image
     image.refresh_from_db()
     assert (image.label_status, image.label_count) == (LabelStatus.NEEDS_LABELS, 1)
-    annotation_submit(image_id=image.id, annotator=a, cell_class=cls("basophil"))
+    annotation_submit(image_id=image.id, annotator=b, cell_class=cls("eosinophil"))
     image.refresh_from_db()
-    assert image.final_label.code == "basophil"
+    assert image.final_label.code == "eosinophil"
     kinds = [e.kind for e in image_history(image=image)]
-    assert kinds == ["label", "label", "disagreement", "undo", "label", "agreement"]
+    assert kinds == ["label", "label", "disagreement", "undo", "withdrawn", "label", "agreement"]
     assert Annotation.objects.filter(image=image).count() == 3  # the undone label is kept
 
 
-def test_undo_is_refused_once_the_label_is_final(pool, annotators):
+@pytest.mark.parametrize("colleague", ["eosinophil", "basophil", None], ids=["agreement", "consensus", "waiting"])
+def test_undo_in_the_grace_period_withdraws_whatever_my_label_decided(pool, annotators, colleague):
     a, b, *_ = annotators
+    image = pool[0]
+    if colleague:
+        label(image, a, colleague)
+    label(image, b, "eosinophil")
+    queue_next(annotator=b)  # the page asks for the next cell at once: that does not end the grace period
+    item = annotation_undo(annotator=b)
+    image.refresh_from_db()
+    assert item.image == image
+    assert (image.label_status, image.final_label, image.final_method, image.finalized_at) == (
+        LabelStatus.NEEDS_LABELS,
+        None,
+        "",
+        None,
+    )
+    assert image.label_count == (1 if colleague else 0)
+    assert Lease.objects.filter(image=image, annotator=b, expires_at__gt=timezone.now()).exists()
+    withdrawn = image.events.filter(kind=LabelEvent.Kind.WITHDRAWN)
+    assert withdrawn.count() == (1 if colleague else 0)
+
+
+@pytest.mark.parametrize("colleague", ["eosinophil", "basophil", None], ids=["agreement", "consensus", "waiting"])
+def test_undo_is_refused_the_same_way_after_the_grace_period(pool, annotators, colleague, settings):
+    a, b, *_ = annotators
+    image = pool[0]
+    with pytest.raises(NothingToUndo):
+        annotation_undo(annotator=b)
+    if colleague:
+        label(image, a, colleague)
+    mine = label(image, b, "eosinophil")
+    # The label is older than the grace period (moving its time back is moving the clock forward).
+    Annotation.objects.filter(pk=mine.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.HEMALOOP_UNDO_GRACE_SECONDS + 1)
+    )
+    before = CellImage.objects.values().get(pk=image.pk)
+    with pytest.raises(UndoExpired) as refused:
+        annotation_undo(annotator=b)
+    assert (refused.value.status, refused.value.code, refused.value.message) == (
+        409,
+        "undo_expired",
+        UNDO_EXPIRED_MESSAGE,
+    )
+    assert CellImage.objects.values().get(pk=image.pk) == before
+    assert undo_deadline(annotator=b) is None
+
+
+def test_undo_ends_once_i_move_on_to_another_cell(pool, annotators):
+    a = annotators[0]
+    first, second, third = pool
+    label(first, a, "eosinophil")
+    assert undo_deadline(annotator=a) is not None
+    assert queue_next(annotator=a).image == second
+    queue_skip(image_id=second.id, annotator=a)
+    with pytest.raises(UndoExpired):
+        annotation_undo(annotator=a)
+    label(third, a, "monocyte")
+    annotation_undo(annotator=a)  # the newest label can be undone, the older one never again
     with pytest.raises(NothingToUndo):
         annotation_undo(annotator=a)
-    label(pool[0], a, "eosinophil")
-    label(pool[0], b, "eosinophil")
-    with pytest.raises(NoLongerNeeded, match="final"):
-        annotation_undo(annotator=a)
+
+
+def test_a_flagged_label_sends_its_cell_to_the_adjudicators(pool, annotators):
+    a, b, c, _ = annotators
+    final, waiting = pool[0], pool[1]
+    label(final, a, "eosinophil")
+    label(final, b, "eosinophil")
+    annotation_flag(annotator=b, note="Pressed the wrong key")
+    annotation_flag(annotator=b)  # twice: nothing more happens
+    final.refresh_from_db()
+    assert (final.label_status, final.final_label) == (LabelStatus.CONSENSUS, None)
+    flags = final.events.filter(kind=LabelEvent.Kind.FLAGGED)
+    assert [(e.actor, e.note) for e in flags] == [(b, "Pressed the wrong key")]
+
+    # A flagged label on a cell that waits for its second label: equal labels do not settle it then.
+    mine = label(waiting, c, "monocyte")
+    annotation_flag(annotator=c, annotation_id=mine.id)
+    label(waiting, a, "monocyte")
+    waiting.refresh_from_db()
+    assert waiting.label_status == LabelStatus.CONSENSUS
+    with pytest.raises(NothingToFlag):
+        annotation_flag(annotator=c, annotation_id=Annotation.objects.get(image=final, annotator=a).id)
 
 
 def test_reopen_needs_a_reason_and_appends_to_the_history(pool, annotators, make_user):

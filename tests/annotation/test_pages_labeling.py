@@ -14,7 +14,7 @@ from annotation.models import Annotation, CellClass, CellImage
 from annotation.services.labeling import annotation_submit
 from annotation.templatetags.annotation_ui import kappa_band
 from core.roles import Role
-from tests.factories.annotation import batch_make, image_make
+from tests.factories.annotation import batch_make, hold, image_make
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +31,7 @@ def annotators(make_user):
 
 def _label(image: CellImage, annotator, code: str | None) -> Annotation:
     cell_class = CellClass.objects.get(code=code) if code else None
+    hold(image=image, annotator=annotator)
     return annotation_submit(image_id=image.id, annotator=annotator, cell_class=cell_class, duration_ms=1500)
 
 

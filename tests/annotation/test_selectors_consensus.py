@@ -9,7 +9,7 @@ from annotation.selectors import consensus_items, consensus_list, consensus_next
 from annotation.services.consensus import consensus_resolve, label_reopen
 from annotation.services.labeling import annotation_submit, annotation_undo
 from core.roles import Role
-from tests.factories.annotation import batch_make, image_make
+from tests.factories.annotation import batch_make, hold, image_make
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +31,7 @@ def bob(make_user):
 
 
 def _label(image, annotator, code: str) -> None:
+    hold(image=image, annotator=annotator)
     annotation_submit(image_id=image.id, annotator=annotator, cell_class=CellClass.objects.get(code=code))
 
 
@@ -69,7 +70,7 @@ def test_a_new_disagreement_after_a_reopening_is_why_the_cell_is_back(images, al
     _label(images[0], alice, "monocyte")
     _label(images[0], bob, "monocyte")
     label_reopen(image_id=images[0].id, actor=make_user(Role.ADJUDICATOR), reason="Check again")
-    annotation_undo(annotator=bob)  # the cell has no final label now, so bob may take his back
+    annotation_undo(annotator=bob)  # inside the grace period: bob takes his label back, the re-opening with it
     _label(images[0], bob, "lymphocyte")
     item = consensus_next()
     assert item.image == images[0]

@@ -15,7 +15,7 @@ from annotation.services.labeling import annotation_submit
 from core.jobs import JobStatus
 from core.roles import Role
 from releases.services.versions import dataset_version_create
-from tests.factories.annotation import batch_make, image_make
+from tests.factories.annotation import batch_make, hold, image_make
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -38,6 +38,7 @@ def annotators(make_user):
 
 def _label(image: CellImage, annotator, code: str | None) -> Annotation:
     cell_class = CellClass.objects.get(code=code) if code else None
+    hold(image=image, annotator=annotator)
     return annotation_submit(image_id=image.id, annotator=annotator, cell_class=cell_class, duration_ms=1500)
 
 

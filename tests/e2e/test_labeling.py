@@ -20,7 +20,7 @@ from annotation.models import Annotation, CellClass, CellImage, LabelEvent, Labe
 from annotation.services.consensus import consensus_resolve, label_reopen
 from annotation.services.labeling import annotation_submit
 from core.roles import Role
-from tests.factories.annotation import batch_make, image_make
+from tests.factories.annotation import batch_make, hold, image_make
 from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.usefixtures("no_script_errors")
@@ -198,8 +198,9 @@ def test_adjudicator_who_comes_second_is_told_who_was_first(page, live_server, l
     alice, bob, adj = people["alice"], people["bob"], people["adj"]
     rival = make_user(Role.ADJUDICATOR, username="dr_rival", password=PASSWORD)
     for cell, (a, b) in zip(cells[:2], [("myeloblast", "lymphoblast"), ("monocyte", "lymphocyte")], strict=True):
-        annotation_submit(image_id=cell.id, annotator=alice, cell_class=CellClass.objects.get(code=a))
-        annotation_submit(image_id=cell.id, annotator=bob, cell_class=CellClass.objects.get(code=b))
+        for annotator, code in ((alice, a), (bob, b)):
+            hold(image=cell, annotator=annotator)
+            annotation_submit(image_id=cell.id, annotator=annotator, cell_class=CellClass.objects.get(code=code))
     log_in(adj)
     page.goto(f"{live_server.url}/annotation/consensus/")
     _shown_cell(page, cells[0].id)
@@ -219,8 +220,9 @@ def test_adjudicator_who_comes_second_is_told_who_was_first(page, live_server, l
 def test_the_next_cell_says_why_it_was_reopened(page, live_server, log_in, people, cells):
     alice, bob, adj = people["alice"], people["bob"], people["adj"]
     for cell, (a, b) in zip(cells[:2], [("myeloblast", "lymphoblast"), ("monocyte", "monocyte")], strict=True):
-        annotation_submit(image_id=cell.id, annotator=alice, cell_class=CellClass.objects.get(code=a))
-        annotation_submit(image_id=cell.id, annotator=bob, cell_class=CellClass.objects.get(code=b))
+        for annotator, code in ((alice, a), (bob, b)):
+            hold(image=cell, annotator=annotator)
+            annotation_submit(image_id=cell.id, annotator=annotator, cell_class=CellClass.objects.get(code=code))
     label_reopen(image_id=cells[1].id, actor=people["admin"], reason="Nucleus folded: look again")
     log_in(adj)
     page.goto(f"{live_server.url}/annotation/consensus/")
@@ -311,6 +313,7 @@ def test_pages_with_real_cells_and_a_realistic_label_history(page, live_server, 
         pair = rng.sample(annotators, 2)
         given = [code if rng.random() < 0.82 else LOOK_ALIKES[code] for _ in pair]
         for annotator, label in zip(pair, given, strict=True):
+            hold(image=cell, annotator=annotator)
             annotation_submit(
                 image_id=cell.id,
                 annotator=annotator,

@@ -13,7 +13,7 @@ from annotation.services.labeling import annotation_submit
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
 from inference.models import Prediction
-from tests.factories.annotation import batch_make, image_make
+from tests.factories.annotation import batch_make, hold, image_make
 from tests.helpers import PASSWORD
 from tests.inference.ensembles import active_version_write
 from training.ml.uncertainty import prediction_stats
@@ -39,6 +39,7 @@ def disputed(make_user):
     annotators = [make_user(Role.ANNOTATOR) for _ in range(2)]
     for cell in cells:
         for annotator, code in zip(annotators, ("neutrophil", "lymphocyte"), strict=True):
+            hold(image=cell, annotator=annotator)
             annotation_submit(image_id=cell.id, annotator=annotator, cell_class=CellClass.objects.get(code=code))
     top3 = {"myeloblast": 0.6137, "lymphoblast": 0.2211, "monocyte": 0.0873}
     probabilities = [top3.get(code, (1 - sum(top3.values())) / (len(classes) - 3)) for code in classes]

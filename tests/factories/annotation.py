@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import factory
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
-from annotation.models import CellClass, CellImage, FinalMethod, ImportBatch, LabelStatus
+from annotation.models import CellClass, CellImage, FinalMethod, ImportBatch, LabelStatus, Lease
 from core.jobs import JobStatus
 from core.roles import Role
 from tests.factories.accounts import UserFactory
@@ -83,3 +86,13 @@ def batch_make(*, created_by=None, **fields) -> ImportBatch:
 def image_make(**fields) -> CellImage:
     """The short spelling most tests use: image_make(batch=batch, final_label="neutrophil")."""
     return CellImageFactory(**fields)
+
+
+def hold(*, image: CellImage, annotator) -> None:
+    """Give the annotator the hold the queue would have given them, so a test can label a chosen cell
+    (the service accepts labels only for held cells)."""
+    Lease.objects.update_or_create(
+        image=image,
+        annotator=annotator,
+        defaults={"expires_at": timezone.now() + timedelta(seconds=settings.HEMALOOP_LEASE_SECONDS)},
+    )

@@ -12,7 +12,7 @@ from annotation.models import CellClass, LabelStatus
 from annotation.services.labeling import annotation_submit, queue_next
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
-from tests.factories.annotation import image_make
+from tests.factories.annotation import hold, image_make
 from tests.inference.ensembles import version_factory
 from tests.test_permissions_matrix import ROWS
 
@@ -49,9 +49,9 @@ def scored(version, batch, predict, make_user):
     unlabeled = image_make(batch=batch)
     in_consensus = image_make(batch=batch)
     for code in ("neutrophil", "lymphocyte"):
-        annotation_submit(
-            image_id=in_consensus.id, annotator=make_user(Role.ANNOTATOR), cell_class=CellClass.objects.get(code=code)
-        )
+        annotator = make_user(Role.ANNOTATOR)
+        hold(image=in_consensus, annotator=annotator)
+        annotation_submit(image_id=in_consensus.id, annotator=annotator, cell_class=CellClass.objects.get(code=code))
     in_consensus.refresh_from_db()
     assert in_consensus.label_status == LabelStatus.CONSENSUS
     for image in (unlabeled, in_consensus):
