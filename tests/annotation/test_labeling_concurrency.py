@@ -1,4 +1,5 @@
-"""Many annotators at once on PostgreSQL: every image ends with exactly two labels from two people."""
+"""Many annotators at once on PostgreSQL, labeling and undoing (some undo twice at once): every image ends
+with exactly two live labels from two people."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from annotation.models import Annotation, CellClass, CellImage, ImportBatch, LabelStatus
-from annotation.services.labeling import LabelingError, annotation_submit, queue_next, queue_skip
+from annotation.services.labeling import LabelingError, annotation_submit, annotation_undo, queue_next, queue_skip
 from core.roles import Role
 
 POOL = 500
@@ -44,12 +45,14 @@ class Tally:
         self.lock = threading.Lock()
         self.statuses: Counter[int] = Counter()
         self.accepted = 0
+        self.undone = 0
         self.errors: list[str] = []
 
-    def add(self, status: int, accepted: bool = False) -> None:
+    def add(self, status: int, accepted: bool = False, undone: bool = False) -> None:
         with self.lock:
             self.statuses[status] += 1
             self.accepted += accepted
+            self.undone += undone
 
 
 def _service_client(user, codes, tally: Tally, seed: int) -> None:
@@ -69,6 +72,16 @@ def _service_client(user, codes, tally: Tally, seed: int) -> None:
                 tally.add(201, accepted=True)
             except LabelingError:
                 tally.add(409)
+                continue
+            if rng.random() < 0.15:
+                # Take it back within the grace period, whatever it decided, and label the cell again.
+                again = annotation_undo(annotator=user)
+                tally.add(200, undone=True)
+                try:
+                    annotation_submit(image_id=again.image.id, annotator=user, cell_class=classes[rng.choice(codes)])
+                    tally.add(201, accepted=True)
+                except LabelingError:  # a colleague's queue call raced for the freed slot and won it
+                    tally.add(409)
     except Exception as exc:  # noqa: BLE001 - any crash must fail the test, with its reason
         tally.errors.append(repr(exc))
     finally:
@@ -99,12 +112,31 @@ def _http_client(base: str, token: str, codes, tally: Tally, seed: int) -> None:
             code = codes[item["image"] % len(codes)] if rng.random() < 0.8 else rng.choice(codes)
             status, _ = call("/api/annotation/labels/", {"image": item["image"], "cell_class": code})
             tally.add(status, accepted=status == 201)
+            if status == 201 and rng.random() < 0.2:
+                # Two undos at once (a double press): only one may take the label back.
+                answers: list[tuple[int, dict]] = []
+
+                def press(answers=answers) -> None:
+                    answers.append(call("/api/annotation/labels/undo/"))
+
+                presses = [threading.Thread(target=press) for _ in range(2)]
+                for press in presses:
+                    press.start()
+                for press in presses:
+                    press.join(timeout=60)
+                taken = [body for status, body in answers if status == 200]
+                if sorted(status for status, _ in answers) != [200, 404]:
+                    tally.errors.append(f"double undo answered {sorted(s for s, _ in answers)}")
+                for body in taken:
+                    tally.add(200, undone=True)
+                    status, _ = call("/api/annotation/labels/", {"image": body["image"], "cell_class": code})
+                    tally.add(status, accepted=status == 201)
     except Exception as exc:  # noqa: BLE001
         tally.errors.append(repr(exc))
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_twenty_concurrent_annotators_label_the_pool_exactly_twice(live_server, make_user):
+def test_twenty_concurrent_annotators_label_and_undo_and_the_pool_ends_labeled_exactly_twice(live_server, make_user):
     admin = make_user(Role.ADMIN)
     _make_pool(admin)
     codes = list(CellClass.objects.values_list("code", flat=True))
@@ -128,7 +160,9 @@ def test_twenty_concurrent_annotators_label_the_pool_exactly_twice(live_server, 
     assert tally.errors == []
     assert not [s for s in tally.statuses if s >= 500], tally.statuses
     live = Annotation.objects.filter(undone_at__isnull=True)
-    assert live.count() == 2 * POOL == tally.accepted, "a label was lost or an extra one slipped in"
+    assert live.count() == 2 * POOL == tally.accepted - tally.undone, "a label was lost or an extra one slipped in"
+    assert tally.undone > 0
+    assert Annotation.objects.filter(undone_at__isnull=False).count() == tally.undone
     per_image = Counter(live.values_list("image_id", flat=True))
     assert set(per_image.values()) == {2}
     pairs = live.values_list("image_id", "annotator_id")
