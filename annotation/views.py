@@ -4,6 +4,7 @@ they live on the dashboard floor (dashboard/views.py) under the same URLs."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
@@ -18,6 +19,7 @@ from annotation.models import CellImage
 from annotation.pages import taxonomy_context
 from annotation.selectors.agreement import agreement_stats
 from annotation.services.imports.batches import ImportRejected, import_batch_create_from_upload
+from annotation.services.labeling import undo_deadline
 from core.permissions import role_required
 from core.roles import Role
 
@@ -98,11 +100,14 @@ def label(request):
     no colleague's label, consensus, reference, analyzer class or model prediction."""
     context = taxonomy_context() | {
         "progress": selectors.labeling_progress(annotator=request.user),
+        "undo_until": undo_deadline(annotator=request.user),
+        "undo_grace_seconds": settings.HEMALOOP_UNDO_GRACE_SECONDS,
         "api": {
             "next": reverse("annotation_api:queue_next"),
             "labels": reverse("annotation_api:labels"),
             "skip": reverse("annotation_api:queue_skip"),
             "undo": reverse("annotation_api:label_undo"),
+            "flag": reverse("annotation_api:label_flag"),
             "progress": reverse("annotation_api:queue_progress"),
         },
     }

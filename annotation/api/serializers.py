@@ -36,6 +36,10 @@ class LabelOutput(serializers.Serializer):
     cell_class = CellClassField()
     created_at = serializers.DateTimeField()
     duration_ms = serializers.IntegerField(allow_null=True)
+    flagged = serializers.SerializerMethodField(help_text="Its annotator asked for another look.")
+
+    def get_flagged(self, annotation) -> bool:
+        return annotation.flagged_at is not None
 
 
 class ReopenedOutput(serializers.Serializer):

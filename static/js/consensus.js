@@ -94,6 +94,7 @@ function renderLabels(item) {
     when.dateTime = label.created_at;
     when.textContent = formatDateTime(label.created_at);
     meta.append("by ", who, " · ", when);
+    if (label.flagged) meta.append(" · flagged by its annotator for another look");
     body.append(cls, meta);
     li.append(tag, body);
     return li;

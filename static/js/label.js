@@ -10,6 +10,7 @@ const urls = {
   labels: root.dataset.apiLabels,
   skip: root.dataset.apiSkip,
   undo: root.dataset.apiUndo,
+  flag: root.dataset.apiFlag,
   progress: root.dataset.apiProgress,
 };
 const { names, hotkeys } = readTaxonomy();
@@ -17,6 +18,9 @@ const { names, hotkeys } = readTaxonomy();
 const MAX_DURATION_MS = 24 * 3600 * 1000;
 const RENEW_BEFORE_MS = 120 * 1000; // renew the hold this long before it expires, if the user is active
 const EMPTY_POLL_MS = 30 * 1000;
+const UNDO_GRACE_MS = Number(root.dataset.undoGraceSeconds) * 1000;
+const UNDO_HINT = "Undo works only shortly after a label, before you move on; later, flag it (f) for an adjudicator.";
+const TOO_LATE = "Too late to undo your last label. Press f to flag it, and an adjudicator will look at the cell again.";
 
 const viewer = new CellViewer(root.querySelector("[data-viewer]"));
 const toasts = new Toasts(root.querySelector("[data-toasts]"));
@@ -33,7 +37,28 @@ const state = {
   lastActivity: Date.now(),
   submitted: [], // [{image, code}] of this session, newest last, to name what an undo took back
   emptyTimer: null,
+  // Until when the server lets this annotator undo (ms since the epoch); 0: nothing to undo now.
+  undoUntil: Date.parse(root.dataset.undoUntil) || 0,
+  undoTimer: null,
 };
+
+const undoButton = root.querySelector('[data-action="undo"]');
+const undoHint = root.querySelector("[data-undo-hint]");
+
+function undoAllowed() {
+  return Date.now() < state.undoUntil;
+}
+
+/** Shows whether Undo works now, and says why not; re-checks itself when the grace period ends. */
+function setUndoUntil(until) {
+  state.undoUntil = until;
+  window.clearTimeout(state.undoTimer);
+  const allowed = undoAllowed();
+  undoButton.setAttribute("aria-disabled", String(!allowed));
+  undoButton.classList.toggle("is-unavailable", !allowed);
+  undoHint.textContent = allowed ? UNDO_HINT : state.submitted.length ? TOO_LATE : UNDO_HINT;
+  if (allowed) state.undoTimer = window.setTimeout(() => setUndoUntil(state.undoUntil), until - Date.now() + 50);
+}
 
 function setBusy(busy) {
   state.busy = busy;
@@ -133,6 +158,7 @@ async function submit(code, button) {
   if (result.status === 201) {
     alert.clear();
     state.submitted.push({ image: item.image, code });
+    setUndoUntil(Date.now() + UNDO_GRACE_MS);
     state.item = null;
     toasts.show(`Labeled: ${names[code]} — Undo with ⌫`, { kind: "ok" });
     await loadNext();
@@ -165,13 +191,18 @@ async function skip() {
   }
   alert.clear();
   state.item = null;
+  setUndoUntil(0); // moving on ends the grace period of the last label
   toasts.show("Skipped — the cell goes back to your colleagues", { kind: "info" });
   await loadNext();
 }
 
 async function undo() {
   if (state.busy) return;
-  flash(root.querySelector('[data-action="undo"]'));
+  if (!undoAllowed()) {
+    alert.show(state.submitted.length || state.undoUntil ? TOO_LATE : "You have no label to undo right now.", "info");
+    return;
+  }
+  flash(undoButton);
   setBusy(true);
   let result;
   try {
@@ -183,9 +214,11 @@ async function undo() {
   }
   setBusy(false);
   if (!result.ok) {
+    if (result.status === 409 || result.status === 404) setUndoUntil(0);
     alert.show(errorMessage(result), result.status === 404 ? "info" : "warn");
     return;
   }
+  setUndoUntil(0);
   alert.clear();
   const last = state.submitted.at(-1);
   const what = last && last.image === result.data.image ? `${names[last.code]} ` : "";
@@ -198,6 +231,27 @@ async function undo() {
   }
   toasts.show(`Undone: label ${what}taken back — label this cell again`, { kind: "info" });
   refreshProgress();
+}
+
+async function flagLast() {
+  if (state.busy) return;
+  flash(root.querySelector('[data-action="flag"]'));
+  setBusy(true);
+  let result;
+  try {
+    result = await api(urls.flag, { method: "POST", body: {} });
+  } catch {
+    alert.show("Could not flag your label: the server is not reachable.", "bad");
+    return;
+  } finally {
+    setBusy(false);
+  }
+  if (result.status === 204) {
+    alert.clear();
+    toasts.show("Flagged: an adjudicator will look at your last label again", { kind: "ok" });
+  } else {
+    alert.show(errorMessage(result), result.status === 404 ? "info" : "bad");
+  }
 }
 
 /** Keeps the hold on the cell on screen while the annotator is working on it (not while they are away). */
@@ -247,6 +301,11 @@ function onKeyDown(event) {
     if (!event.repeat) skip();
     return;
   }
+  if (key === "f") {
+    event.preventDefault();
+    if (!event.repeat) flagLast();
+    return;
+  }
   if (hotkeys.has(key)) {
     event.preventDefault();
     if (!event.repeat) submit(hotkeys.get(key));
@@ -264,6 +323,7 @@ root.addEventListener("click", (event) => {
   if (button.dataset.code) submit(button.dataset.code, button);
   else if (button.dataset.action === "skip") skip();
   else if (button.dataset.action === "undo") undo();
+  else if (button.dataset.action === "flag") flagLast();
   else if (button.dataset.action === "refresh") {
     alert.clear();
     loadNext();
@@ -280,5 +340,6 @@ document.addEventListener("visibilitychange", () => {
 });
 window.setInterval(renewHold, 30 * 1000);
 
+setUndoUntil(state.undoUntil);
 loadNext();
 markReady();

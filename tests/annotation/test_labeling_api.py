@@ -165,3 +165,25 @@ def test_agreement_api_and_heatmap(image, make_user, api_client_for):
     assert png.status_code == 200
     assert png["Content-Type"] == "image/png"
     assert png.content[:4] == b"\x89PNG"
+
+
+def test_a_flagged_label_reaches_the_adjudicators_queue_and_they_resolve_it(image, make_user, api_client_for):
+    annotators = [api_client_for(make_user(Role.ANNOTATOR)) for _ in range(2)]
+    for client in annotators:
+        _next(client)
+        client.post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
+    assert CellImage.objects.get(pk=image.pk).label_status == LabelStatus.FINAL
+    flagged = annotators[1].post("/api/annotation/labels/flag/", {"note": "Wrong key: a lymphocyte"}, format="json")
+    assert flagged.status_code == 204
+    assert annotators[1].post("/api/annotation/labels/flag/", {"label": 10**8}, format="json").status_code == 404
+
+    adjudicator = api_client_for(make_user(Role.ADJUDICATOR))
+    queue = adjudicator.get("/api/annotation/consensus/").json()
+    assert [item["image"] for item in queue["results"]] == [image.id]
+    assert [label["flagged"] for label in queue["results"][0]["labels"]] == [False, True]
+    history = adjudicator.get(f"/api/annotation/images/{image.id}/history/").json()
+    assert (history[-1]["kind"], history[-1]["note"]) == ("flagged", "Wrong key: a lymphocyte")
+    resolved = adjudicator.post(
+        f"/api/annotation/consensus/{image.id}/resolve/", {"cell_class": "lymphocyte"}, format="json"
+    )
+    assert resolved.json()["final_label"] == "lymphocyte"

@@ -194,6 +194,33 @@ def test_a_refused_label_is_announced_and_the_next_cell_follows(page, live_serve
     _shown_cell(page, cells[2].id)
 
 
+def test_after_the_grace_period_undo_says_why_not_and_f_flags_the_label(
+    page, live_server, log_in, people, cells, settings
+):
+    settings.HEMALOOP_UNDO_GRACE_SECONDS = 2  # the page counts it down from its own clock: no sleep in the test
+    alice = people["alice"]
+    log_in(alice)
+    page.goto(f"{live_server.url}/annotation/label/")
+    _shown_cell(page, cells[0].id)
+    undo = page.locator('[data-action="undo"]')
+    expect(undo).to_have_attribute("aria-disabled", "true")  # nothing labeled yet
+    page.keyboard.press("9")
+    _shown_cell(page, cells[1].id)
+    expect(undo).to_have_attribute("aria-disabled", "false")
+    expect(undo).to_have_attribute("aria-disabled", "true", timeout=10_000)  # the grace period ran out
+    expect(page.locator("[data-undo-hint]")).to_contain_text("Too late to undo")
+
+    page.keyboard.press("Backspace")
+    expect(page.locator("[data-alert]")).to_contain_text("Too late to undo your last label. Press f to flag it")
+    _shown_cell(page, cells[1].id)
+    assert Annotation.objects.get(image=cells[0], annotator=alice).undone_at is None
+
+    page.keyboard.press("f")
+    expect(page.locator(".toast").last).to_have_text("Flagged: an adjudicator will look at your last label again")
+    assert Annotation.objects.get(image=cells[0], annotator=alice).flagged_at is not None
+    assert LabelEvent.objects.filter(image=cells[0], actor=alice, kind=LabelEvent.Kind.FLAGGED).exists()
+
+
 def test_adjudicator_who_comes_second_is_told_who_was_first(page, live_server, log_in, people, cells, make_user):
     alice, bob, adj = people["alice"], people["bob"], people["adj"]
     rival = make_user(Role.ADJUDICATOR, username="dr_rival", password=PASSWORD)
