@@ -34,7 +34,10 @@ ANY_ROLE = tuple(Role)
 @role_required(Role.ADMIN, Role.RESEARCHER)
 def image_list(request):
     form = ImageFilterForm(request.GET)
-    images = selectors.image_list(**form.selector_filters()) if form.is_valid() else CellImage.objects.none()
+    if form.is_valid():
+        images = selectors.image_list(**form.selector_filters(), hidden_from=request.user)
+    else:
+        images = CellImage.objects.none()
     page = Paginator(images, IMAGES_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "annotation/image_list.html", {"form": form, "page": page})
 
@@ -119,7 +122,7 @@ def label(request):
 def agreement(request):
     """Inter-annotator agreement for the chosen batch and dates, with the confusion heatmap."""
     form = AgreementFilterForm(request.GET)
-    stats = agreement_stats(**form.selector_filters()) if form.is_valid() else None
+    stats = agreement_stats(**form.selector_filters(), hidden_from=request.user) if form.is_valid() else None
     heatmap_url = None
     if stats is not None:
         query = form.query_params()

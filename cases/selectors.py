@@ -4,6 +4,10 @@ White cells are the images with a final white-cell class. "Unclassifiable" final
 damaged cells) are not white cells: they are counted apart and left out of every percentage and of the blast
 fraction. The model's differential covers every image of the case it has scored (labeled or not); the model
 never answers "unclassifiable". All of it is decision support, not a diagnosis.
+
+Both differentials leave out the cells hidden from the person who asks (annotation.selectors.blinding: cells they
+may still label, or whose label of theirs is open): hiding only those cells, rather than every case that has one,
+keeps a labeling researcher's summaries useful and still makes every figure a function of visible cells alone.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from django.db.models import Count, F, FloatField, IntegerField, OuterRef, Query
 from django.db.models.functions import Cast, Coalesce, NullIf
 
 from annotation.models import Case, CellClass, CellImage, LabelStatus
+from annotation.selectors.blinding import images_hidden_from
 from inference.models import Prediction
 from training.models import ModelVersion
 from training.selectors import model_version_active
@@ -140,14 +145,20 @@ def _differential(*, counts: dict[int | None, int], classes: list[CellClass], un
     )
 
 
-def case_summary(*, case: Case, model_version: ModelVersion | None = None) -> CaseSummary:
-    """The case's two differentials (final labels; the given or else the active model's predictions)."""
+def case_summary(*, case: Case, viewer, model_version: ModelVersion | None = None) -> CaseSummary:
+    """The case's two differentials (final labels; the given or else the active model's predictions) over the cells
+    not hidden from `viewer`; the image counts are of every cell (how far labeling is, which is no secret)."""
     model_version = model_version or model_version_active()
     # Retired classes still count where images carry them, so the rows cover the whole taxonomy.
     classes = list(CellClass.objects.order_by("order"))
     images = CellImage.objects.filter(case=case)
+    hidden = images_hidden_from(user=viewer).values("pk")
     final = dict(
-        images.filter(label_status=LabelStatus.FINAL).order_by().values_list("final_label").annotate(n=Count("pk"))
+        images.filter(label_status=LabelStatus.FINAL)
+        .exclude(pk__in=hidden)
+        .order_by()
+        .values_list("final_label")
+        .annotate(n=Count("pk"))
     )
     unclassifiable = final.pop(None, 0)
     by_label = _differential(counts=final, classes=classes, unclassifiable=unclassifiable)
@@ -155,13 +166,14 @@ def case_summary(*, case: Case, model_version: ModelVersion | None = None) -> Ca
     if model_version is not None:
         predicted = dict(
             Prediction.objects.filter(model_version=model_version, image__case=case)
+            .exclude(image__in=hidden)
             .order_by()
             .values_list("predicted_class")
             .annotate(n=Count("pk"))
         )
         by_model = _differential(counts=predicted, classes=classes, unclassifiable=0)
     total = images.count()
-    labeled = by_label.white_cells + unclassifiable
+    labeled = images.filter(label_status=LabelStatus.FINAL).count()
     return CaseSummary(
         case=case,
         images=total,
@@ -183,20 +195,27 @@ def _fraction(numerator: str, denominator: str):
     return Cast(F(numerator), FloatField()) / NullIf(Cast(F(denominator), FloatField()), Value(0.0))
 
 
-def case_list(*, sort: str = DEFAULT_SORT, model_version: ModelVersion | None = None) -> QuerySet[Case]:
+def case_list(*, viewer, sort: str = DEFAULT_SORT, model_version: ModelVersion | None = None) -> QuerySet[Case]:
     """Every case with its counts (images, labeled, unlabeled, white cells, blasts; the model's scored cells and
-    blasts) and blast fractions, sorted by `sort` (a key of SORTS); cases without white cells sort last."""
+    blasts) and blast fractions, sorted by `sort` (a key of SORTS); cases without white cells sort last. Like
+    case_summary, the label and model figures leave out the cells hidden from `viewer`."""
     model_version = model_version or model_version_active()
+    hidden = images_hidden_from(user=viewer).values("pk")
     images = CellImage.objects.filter(case=OuterRef("pk")).annotate(case_key=F("case_id"))
     final = images.filter(label_status=LabelStatus.FINAL)
-    predictions = Prediction.objects.filter(
-        image__case=OuterRef("pk"), model_version_id=model_version.pk if model_version else None
-    ).annotate(case_key=F("image__case_id"))
+    shown = final.exclude(pk__in=hidden)
+    predictions = (
+        Prediction.objects.filter(
+            image__case=OuterRef("pk"), model_version_id=model_version.pk if model_version else None
+        )
+        .exclude(image__in=hidden)
+        .annotate(case_key=F("image__case_id"))
+    )
     cases = Case.objects.annotate(
         n_images=_count(images),
         labeled=_count(final),
-        white_cells=_count(final.filter(final_label__isnull=False)),
-        blasts=_count(final.filter(final_label__code__in=BLAST_CODES)),
+        white_cells=_count(shown.filter(final_label__isnull=False)),
+        blasts=_count(shown.filter(final_label__code__in=BLAST_CODES)),
         model_scored=_count(predictions),
         model_blasts=_count(predictions.filter(predicted_class__code__in=BLAST_CODES)),
     ).annotate(

@@ -23,7 +23,8 @@ def case_list(request):
     sort = request.GET.get("sort", selectors.DEFAULT_SORT)
     if sort not in selectors.SORTS:
         sort = selectors.DEFAULT_SORT
-    page = Paginator(selectors.case_list(sort=sort), CASES_PER_PAGE).get_page(request.GET.get("page"))
+    cases = selectors.case_list(sort=sort, viewer=request.user)
+    page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
     rows = [(case, *selectors.case_list_flags(case)) for case in page]
     return render(request, "cases/case_list.html", {"page": page, "rows": rows, "sort": sort, "section": "cases"})
 
@@ -38,7 +39,7 @@ def _case_or_404(case_id: int):
 @require_GET
 @role_required(*CASE_ROLES)
 def case_detail(request, case_id: int):
-    summary = selectors.case_summary(case=_case_or_404(case_id))
+    summary = selectors.case_summary(case=_case_or_404(case_id), viewer=request.user)
     model_rows = summary.by_model.rows if summary.by_model else [None] * len(summary.by_label.rows)
     context = {
         "summary": summary,
@@ -52,7 +53,7 @@ def case_detail(request, case_id: int):
 @require_GET
 @role_required(*CASE_ROLES)
 def case_summary_json(request, case_id: int):
-    summary = selectors.case_summary(case=_case_or_404(case_id))
+    summary = selectors.case_summary(case=_case_or_404(case_id), viewer=request.user)
     return JsonResponse(
         {
             "case": {"id": summary.case.pk, "code": summary.case.code, "diagnosis": summary.case.diagnosis},

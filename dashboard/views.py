@@ -14,6 +14,7 @@ from annotation.api.serializers import ConsensusItemOutput
 from annotation.forms import ReopenForm
 from annotation.models import CellImage, LabelStatus
 from annotation.pages import taxonomy_context
+from annotation.selectors.blinding import CellHidden, image_hidden_from, image_require_visible
 from annotation.services.consensus import label_reopen
 from annotation.services.labeling import LabelingError
 from cases.selectors import case_count
@@ -35,7 +36,7 @@ def home(request):
     if user_has_role(user, Role.ANNOTATOR):
         context["progress"] = selectors.labeling_progress(annotator=user)
     if user_has_role(user, Role.ADJUDICATOR, Role.ADMIN):
-        context["consensus_waiting"] = selectors.consensus_count()
+        context["consensus_waiting"] = selectors.consensus_count(viewer=user)
     if user_has_role(user, Role.RESEARCHER, Role.ADMIN):
         run = training_run_current()
         context.update(
@@ -46,7 +47,7 @@ def home(request):
         )
     if user_has_role(user, Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN):
         # Review rows and case summaries carry model opinions: never computed for annotator-only users.
-        context.update(review_waiting=review_list().count(), cases=case_count())
+        context.update(review_waiting=review_list(viewer=user).count(), cases=case_count())
     return render(request, "dashboard/home.html", context)
 
 
@@ -77,6 +78,10 @@ def _model_opinion_context(request, image: CellImage) -> dict:
 @role_required(Role.ADMIN, Role.RESEARCHER, Role.ADJUDICATOR)
 def image_detail(request, image_id: int):
     image = selectors.image_get(image_id=image_id)
+    if image_hidden_from(user=request.user, image=image):
+        # Only the pixels, and the same page for every hidden cell whatever its labels or the model say.
+        context = {"image_id": image.id, "hidden_message": CellHidden().message}
+        return render(request, "dashboard/image_hidden.html", context)
     return render(request, "dashboard/image_detail.html", _image_detail_context(request, image))
 
 
@@ -85,6 +90,7 @@ def image_detail(request, image_id: int):
 def image_reopen(request, image_id: int):
     """Send a final label back to the consensus queue (a reason is required); PRG back to the image."""
     image = selectors.image_get(image_id=image_id)
+    image_require_visible(user=request.user, image=image)  # an invalid form would render the whole page
     form = ReopenForm(request.POST)
     if not form.is_valid():
         context = _image_detail_context(request, image, reopen_form=form)
@@ -107,11 +113,11 @@ def consensus(request):
     """The first cell of the consensus queue with both labels, who gave them and why a re-opened cell is back;
     the page's script records the final class through the API and loads the next one from it. The cell is
     embedded in the API's own shape, so the script shows the first cell and the next ones alike."""
-    item = selectors.consensus_next()
+    item = selectors.consensus_next(viewer=request.user)
     context = taxonomy_context() | {
         "item": item,
         "item_data": ConsensusItemOutput(item).data if item else None,
-        "waiting": selectors.consensus_count(),
+        "waiting": selectors.consensus_count(viewer=request.user),
         "api": {
             "list": reverse("annotation_api:consensus_list"),
             "resolve": reverse("annotation_api:consensus_resolve", kwargs={"image_id": 0}),

@@ -10,7 +10,7 @@ from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -18,13 +18,14 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from annotation import selectors as annotation_selectors
+from annotation.selectors.blinding import image_require_visible
 from core.jobs import JobStatus
 from core.permissions import roles_permission
 from core.roles import Role
 from inference.explain.heatmaps import image_heatmap_png
 from inference.explain.links import heatmap_url
 from inference.explain.opinion import image_opinion_state
-from inference.explain.policy import EXPLAIN_ROLES, opinion_visible_to
+from inference.explain.policy import EXPLAIN_ROLES
 from inference.models import ScoringJob
 from inference.predict import PredictLimits, images_predict
 from inference.selectors import scoring_job_get, scoring_job_list, scoring_job_progress
@@ -45,7 +46,8 @@ class SettingsScopedRateThrottle(ScopedRateThrottle):
 
 _ERRORS = {
     400: OpenApiResponse(
-        description="Not an image, a decompression bomb, too many files, or no file (the message names the file)."
+        description="Not an image, a decompression bomb, a cell you may still label, too many files, or no file "
+        "(the message names the file)."
     ),
     403: OpenApiResponse(description="Researchers and admins only."),
     409: OpenApiResponse(description="No active model yet."),
@@ -83,7 +85,9 @@ class PredictApi(APIView):
         data = PredictInput(data=payload)
         data.is_valid(raise_exception=True)
         # PredictRejected (400, 413), NoActiveModel (409) and ModelUnavailable (503) reach the exception handler.
-        result = images_predict(files=data.validated_data["images"], heatmap=data.validated_data["heatmap"])
+        result = images_predict(
+            files=data.validated_data["images"], heatmap=data.validated_data["heatmap"], caller=request.user
+        )
         return Response(PredictOutput(result).data)
 
 
@@ -92,8 +96,8 @@ _EXPLAIN_THROTTLED = OpenApiResponse(description="Rate limit (the 'explain' thro
 
 def _image_for(request, image_id: int):
     image = annotation_selectors.image_get(image_id=image_id)
-    if not opinion_visible_to(user=request.user, image=image):
-        raise PermissionDenied("The model's opinion stays hidden while you may still label this cell.")
+    # The permission class admits the explain roles only; what is left is the cell's blinding (CellHidden, 403).
+    image_require_visible(user=request.user, image=image)
     return image
 
 

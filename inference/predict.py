@@ -4,6 +4,7 @@ Grad-CAM overlays. Nothing is stored: uploads live only for the request."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from PIL import Image
 
+from annotation.selectors.blinding import images_hidden_from
 from annotation.services.validation import ACCEPTED_FORMATS, FileRejected, ImportLimits, image_validate, megabytes
 from inference.ensembles import ensemble_get, model_version_name
 from inference.errors import NoActiveModel, PredictRejected
@@ -61,8 +63,9 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode(*, upload: UploadedFile, limits: PredictLimits) -> Image.Image:
-    """The upload as an RGB image, or PredictRejected naming the file and what is wrong with it."""
+def _decode(*, upload: UploadedFile, limits: PredictLimits) -> tuple[Image.Image, str]:
+    """The upload as an RGB image with the SHA-256 of its bytes, or PredictRejected naming the file and what is
+    wrong with it."""
     name = upload.name or "(unnamed)"
     if upload.size is not None and upload.size > limits.max_file_bytes:
         raise PredictRejected(
@@ -80,11 +83,21 @@ def _decode(*, upload: UploadedFile, limits: PredictLimits) -> Image.Image:
         raise PredictRejected(f"{name}: {exc}") from None
     with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
         image.load()
-        return _rgb(image)
+        return _rgb(image), hashlib.sha256(data).hexdigest()
+
+
+def _refuse_hidden_cells(*, files: Sequence[UploadedFile], digests: list[str], caller) -> None:
+    """A stored cell is kept by the SHA-256 of its bytes: the caller's own copy of a cell hidden from them (one they
+    may still label) gets no answer from the model, refused like any other file that cannot be scored."""
+    hidden = set(images_hidden_from(user=caller).filter(sha256__in=digests).values_list("sha256", flat=True))
+    for upload, digest in zip(files, digests, strict=True):
+        if digest in hidden:
+            name = upload.name or "(unnamed)"
+            raise PredictRejected(f"{name}: this is a cell you may still label; the model does not score it for you")
 
 
 def images_predict(
-    *, files: Sequence[UploadedFile], heatmap: bool = False, limits: PredictLimits | None = None
+    *, files: Sequence[UploadedFile], caller, heatmap: bool = False, limits: PredictLimits | None = None
 ) -> PredictResult:
     """Score uploaded images with the active ensemble's calibrated probabilities.
 
@@ -93,6 +106,7 @@ def images_predict(
 
     Args:
         files: the uploads, in the order the results come back.
+        caller: who asks; a file that is one of the cells hidden from them is refused (annotation's blinding rule).
         heatmap: add a Grad-CAM overlay PNG (for the predicted class) to each result.
         limits: None reads HEMALOOP_INFERENCE_MAX_FILES, _MAX_FILE_BYTES and _MAX_PIXELS.
     """
@@ -104,11 +118,12 @@ def images_predict(
     version = model_version_active()
     if version is None:
         raise NoActiveModel()
-    images = [_decode(upload=upload, limits=limits) for upload in files]
+    images, digests = zip(*(_decode(upload=upload, limits=limits) for upload in files), strict=True)
+    _refuse_hidden_cells(files=files, digests=list(digests), caller=caller)
 
     ensemble = ensemble_get(model_version=version)
     classes = ensemble.classes
-    probabilities = ensemble.predict_proba(images, batch_size=limits.max_files)
+    probabilities = ensemble.predict_proba(list(images), batch_size=limits.max_files)
     top, confidence, margin, entropy = prediction_stats(probabilities)
     results = [
         ImagePrediction(

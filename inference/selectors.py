@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import F, QuerySet
 
 from annotation.models import LabelStatus
+from annotation.selectors.blinding import images_hidden_from
 from core.jobs import UNFINISHED, job_is_stale, job_progress
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from training.models import ModelVersion
@@ -109,12 +110,12 @@ def scoring_job_progress(*, job: ScoringJob, now: datetime | None = None) -> dic
     }
 
 
-def review_list(*, model_version: ModelVersion | None = None) -> QuerySet[Prediction]:
-    """The review list as the pages show it: the active version's confident disagreements at the admin's threshold
-    (empty without an active version)."""
+def review_list(*, viewer, model_version: ModelVersion | None = None) -> QuerySet[Prediction]:
+    """The review list as `viewer` sees it: the active version's confident disagreements at the admin's threshold
+    (empty without an active version), without the cells hidden from them (annotation.selectors.blinding)."""
     model_version = model_version or model_version_active()
     if model_version is None:
         return Prediction.objects.none()
     return review_list_confident_disagreements(
         model_version=model_version, min_confidence=al_settings_get().review_min_confidence
-    )
+    ).exclude(image__in=images_hidden_from(user=viewer).values("pk"))

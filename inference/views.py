@@ -61,7 +61,7 @@ def scoring_progress(request, job_id: int):
 @role_required(*REVIEW_ROLES)
 def review(request):
     active = model_version_active()
-    page = Paginator(selectors.review_list(model_version=active), REVIEW_ROWS_PER_PAGE).get_page(
+    page = Paginator(selectors.review_list(viewer=request.user, model_version=active), REVIEW_ROWS_PER_PAGE).get_page(
         request.GET.get("page")
     )
     context = {"active": active, "page": page, "settings": selectors.al_settings_get(), "section": "review"}

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from annotation import selectors
 from annotation.files import image_file_response
 from annotation.models import CellClass, CellImage, ImportBatch, ImportItem
+from annotation.selectors.blinding import image_require_visible
 from annotation.services.imports.batches import import_batch_create_from_upload
 from core.jobs import JobStatus
 from core.permissions import roles_permission
@@ -211,7 +212,7 @@ class ImageListApi(APIView):
     def get(self, request):
         filters = ImageFilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        images = selectors.image_list(**filters.validated_data)
+        images = selectors.image_list(**filters.validated_data, hidden_from=request.user)
         return _paginated(request=request, view=self, queryset=images, serializer_class=ImageOutput)
 
 
@@ -221,6 +222,7 @@ class ImageDetailApi(APIView):
     @extend_schema(responses=ImageOutput, summary="One cell image with its metadata and labels")
     def get(self, request, image_id: int):
         image = selectors.image_get(image_id=image_id)
+        image_require_visible(user=request.user, image=image)
         return Response(ImageOutput(image, context={"request": request}).data)
 
 

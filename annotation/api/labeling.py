@@ -16,6 +16,7 @@ from annotation import selectors
 from annotation.api.serializers import CellClassField, ConsensusItemOutput
 from annotation.models import CellImage
 from annotation.selectors.agreement import agreement_heatmap_png, agreement_stats
+from annotation.selectors.blinding import image_require_visible
 from annotation.services.consensus import consensus_resolve, label_reopen
 from annotation.services.labeling import (
     LabelingError,
@@ -183,7 +184,7 @@ class ConsensusListApi(APIView):
     @extend_schema(responses=ConsensusItemOutput(many=True))
     def get(self, request):
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.consensus_list(), request, view=self)
+        page = paginator.paginate_queryset(selectors.consensus_list(viewer=request.user), request, view=self)
         items = selectors.consensus_items(images=page)
         return paginator.get_paginated_response(ConsensusItemOutput(items, many=True).data)
 
@@ -249,6 +250,7 @@ class ImageHistoryApi(APIView):
     @extend_schema(responses=EventOutput(many=True))
     def get(self, request, image_id: int):
         image = get_object_or_404(CellImage, pk=image_id)
+        image_require_visible(user=request.user, image=image)
         return Response(EventOutput(selectors.image_history(image=image), many=True).data)
 
 
@@ -262,7 +264,12 @@ def _agreement_for(request):
     filters = AgreementFilterInput(data=request.query_params)
     filters.is_valid(raise_exception=True)
     data = filters.validated_data
-    return agreement_stats(batch_id=data.get("batch"), date_from=data.get("date_from"), date_to=data.get("date_to"))
+    return agreement_stats(
+        batch_id=data.get("batch"),
+        date_from=data.get("date_from"),
+        date_to=data.get("date_to"),
+        hidden_from=request.user,
+    )
 
 
 class AgreementApi(APIView):

@@ -15,6 +15,7 @@ from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from annotation.models import Annotation, CellClass
+from annotation.selectors.blinding import images_hidden_from
 
 UNCLASSIFIABLE = "unclassifiable"
 
@@ -42,10 +43,15 @@ def _kappa(a: list[str], b: list[str]) -> float | None:
     return None if math.isnan(value) else round(float(value), 4)
 
 
-def agreement_pairs(*, batch_id: int | None = None, date_from: date | None = None, date_to: date | None = None):
+def agreement_pairs(
+    *, batch_id: int | None = None, date_from: date | None = None, date_to: date | None = None, hidden_from=None
+):
     """[(image_id, (annotator_a, code_a), (annotator_b, code_b))] for images with exactly two live labels,
-    in the order the labels were given. Dates filter on the day of the second label."""
+    in the order the labels were given. Dates filter on the day of the second label. With `hidden_from` (a person
+    who asks), not the cells hidden from them: a disagreement of theirs would show the colleague's label."""
     live = Annotation.objects.filter(undone_at__isnull=True).select_related("annotator", "cell_class")
+    if hidden_from is not None:
+        live = live.exclude(image__in=images_hidden_from(user=hidden_from).values("pk"))
     if batch_id is not None:
         live = live.filter(image__batch_id=batch_id)
     by_image: dict[int, list[Annotation]] = defaultdict(list)
@@ -65,12 +71,12 @@ def agreement_pairs(*, batch_id: int | None = None, date_from: date | None = Non
 
 
 def agreement_stats(
-    *, batch_id: int | None = None, date_from: date | None = None, date_to: date | None = None
+    *, batch_id: int | None = None, date_from: date | None = None, date_to: date | None = None, hidden_from=None
 ) -> AgreementStats:
     classes = list(CellClass.objects.order_by("order"))
     labels = [c.code for c in classes] + [UNCLASSIFIABLE]
     names = {c.code: c.name for c in classes} | {UNCLASSIFIABLE: "Unclassifiable"}
-    pairs = agreement_pairs(batch_id=batch_id, date_from=date_from, date_to=date_to)
+    pairs = agreement_pairs(batch_id=batch_id, date_from=date_from, date_to=date_to, hidden_from=hidden_from)
     first = [p[1][1] for p in pairs]
     second = [p[2][1] for p in pairs]
     stats = AgreementStats(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
+from annotation.selectors.blinding import images_hidden_from
 
 # The events that put a cell in the queue; the latest of them says why it is there now.
 _QUEUE_ENTRIES = (LabelEvent.Kind.DISAGREEMENT, LabelEvent.Kind.REOPENED)
@@ -22,9 +23,14 @@ class ConsensusItem:
     reopened: LabelEvent | None
 
 
-def consensus_list() -> QuerySet[CellImage]:
-    """Images whose labels disagree (or whose final label was re-opened), oldest first."""
-    return CellImage.objects.filter(label_status=LabelStatus.CONSENSUS).order_by("id")
+def consensus_list(*, viewer) -> QuerySet[CellImage]:
+    """Images whose labels disagree (or whose final label was re-opened), oldest first; not those `viewer` labeled
+    (unless HEMALOOP_ALLOW_SELF_ADJUDICATION): they are someone else's to resolve."""
+    return (
+        CellImage.objects.filter(label_status=LabelStatus.CONSENSUS)
+        .exclude(pk__in=images_hidden_from(user=viewer).values("pk"))
+        .order_by("id")
+    )
 
 
 def consensus_items(*, images: Iterable[CellImage]) -> list[ConsensusItem]:
@@ -48,11 +54,11 @@ def _reopening(entries_newest_first: list[LabelEvent]) -> LabelEvent | None:
     return latest if latest is not None and latest.kind == LabelEvent.Kind.REOPENED else None
 
 
-def consensus_next() -> ConsensusItem | None:
-    """The oldest cell of the queue, or None when it is empty."""
-    items = consensus_items(images=consensus_list()[:1])
+def consensus_next(*, viewer) -> ConsensusItem | None:
+    """The oldest cell of `viewer`'s queue, or None when it is empty."""
+    items = consensus_items(images=consensus_list(viewer=viewer)[:1])
     return items[0] if items else None
 
 
-def consensus_count() -> int:
-    return consensus_list().count()
+def consensus_count(*, viewer) -> int:
+    return consensus_list(viewer=viewer).count()

@@ -10,6 +10,7 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem, LabelStatus
+from annotation.selectors.blinding import images_hidden_from
 from core.jobs import UNFINISHED, job_progress
 
 
@@ -70,8 +71,10 @@ def image_list(
     batch: ImportBatch | None = None,
     reference_label: CellClass | None = None,
     status: ImageStatus | None = None,
+    hidden_from=None,
 ) -> QuerySet[CellImage]:
-    """Images in import order, with everything the list pages and the API print joined in."""
+    """Images in import order, with everything the list pages and the API print joined in; without the cells hidden
+    from `hidden_from` (annotation.selectors.blinding) when a person lists them."""
     images = CellImage.objects.select_related(
         "case", "batch", "reference_label", "analyzer_class", "final_label"
     ).order_by("id")
@@ -83,6 +86,8 @@ def image_list(
         images = images.filter(reference_label=reference_label)
     if status is not None:
         images = images.filter(label_status=_LABEL_STATUS[status])
+    if hidden_from is not None:
+        images = images.exclude(pk__in=images_hidden_from(user=hidden_from).values("pk"))
     return images
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import CellClass, CellImage, FinalMethod, LabelEvent, LabelStatus
+from annotation.models import Annotation, CellClass, CellImage, FinalMethod, LabelEvent, LabelStatus
+from annotation.selectors.blinding import image_require_visible, self_adjudication_allowed
 from annotation.services.labeling import LabelingError
-from core.errors import AppError
+from core.errors import AppError, PermissionRefused
 from core.roles import Role, role_require
 
 # Who may decide a final label: the same roles the consensus page and API admit.
@@ -30,6 +31,10 @@ class ReasonRequired(AppError):
     code = "reason_required"
 
 
+class OwnLabel(PermissionRefused):
+    code = "own_label"
+
+
 def _why_not_in_consensus(image: CellImage) -> str:
     if image.label_status == LabelStatus.NEEDS_LABELS:
         return "an annotator took back a label"
@@ -45,6 +50,11 @@ def consensus_resolve(*, image_id: int, adjudicator, cell_class: CellClass | Non
     adjudicators wins; the second gets AlreadyResolved naming who resolved it."""
     role_require(adjudicator, *DECIDERS, action="resolve disagreements")
     image = CellImage.objects.select_for_update().get(pk=image_id)
+    # Checked before the cell's state, and whatever it is, so the refusal says nothing about the colleague's label.
+    labeled = Annotation.objects.filter(image=image, annotator_id=adjudicator.pk, undone_at__isnull=True).exists()
+    if labeled and not self_adjudication_allowed():
+        raise OwnLabel("You labeled this cell: another adjudicator resolves it.")
+    image_require_visible(user=adjudicator, image=image)
     if image.label_status != LabelStatus.CONSENSUS:
         raise AlreadyResolved(f"This cell is no longer in the consensus queue: {_why_not_in_consensus(image)}.")
     image.label_status = LabelStatus.FINAL
@@ -65,6 +75,7 @@ def label_reopen(*, image_id: int, actor, reason: str) -> CellImage:
     if not reason.strip():
         raise ReasonRequired("A reason is required to re-open a final label.")
     image = CellImage.objects.select_for_update().get(pk=image_id)
+    image_require_visible(user=actor, image=image)
     if image.label_status != LabelStatus.FINAL:
         raise NotFinal("Only a cell with a final label can be re-opened.")
     LabelEvent.objects.create(

@@ -87,4 +87,4 @@ def consensus_waiting(context) -> int | None:
     request = context.get("request")
     if request is None or not user_has_role(request.user, Role.ADJUDICATOR, Role.ADMIN):
         return None
-    return selectors.consensus_count()
+    return selectors.consensus_count(viewer=request.user)

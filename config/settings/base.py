@@ -178,6 +178,8 @@ HEMALOOP_LEASE_SECONDS = env.int("HEMALOOP_LEASE_SECONDS", default=600)
 HEMALOOP_SKIP_COOLDOWN_HOURS = env.int("HEMALOOP_SKIP_COOLDOWN_HOURS", default=24)
 # Short on purpose: a long window would let an annotator label, undo and relabel until a colleague is guessed.
 HEMALOOP_UNDO_GRACE_SECONDS = env.int("HEMALOOP_UNDO_GRACE_SECONDS", default=120)
+# Off: nobody resolves a disagreement they labeled. On for labs where the only adjudicator also labels cells.
+HEMALOOP_ALLOW_SELF_ADJUDICATION = env.bool("HEMALOOP_ALLOW_SELF_ADJUDICATION", default=False)
 
 # Imports. Cell crops are about 360×360; 25 Mpx leaves room for whole fields of view and stays below Pillow's own
 # bomb warning (89 Mpx), so the import's check is the one that fires.

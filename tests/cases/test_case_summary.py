@@ -49,8 +49,8 @@ def aml_case(batch, make_version, predict):
     return case
 
 
-def test_case_summary_matches_hand_computed_counts(aml_case):
-    summary = case_summary(case=aml_case)
+def test_case_summary_matches_hand_computed_counts(aml_case, researcher):
+    summary = case_summary(case=aml_case, viewer=researcher)
     label, model = summary.by_label, summary.by_model
 
     assert (summary.images, summary.labeled, summary.unlabeled) == (15, 12, 3)
@@ -78,31 +78,31 @@ def test_case_summary_matches_hand_computed_counts(aml_case):
     assert model.ratio_display.startswith("∞")
 
 
-def test_the_flag_starts_at_exactly_twenty_percent(batch):
+def test_the_flag_starts_at_exactly_twenty_percent(batch, researcher):
     exactly = Case.objects.create(code="B-20")
     _seed(batch, exactly, {"lymphoblast": 1, "neutrophil": 4})  # 1/5 = 20.0%
     below = Case.objects.create(code="C-17")
     _seed(batch, below, {"lymphoblast": 1, "neutrophil": 5})  # 1/6 = 16.7%
 
-    assert case_summary(case=exactly).by_label.flag
-    assert case_summary(case=exactly).by_label.ratio_display == "0.00 : 1"
-    assert not case_summary(case=below).by_label.flag
+    assert case_summary(case=exactly, viewer=researcher).by_label.flag
+    assert case_summary(case=exactly, viewer=researcher).by_label.ratio_display == "0.00 : 1"
+    assert not case_summary(case=below, viewer=researcher).by_label.flag
     assert blast_flag(blasts=20, white_cells=100)
     assert not blast_flag(blasts=1999, white_cells=10_000)
     assert not blast_flag(blasts=0, white_cells=0)
 
 
-def test_a_case_without_blasts_or_labels_has_no_ratio_and_no_model_without_an_active_version(batch):
+def test_a_case_without_blasts_or_labels_has_no_ratio_and_no_model_without_an_active_version(batch, researcher):
     case = Case.objects.create(code="N-1")
     _seed(batch, case, {"neutrophil": 2}, unlabeled=1)
 
-    summary = case_summary(case=case)
+    summary = case_summary(case=case, viewer=researcher)
 
     assert summary.by_model is None
     assert summary.by_label.blast_fraction == 0.0
     assert summary.by_label.myeloblast_lymphoblast_ratio is None
     assert summary.by_label.ratio_display == "—"
-    empty = case_summary(case=Case.objects.create(code="E-0"))
+    empty = case_summary(case=Case.objects.create(code="E-0"), viewer=researcher)
     assert empty.by_label.blast_fraction is None
     assert all(row.percent is None for row in empty.by_label.rows)
 
@@ -124,12 +124,12 @@ def four_cases(batch, aml_case):
         ("-code", ["D-none", "C-17", "B-20", "AML-001"]),
     ],
 )
-def test_case_list_sorts_by_blast_fraction_and_name(four_cases, sort, expected):
-    assert [case.code for case in case_list(sort=sort)] == expected
+def test_case_list_sorts_by_blast_fraction_and_name(four_cases, sort, expected, researcher):
+    assert [case.code for case in case_list(sort=sort, viewer=researcher)] == expected
 
 
-def test_case_list_counts_match_the_summary(four_cases):
-    rows = {case.code: case for case in case_list()}
+def test_case_list_counts_match_the_summary(four_cases, researcher):
+    rows = {case.code: case for case in case_list(viewer=researcher)}
     aml = rows["AML-001"]
     assert (aml.n_images, aml.labeled, aml.unlabeled, aml.white_cells, aml.blasts) == (15, 12, 3, 10, 4)
     assert (aml.model_scored, aml.model_blasts) == (5, 2)

@@ -107,9 +107,9 @@ def test_annotators_are_refused_the_opinion_and_heatmap(scored, image_key, annot
             assert _leaks(response) == []
 
 
-def test_a_colleague_with_a_second_role_sees_the_opinion_only_after_labeling(scored, make_user, client_for):
-    """An annotator who is also an adjudicator could still be handed an unlabeled cell: no opinion until they
-    have labeled it."""
+def test_a_colleague_with_a_second_role_sees_the_opinion_only_once_the_cell_is_final(scored, make_user, client_for):
+    """An annotator who is also an adjudicator could still be handed an unlabeled cell, and could take their label
+    back while the cell is open: no opinion until the cell has its final label."""
     user = make_user(Role.ADJUDICATOR)
     user.groups.add(Group.objects.get(name=Role.ANNOTATOR.value))
     client = client_for(user)
@@ -123,8 +123,12 @@ def test_a_colleague_with_a_second_role_sees_the_opinion_only_after_labeling(sco
 
     item = queue_next(annotator=user)
     assert item.image.id == image.id
-    annotation_submit(image_id=item.image.id, annotator=user, cell_class=CellClass.objects.get(code="neutrophil"))
+    neutrophil = CellClass.objects.get(code="neutrophil")
+    annotation_submit(image_id=item.image.id, annotator=user, cell_class=neutrophil)
+    assert _leaks(client.get(page)) == []  # waiting for the second label: still open
+    assert client.get(opinion).status_code == 403
 
+    annotation_submit(image_id=image.id, annotator=make_user(Role.ANNOTATOR), cell_class=neutrophil)
     assert "Model opinion" in client.get(page).content.decode()
     assert client.get(opinion).json()["state"] == "ready"
 
