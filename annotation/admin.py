@@ -5,6 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from annotation.models import Case, CellClass, CellImage, ImportBatch
+from annotation.selectors.blinding import images_hidden_from
 from core.admin import ReadOnlyAdmin
 
 
@@ -61,6 +62,10 @@ class CellImageAdmin(ReadOnlyAdmin):
     search_fields = ["sha256", "original_name", "case__code"]
     list_select_related = ["case", "batch", "reference_label", "final_label"]
     readonly_fields = ["preview"]
+
+    def get_queryset(self, request):
+        # An admin who also labels gets no side door to the reference labels of cells hidden from them.
+        return super().get_queryset(request).exclude(pk__in=images_hidden_from(user=request.user).values("pk"))
 
     @admin.display(description="SHA-256", ordering="sha256")
     def sha_prefix(self, obj: CellImage) -> str:

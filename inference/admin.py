@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.shortcuts import redirect
 
+from annotation.selectors.blinding import images_hidden_from
 from core.admin import ReadOnlyAdmin
 from inference.models import ActiveLearningSettings, Prediction, ScoringJob
 from inference.selectors import al_settings_get
@@ -16,6 +17,10 @@ class PredictionAdmin(ReadOnlyAdmin):
     list_display = ("image", "model_version", "predicted_class", "confidence", "margin", "entropy", "created_at")
     list_filter = ("model_version", "predicted_class")
     raw_id_fields = ("image",)
+
+    def get_queryset(self, request):
+        # The model's answer on a cell hidden from this admin (they label too) stays hidden here as well.
+        return super().get_queryset(request).exclude(image__in=images_hidden_from(user=request.user).values("pk"))
 
 
 @admin.register(ScoringJob)

@@ -151,6 +151,8 @@ def _overview_answers(client, api, world) -> dict[str, tuple[int, str]]:
         "case_page": _normalised(client.get(reverse("cases:case_detail", kwargs={"case_id": case_id}))),
         "case_json": _normalised(client.get(reverse("cases:case_summary_json", kwargs={"case_id": case_id}))),
         "review": _normalised(client.get(reverse("inference:review"))),
+        "admin_images": _normalised(client.get("/admin/annotation/cellimage/")),
+        "admin_predictions": _normalised(client.get("/admin/inference/prediction/")),
         **{
             f"predict_{name}": _normalised(
                 api.post(
@@ -228,6 +230,16 @@ def test_the_lists_leave_out_hidden_cells_and_keep_the_rest(world, dual, client_
         listed = {row["id"] for row in api.get(reverse("annotation_api:image_list")).json()["results"]}
         assert world.cells.final.id in listed
         assert listed.isdisjoint({world.cells.open.id, world.cells.waiting.id, world.cells.mine.id})
+    if dual.is_staff:  # the Django admin
+        images = client.get("/admin/annotation/cellimage/").content.decode()
+        assert world.cells.final.sha256[:12] in images
+        assert all(c.sha256[:12] not in images for c in (world.cells.open, world.cells.waiting, world.cells.mine))
+        predictions = client.get("/admin/inference/prediction/").content.decode()
+        assert f"/admin/inference/prediction/{Prediction.objects.get(image=world.cells.final).pk}/" in predictions
+        assert all(
+            f"/admin/inference/prediction/{Prediction.objects.get(image=c).pk}/" not in predictions
+            for c in (world.cells.open, world.cells.waiting, world.cells.mine)
+        )
     pairs = api.get(reverse("annotation_api:agreement")).json()["pairs"]
     assert [pair["annotators"] for pair in pairs] == [["colleague_a", "colleague_b"]]
 
