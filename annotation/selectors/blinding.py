@@ -1,6 +1,7 @@
-"""The one blinding rule for people who hold two roles: a cell is hidden from a user who may still label it, or
-whose own live label on it is still open. Every route that shows more than a cell's pixels (the image page, the
-history, consensus, case summaries, the review list, the model's opinion, the predict API) asks this module.
+"""The one blinding rule for people who hold two roles: a cell is hidden from a user who may still label it, whose
+own live label on it is still open, or who may still undo their label on it. Every route that shows more than a
+cell's pixels (the image page, the history, consensus, case summaries, the review list, the model's opinion, the
+predict API) asks this module.
 
 "Hidden" means nothing but the image: no reference label, analyzer class, colleague's label, history, final label
 or model output, and the same answer whatever those are.
@@ -8,8 +9,11 @@ or model output, and the same answer whatever those are.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from annotation.models import Annotation, CellImage, LabelStatus
 from core.errors import PermissionRefused
@@ -41,11 +45,24 @@ def _has_live_label(user) -> Exists:
     return Exists(Annotation.objects.filter(image=OuterRef("pk"), annotator_id=user.pk, undone_at__isnull=True))
 
 
+def _undoable_label(user) -> Exists:
+    # A label its annotator may still undo: seeing that its cell became final would tell them they agreed with the
+    # colleague, and undo would let them act on it. (Hidden for the whole grace period even if they moved on.)
+    since = timezone.now() - timedelta(seconds=settings.HEMALOOP_UNDO_GRACE_SECONDS)
+    return Exists(
+        Annotation.objects.filter(
+            image=OuterRef("pk"), annotator_id=user.pk, undone_at__isnull=True, created_at__gte=since
+        )
+    )
+
+
 def images_hidden_from(*, user) -> QuerySet[CellImage]:
     """Every cell `user` may still label or holds an open live label on; use as `.exclude(image__in=...)`."""
     if not user.is_authenticated:
         return CellImage.objects.all()
     hidden = Q(_has_live_label(user), label_status__in=_open_statuses())
+    if not self_adjudication_allowed():  # a lab that lets people resolve their own disagreements shows them anyway
+        hidden |= Q(_undoable_label(user))
     if user_has_role(user, Role.ANNOTATOR):
         # The queue's eligibility, minus what changes by the hour: a skip cools down and a colleague's lease
         # expires, so neither makes a cell safe to look at.
@@ -65,6 +82,8 @@ def may_still_label(*, user, image: CellImage) -> bool:
 def image_hidden_from(*, user, image: CellImage) -> bool:
     """Whether `user` may see anything about `image` beyond its pixels (False) or not (True)."""
     if not user.is_authenticated:
+        return True
+    if not self_adjudication_allowed() and CellImage.objects.filter(pk=image.pk).filter(_undoable_label(user)).exists():
         return True
     if image.label_status not in _open_statuses():
         return False

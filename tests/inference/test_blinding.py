@@ -107,9 +107,12 @@ def test_annotators_are_refused_the_opinion_and_heatmap(scored, image_key, annot
             assert _leaks(response) == []
 
 
-def test_a_colleague_with_a_second_role_sees_the_opinion_only_once_the_cell_is_final(scored, make_user, client_for):
+def test_a_colleague_with_a_second_role_sees_the_opinion_only_once_the_cell_is_final(
+    scored, make_user, client_for, settings
+):
     """An annotator who is also an adjudicator could still be handed an unlabeled cell, and could take their label
-    back while the cell is open: no opinion until the cell has its final label."""
+    back while the cell is open or within the undo grace period: no opinion until the cell is final and the grace
+    period is over."""
     user = make_user(Role.ADJUDICATOR)
     user.groups.add(Group.objects.get(name=Role.ANNOTATOR.value))
     client = client_for(user)
@@ -128,7 +131,13 @@ def test_a_colleague_with_a_second_role_sees_the_opinion_only_once_the_cell_is_f
     assert _leaks(client.get(page)) == []  # waiting for the second label: still open
     assert client.get(opinion).status_code == 403
 
-    annotation_submit(image_id=image.id, annotator=make_user(Role.ANNOTATOR), cell_class=neutrophil)
+    colleague = make_user(Role.ANNOTATOR)
+    hold(image=image, annotator=colleague)
+    annotation_submit(image_id=image.id, annotator=colleague, cell_class=neutrophil)
+    assert _leaks(client.get(page)) == []  # final, but they may still undo: seeing it final would tell them
+    assert client.get(opinion).status_code == 403
+
+    settings.HEMALOOP_UNDO_GRACE_SECONDS = 0
     assert "Model opinion" in client.get(page).content.decode()
     assert client.get(opinion).json()["state"] == "ready"
 

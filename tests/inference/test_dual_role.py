@@ -197,6 +197,22 @@ def test_a_hidden_cells_page_shows_only_the_image_and_reads_the_same_for_every_h
     assert pages[0] == pages[1] == pages[2]
 
 
+def test_a_cell_made_final_by_their_label_stays_hidden_while_they_may_undo_it(
+    world, dual, client_for, api_client_for, settings
+):
+    """Seeing that a cell turned final would tell the second labeler they agreed, and undo could act on it."""
+    _label(world.cells.open, dual, "myeloblast")  # agrees with colleague_a: final by agreement
+    world.cells.open.refresh_from_db()
+    assert world.cells.open.label_status == LabelStatus.FINAL
+    client, api = client_for(dual), api_client_for(dual)
+    agreed, disagreed = _cell_answers(client, api, world.cells.open), _cell_answers(client, api, world.cells.mine)
+    assert agreed["history"] == disagreed["history"]
+    assert agreed["history"][0] == 403
+
+    settings.HEMALOOP_UNDO_GRACE_SECONDS = 0  # the grace period is over: the final cell is theirs to see
+    assert _cell_answers(client, api, world.cells.open)["history"][0] == 200
+
+
 def test_a_final_cell_they_never_labeled_shows_everything(world, dual, client_for, api_client_for):
     client, api = client_for(dual), api_client_for(dual)
     image = world.cells.final
