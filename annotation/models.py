@@ -165,6 +165,26 @@ class ImportItem(models.Model):
         return f"{self.name}: {self.outcome}"
 
 
+class ImageFileProblem(models.Model):
+    """A cell whose stored file could not be served, recorded once when first seen so admins can restore it."""
+
+    class Reason(models.TextChoices):
+        MISSING = "missing", "File missing from storage"
+        UNREADABLE = "unreadable", "File cannot be read"
+
+    image = models.OneToOneField(CellImage, on_delete=models.CASCADE, related_name="file_problem")
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    path = models.CharField(max_length=255, help_text="The storage path that failed.")
+    detail = models.TextField(blank=True)
+    detected_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-detected_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}: {self.reason}"
+
+
 # --- Labeling: double-blind labels, leases, skips, consensus history ---------------------------
 
 

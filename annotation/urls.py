@@ -8,6 +8,7 @@ from annotation import views
 app_name = "annotation"
 urlpatterns = [
     path("images/", views.image_list, name="image_list"),
+    path("images/unavailable/", views.image_file_problems, name="image_file_problems"),
     path("images/<int:image_id>/file", views.image_file, name="image_file"),
     path("images/<int:image_id>/thumb", views.image_thumbnail, name="image_thumbnail"),
     path("imports/", views.batch_list, name="batch_list"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -18,6 +19,7 @@ from annotation.forms import AgreementFilterForm, BatchItemFilterForm, BatchUplo
 from annotation.models import CellImage
 from annotation.pages import taxonomy_context
 from annotation.selectors.agreement import agreement_stats
+from annotation.services.image_files import ImageFileUnavailable
 from annotation.services.imports.batches import ImportRejected, import_batch_create_from_upload
 from annotation.services.labeling import undo_deadline
 from core.permissions import role_required
@@ -45,13 +47,28 @@ def image_list(request):
 @require_GET
 @role_required(*ANY_ROLE)
 def image_file(request, image_id: int):
-    return image_file_response(image_id=image_id, thumbnail=False)
+    return _file_or_refusal(image_id=image_id, thumbnail=False)
 
 
 @require_GET
 @role_required(*ANY_ROLE)
 def image_thumbnail(request, image_id: int):
-    return image_file_response(image_id=image_id, thumbnail=True)
+    return _file_or_refusal(image_id=image_id, thumbnail=True)
+
+
+def _file_or_refusal(*, image_id: int, thumbnail: bool) -> HttpResponse:
+    try:
+        return image_file_response(image_id=image_id, thumbnail=thumbnail)
+    except ImageFileUnavailable as exc:
+        return HttpResponse(exc.message, status=exc.status, content_type="text/plain; charset=utf-8")
+
+
+@require_GET
+@role_required(Role.ADMIN)
+def image_file_problems(request):
+    """Cells whose stored file could not be served, newest first, for an admin to restore or retire."""
+    page = Paginator(selectors.image_file_problem_list(), REPORT_ROWS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "annotation/image_file_problems.html", {"page": page})
 
 
 @require_GET

@@ -19,6 +19,8 @@ from annotation.selectors.images import (  # noqa: F401
     case_list,
     image_count,
     image_file_path,
+    image_file_problem_count,
+    image_file_problem_list,
     image_get,
     image_list,
     image_stats,

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from annotation.models import Case, CellClass, CellImage, ImportBatch, ImportItem, LabelStatus
+from annotation.models import Case, CellClass, CellImage, ImageFileProblem, ImportBatch, ImportItem, LabelStatus
 from annotation.selectors.blinding import images_hidden_from
 from core.jobs import UNFINISHED, job_progress
 
@@ -101,6 +101,15 @@ def image_file_path(*, image: CellImage, thumbnail: bool) -> str:
     if thumbnail and image.thumbnail:
         return image.thumbnail
     return image.file
+
+
+def image_file_problem_list() -> QuerySet[ImageFileProblem]:
+    """Cells whose stored file could not be served, newest problem first, with the batch it came in."""
+    return ImageFileProblem.objects.select_related("image__batch").order_by("-detected_at", "-id")
+
+
+def image_file_problem_count() -> int:
+    return ImageFileProblem.objects.count()
 
 
 def batch_list() -> QuerySet[ImportBatch]:

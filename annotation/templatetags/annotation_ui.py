@@ -88,3 +88,12 @@ def consensus_waiting(context) -> int | None:
     if request is None or not user_has_role(request.user, Role.ADJUDICATOR, Role.ADMIN):
         return None
     return selectors.consensus_count(viewer=request.user)
+
+
+@register.simple_tag(takes_context=True)
+def image_file_problems(context) -> int | None:
+    """Cells whose file could not be served, for the admins' nav link; None for everyone else."""
+    request = context.get("request")
+    if request is None or not user_has_role(request.user, Role.ADMIN):
+        return None
+    return selectors.image_file_problem_count()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.utils import timezone
 
-from annotation.models import Case, ImportBatch, ImportItem
+from annotation.models import Case, ImageFileProblem, ImportBatch, ImportItem
 from core.jobs import JobStatus
 from tests.annotation.fakes import FakeImportService
 from tests.factories.annotation import batch_make, image_make
@@ -218,3 +220,35 @@ def test_openapi_schema_generates_without_warnings(tmp_path):
     ):
         assert f"  {path}:" in schema
     assert "multipart/form-data" in schema
+
+
+def test_a_missing_image_file_is_410_with_a_code_and_is_recorded_once_for_admins(
+    api_client_for, annotator, admin_user, client_for, batch
+):
+    image = image_make(batch=batch)
+    default_storage.delete(image.file)
+    client = api_client_for(annotator)
+    responses = [client.get(f"/api/annotation/images/{image.id}/file/") for _ in range(2)]
+    assert [(r.status_code, r.json()) for r in responses] == [
+        (410, {"detail": "This cell's image file is missing from storage.", "code": "image_file_missing"})
+    ] * 2
+    [problem] = ImageFileProblem.objects.all()
+    assert (problem.image, problem.reason, problem.path) == (image, "missing", image.file)
+    listing = client_for(admin_user).get("/annotation/images/unavailable/").content.decode()
+    assert f'data-problem-image="{image.id}"' in listing
+    assert "File missing from storage" in listing
+
+
+def test_an_unreadable_image_file_is_410_unreadable(api_client_for, annotator, batch):
+    image = image_make(batch=batch)
+    # A directory where the file should be: storage says it exists, opening it fails as a real OS error.
+    path = default_storage.path(image.file)
+    default_storage.delete(image.file)
+    os.mkdir(path)
+    response = api_client_for(annotator).get(f"/api/annotation/images/{image.id}/file/")
+    assert (response.status_code, response.json()["code"]) == (410, "image_file_unreadable")
+    assert ImageFileProblem.objects.get(image=image).reason == "unreadable"
+
+
+def test_an_image_id_that_does_not_exist_is_still_404(api_client_for, annotator):
+    assert api_client_for(annotator).get("/api/annotation/images/999999/file/").status_code == 404

@@ -121,10 +121,11 @@ def test_thumbnail_is_served_and_falls_back_to_the_full_image(client_for, annota
     assert _body(fallback) == default_storage.open(without_thumb.file).read()
 
 
-def test_image_file_missing_from_storage_is_404(client_for, admin_user, batch):
+def test_image_file_missing_from_storage_is_410_gone(client_for, admin_user, batch):
     image = image_make(batch=batch)
     default_storage.delete(image.file)
-    assert client_for(admin_user).get(reverse("annotation:image_file", args=[image.id])).status_code == 404
+    response = client_for(admin_user).get(reverse("annotation:image_file", args=[image.id]))
+    assert (response.status_code, response.content) == (410, b"This cell's image file is missing from storage.")
 
 
 def test_annotators_never_see_labels_on_the_pages_they_can_open(client_for, annotator, batch):
