@@ -18,11 +18,11 @@ def image_file_response(*, image_id: int, thumbnail: bool) -> FileResponse:
     try:
         if not path or not default_storage.exists(path):
             image_file_problem_record(image=image, reason=ImageFileProblem.Reason.MISSING, path=path)
-            raise ImageFileUnavailable("This cell's image file is missing from storage.", code="image_file_missing")
+            raise ImageFileUnavailable("The image file is missing from storage.", code="image_file_missing")
         handle = default_storage.open(path, "rb")
     except OSError as exc:
         image_file_problem_record(image=image, reason=ImageFileProblem.Reason.UNREADABLE, path=path, detail=str(exc))
-        raise ImageFileUnavailable("This cell's image file cannot be read.", code="image_file_unreadable") from exc
+        raise ImageFileUnavailable("The image file cannot be read.", code="image_file_unreadable") from exc
     # Named by hash, never by the uploaded name: folder and file names often spell out the class.
     filename = f"{image.sha256}{'-thumb' if thumbnail else ''}.{path.rsplit('.', 1)[-1].lower()}"
     response = FileResponse(handle, filename=filename)

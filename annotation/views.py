@@ -19,7 +19,7 @@ from annotation.forms import AgreementFilterForm, BatchItemFilterForm, BatchUplo
 from annotation.models import CellImage
 from annotation.pages import taxonomy_context
 from annotation.selectors.agreement import agreement_stats
-from annotation.services.image_files import ImageFileUnavailable
+from annotation.services.image_files import ImageFileUnavailable, image_file_problem_recheck
 from annotation.services.imports.batches import ImportRejected, import_batch_create_from_upload
 from annotation.services.labeling import undo_deadline
 from core.permissions import role_required
@@ -63,10 +63,14 @@ def _file_or_refusal(*, image_id: int, thumbnail: bool) -> HttpResponse:
         return HttpResponse(exc.message, status=exc.status, content_type="text/plain; charset=utf-8")
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @role_required(Role.ADMIN)
 def image_file_problems(request):
-    """Cells whose stored file could not be served, newest first, for an admin to restore or retire."""
+    """Cells whose stored file could not be served, newest first; POST checks again after files were restored."""
+    if request.method == "POST":
+        restored = image_file_problem_recheck()
+        messages.success(request, f"Checked again: {restored} file{'s' if restored != 1 else ''} can be served again.")
+        return redirect("annotation:image_file_problems")
     page = Paginator(selectors.image_file_problem_list(), REPORT_ROWS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "annotation/image_file_problems.html", {"page": page})
 

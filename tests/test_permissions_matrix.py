@@ -42,6 +42,7 @@ url                                         method  anonymous annotator adjudica
 /accounts/token/                            POST    login     302       302         302        302   302
 /annotation/images/                         GET     login     403       403         200        200   403
 /annotation/images/unavailable/             GET     login     403       403         403        200   403
+/annotation/images/unavailable/             POST    login     403       403         403        302   403
 /annotation/images/{image}/                 GET     login     403       200         200        200   403
 /annotation/images/{image}/reopen/          POST    login     403       200         403        200   403
 /annotation/images/{image}/file             GET     login     200       200         200        200   403

@@ -287,6 +287,14 @@ class ImageFileApi(APIView):
 
     permission_classes = [roles_permission(*Role)]
 
-    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, "image/*"): OpenApiTypes.BINARY,
+            410: OpenApiResponse(
+                description='The stored file is missing or unreadable: `{"detail": why, "code": '
+                '"image_file_missing" | "image_file_unreadable"}`; admins see the cell on the unavailable-files page.'
+            ),
+        }
+    )
     def get(self, request: Request, image_id: int):
         return image_file_response(image_id=image_id, thumbnail=False)

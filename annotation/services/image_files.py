@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from annotation.models import CellImage, ImageFileProblem
@@ -33,3 +34,19 @@ def image_file_problem_record(
     if created:
         _logger.warning("image %s: stored file %s is %s (%s)", image.pk, path, reason, detail)
     return problem
+
+
+def image_file_problem_recheck() -> int:
+    """Forgets the problems whose file storage now serves again (an admin restored it); returns how many."""
+    restored = [problem.pk for problem in ImageFileProblem.objects.all() if _readable(problem.path)]
+    ImageFileProblem.objects.filter(pk__in=restored).delete()
+    return len(restored)
+
+
+def _readable(path: str) -> bool:
+    try:
+        with default_storage.open(path, "rb") as handle:
+            handle.read(1)
+    except OSError:  # FileNotFoundError included: still missing
+        return False
+    return True

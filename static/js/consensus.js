@@ -1,7 +1,7 @@
 // The consensus page: the oldest disagreement with both labels; the adjudicator chooses the final class
 // with the labeling hotkeys (any class), adds an optional note and resolves with Enter; the next follows.
 import { Alert, api, errorMessage, flash, formatDateTime, markReady, Toasts } from "./hemaloop.js";
-import { hasModifier, hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
+import { hasModifier, holdKeys, hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
 import { ModelOpinion } from "./inference/model-opinion.js";
 import { CellViewer } from "./viewer.js";
 
@@ -277,7 +277,9 @@ function onKeyDown(event) {
   }
 }
 
-document.addEventListener("keydown", onKeyDown);
+// The server rendered the first cell's labels, so an adjudicator may press its class before the image has
+// decoded: hold such keys and apply them once the cell takes keys.
+const keys = holdKeys(onKeyDown);
 root.addEventListener("click", (event) => {
   const button = event.target.closest("button");
   if (!button || !root.contains(button) || button.type === "submit") return;
@@ -301,6 +303,7 @@ async function start() {
     if (initial) await show(initial);
     else showEmpty();
   } finally {
+    keys.release();
     markReady();
   }
 }

@@ -33,3 +33,37 @@ export function hasModifier(event) {
 export function hotkeyOf(event) {
   return event.key.length === 1 ? event.key.toLowerCase() : event.key;
 }
+
+/**
+ * Sends key presses to `handler`, holding those made before `release()` and replaying them then, in order: a
+ * key pressed while the page's first cell is still loading is kept, not dropped. Keys typed into a field go
+ * straight through; auto-repeats made while holding are dropped.
+ * @returns {{release: function(): void}}
+ */
+export function holdKeys(handler) {
+  let held = [];
+  document.addEventListener("keydown", (event) => {
+    if (held === null || isTyping(event)) {
+      handler(event);
+    } else if (!event.repeat) {
+      event.preventDefault();
+      held.push(event);
+    }
+  });
+  return {
+    /** Applies the held keys in order: for a page whose cell was already on screen when they were pressed. */
+    release() {
+      if (held === null) return;
+      const queued = held;
+      held = null;
+      for (const event of queued) handler(event);
+    },
+    /** Forgets the held keys and returns how many there were: for a page whose cell was not yet on screen, where
+     * a class key would label a cell nobody had looked at. */
+    discard() {
+      const count = held === null ? 0 : held.length;
+      held = null;
+      return count;
+    },
+  };
+}

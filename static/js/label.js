@@ -1,7 +1,7 @@
 // The blind labeling page: one cell at a time from the queue, a class hotkey submits at once,
 // the next cell follows. The page only ever learns the cell's pixels and this annotator's own progress.
 import { Alert, api, errorMessage, flash, markReady, Toasts } from "./hemaloop.js";
-import { hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
+import { holdKeys, hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
 import { CellViewer } from "./viewer.js";
 
 const root = document.getElementById("label-app");
@@ -40,6 +40,7 @@ const state = {
   // Until when the server lets this annotator undo (ms since the epoch); 0: nothing to undo now.
   undoUntil: Date.parse(root.dataset.undoUntil) || 0,
   undoTimer: null,
+  unavailable: false, // the cell on screen has no loadable image: it can be skipped, not labeled
 };
 
 const undoButton = root.querySelector('[data-action="undo"]');
@@ -85,6 +86,7 @@ async function refreshProgress() {
 
 function showEmpty() {
   state.item = null;
+  clearUnavailable();
   viewer.clear();
   delete root.dataset.imageId;
   stage.classList.add("is-empty");
@@ -100,17 +102,61 @@ function showEmpty() {
 async function showItem(item) {
   window.clearTimeout(state.emptyTimer);
   state.item = null;
+  clearUnavailable();
   stage.classList.remove("is-empty");
   root.classList.remove("no-cell");
   empty.hidden = true;
   setStatus("Loading cell…");
-  const shown = await viewer.show(item.image_url);
+  let shown;
+  try {
+    shown = await viewer.show(item.image_url);
+  } catch {
+    await showUnavailable(item);
+    return;
+  }
   if (!shown) return;
   state.item = item;
   state.leaseExpiresAt = Date.parse(item.lease_expires_at) || 0;
   state.shownAt = performance.now();
   root.dataset.imageId = String(item.image);
   setStatus("Choose a class");
+}
+
+/** The cell's image did not load: say so in place of the cell, keep the cell so Skip works, and never fall back
+ * to the "nothing left" or "server not reachable" states, which would misstate what went wrong. */
+async function showUnavailable(item) {
+  viewer.clear();
+  const token = viewer.token;
+  const reason = await imageProblem(item.image_url);
+  if (token !== viewer.token) return; // another cell was asked for meanwhile (undo, hold expiry)
+  state.item = item;
+  state.unavailable = true;
+  state.leaseExpiresAt = Date.parse(item.lease_expires_at) || 0;
+  root.dataset.imageId = String(item.image);
+  root.classList.add("image-unavailable");
+  setStatus("Image unavailable — press s to skip");
+  alert.show(`This cell's image cannot be loaded. ${reason} Press s (Skip) to go on to the next cell.`, "bad");
+}
+
+/** Why the image did not load, in the server's words when it answered (410: the file is gone or unreadable). */
+async function imageProblem(url) {
+  try {
+    const result = await api(url);
+    if (result.ok) return "The file is not an image the browser can show.";
+    return errorMessage(result, `The server answered HTTP ${result.status}.`);
+  } catch {
+    return "The server is not reachable.";
+  }
+}
+
+function clearUnavailable() {
+  state.unavailable = false;
+  root.classList.remove("image-unavailable");
+}
+
+function refuseUnseenLabel(code) {
+  alert.show(`Not labeled (${names[code]}): this cell's image cannot be loaded, so it cannot be judged. ` +
+    "Press s (Skip) to go on.", "bad");
 }
 
 /** Asks the queue for the cell to show (it returns the cell already held, if any). */
@@ -137,6 +183,10 @@ async function loadNext() {
 
 async function submit(code, button) {
   if (state.busy || !state.item) return;
+  if (state.unavailable) {
+    refuseUnseenLabel(code);
+    return;
+  }
   const item = state.item;
   const durationMs = Math.min(MAX_DURATION_MS, Math.max(0, Math.round(performance.now() - state.shownAt)));
   flash(button || root.querySelector(`.class-btn[data-code="${code}"]`));
@@ -312,7 +362,9 @@ function onKeyDown(event) {
   }
 }
 
-document.addEventListener("keydown", onKeyDown);
+// Keys pressed before the first cell is on screen are not lost silently, and never label a cell nobody has
+// looked at: once the cell shows, the page says they were ignored.
+const keys = holdKeys(onKeyDown);
 for (const type of ["keydown", "pointermove", "wheel"]) {
   document.addEventListener(type, () => { state.lastActivity = Date.now(); }, { passive: true });
 }
@@ -341,5 +393,11 @@ document.addEventListener("visibilitychange", () => {
 window.setInterval(renewHold, 30 * 1000);
 
 setUndoUntil(state.undoUntil);
-loadNext();
 markReady();
+loadNext().finally(() => {
+  if (keys.discard()) {
+    toasts.show("Keys pressed before the cell appeared were ignored — look at the cell, then press again", {
+      kind: "warn",
+    });
+  }
+});

@@ -6,6 +6,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
@@ -230,7 +231,7 @@ def test_a_missing_image_file_is_410_with_a_code_and_is_recorded_once_for_admins
     client = api_client_for(annotator)
     responses = [client.get(f"/api/annotation/images/{image.id}/file/") for _ in range(2)]
     assert [(r.status_code, r.json()) for r in responses] == [
-        (410, {"detail": "This cell's image file is missing from storage.", "code": "image_file_missing"})
+        (410, {"detail": "The image file is missing from storage.", "code": "image_file_missing"})
     ] * 2
     [problem] = ImageFileProblem.objects.all()
     assert (problem.image, problem.reason, problem.path) == (image, "missing", image.file)
@@ -252,3 +253,21 @@ def test_an_unreadable_image_file_is_410_unreadable(api_client_for, annotator, b
 
 def test_an_image_id_that_does_not_exist_is_still_404(api_client_for, annotator):
     assert api_client_for(annotator).get("/api/annotation/images/999999/file/").status_code == 404
+
+
+def test_checking_again_forgets_a_problem_once_the_file_is_restored(
+    api_client_for, annotator, admin_user, client_for, batch
+):
+    image = image_make(batch=batch)
+    data = default_storage.open(image.file).read()
+    default_storage.delete(image.file)
+    api_client_for(annotator).get(f"/api/annotation/images/{image.id}/file/")
+    admin = client_for(admin_user)
+    admin.post("/annotation/images/unavailable/")
+    assert ImageFileProblem.objects.filter(image=image).exists()  # still missing: still listed
+
+    default_storage.save(image.file, ContentFile(data))
+    response = admin.post("/annotation/images/unavailable/", follow=True)
+    assert "Checked again: 1 file can be served again." in response.content.decode()
+    assert not ImageFileProblem.objects.exists()
+    assert api_client_for(annotator).get(f"/api/annotation/images/{image.id}/file/").status_code == 200

@@ -125,7 +125,7 @@ def test_image_file_missing_from_storage_is_410_gone(client_for, admin_user, bat
     image = image_make(batch=batch)
     default_storage.delete(image.file)
     response = client_for(admin_user).get(reverse("annotation:image_file", args=[image.id]))
-    assert (response.status_code, response.content) == (410, b"This cell's image file is missing from storage.")
+    assert (response.status_code, response.content) == (410, b"The image file is missing from storage.")
 
 
 def test_annotators_never_see_labels_on_the_pages_they_can_open(client_for, annotator, batch):
