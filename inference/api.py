@@ -19,9 +19,9 @@ from rest_framework.views import APIView
 
 from annotation import selectors as annotation_selectors
 from annotation.selectors.blinding import image_require_visible
-from core.jobs import JobStatus
 from core.permissions import roles_permission
 from core.roles import Role
+from core.serializers import JobProgressOutput
 from inference.explain.heatmaps import image_heatmap_png
 from inference.explain.links import heatmap_url
 from inference.explain.opinion import image_opinion_state
@@ -167,25 +167,11 @@ class ImageHeatmapApi(APIView):
         return response
 
 
-class ScoringJobOutput(serializers.Serializer):
+class ScoringJobOutput(JobProgressOutput):
     """The common job progress (the same keys for every kind of job) and the scoring pass's own fields."""
 
-    id = serializers.IntegerField()
-    kind = serializers.CharField(help_text='Always "scoring".')
-    status = serializers.CharField(help_text=f"One of {', '.join(JobStatus.values)}.")
-    status_display = serializers.CharField()
-    finished = serializers.BooleanField(help_text="Succeeded, failed or cancelled: the job will not change again.")
     done = serializers.IntegerField(help_text="Images scored so far.")
     total = serializers.IntegerField(help_text="Images in the pass (grows if images are imported while it runs).")
-    percent = serializers.IntegerField()
-    per_second = serializers.FloatField(
-        allow_null=True, help_text="Images per second since a worker took the job; null before it scored any."
-    )
-    eta_seconds = serializers.IntegerField(allow_null=True, help_text="Seconds left while running, else null.")
-    error = serializers.CharField(allow_blank=True)
-    requested_at = serializers.DateTimeField(help_text="When the pass was queued.")
-    started_at = serializers.DateTimeField(allow_null=True, help_text="When a worker took it.")
-    finished_at = serializers.DateTimeField(allow_null=True)
     model_version = serializers.IntegerField()
     scope = serializers.ChoiceField(choices=ScoringJob.Scope.choices)
     speed = serializers.CharField(allow_blank=True, help_text="The speed line the Scoring page shows.")

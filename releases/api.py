@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from core.permissions import roles_permission
 from core.roles import Role
+from core.serializers import JobProgressOutput
 from releases import selectors
 from releases.downloads import archive_download_response
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, Split
@@ -27,24 +28,12 @@ RELEASE_ROLES = roles_permission(Role.RESEARCHER, Role.ADMIN)
 # --- serializers -----------------------------------------------------------------------------------
 
 
-class ArchiveOutput(serializers.Serializer):
+class ArchiveOutput(JobProgressOutput):
     """The progress shape every background job shares (core.jobs.job_progress), with the archive's own fields."""
 
-    id = serializers.IntegerField()
-    kind = serializers.CharField(help_text="dataset_archive")
-    # Not a ChoiceField: the import batches' "status" enum already owns that component name in the schema.
     status = serializers.CharField(help_text="not_built, queued, running, succeeded, failed or cancelled")
-    status_display = serializers.CharField()
-    finished = serializers.BooleanField(help_text="True once the build has succeeded or failed: stop polling.")
     done = serializers.IntegerField(help_text="Members (files) of the zip written so far.")
     total = serializers.IntegerField(help_text="Members the zip will have: the images and five text files.")
-    percent = serializers.IntegerField(min_value=0, max_value=100)
-    per_second = serializers.FloatField(allow_null=True, help_text="Members written per second since the start.")
-    eta_seconds = serializers.IntegerField(allow_null=True, help_text="Seconds left at that rate, while running.")
-    error = serializers.CharField(allow_blank=True)
-    requested_at = serializers.DateTimeField(allow_null=True)
-    started_at = serializers.DateTimeField(allow_null=True, help_text="When a worker began the build.")
-    finished_at = serializers.DateTimeField(allow_null=True)
     version = serializers.IntegerField()
     sha256 = serializers.CharField(allow_blank=True, help_text="SHA-256 of the archive once built: publish it.")
     size_bytes = serializers.IntegerField(allow_null=True)

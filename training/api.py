@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from core.jobs import job_progress
 from core.permissions import roles_permission
 from core.roles import Role
+from core.serializers import JobProgressOutput
 from releases.models import DatasetVersion
 from training import selectors
 from training.models import ModelVersion, TrainingRun
@@ -79,22 +80,15 @@ class RunFieldsOutput(serializers.ModelSerializer):
         return version.pk if version else None
 
 
-class RunOutput(RunFieldsOutput):
+class RunOutput(JobProgressOutput, RunFieldsOutput):
     """A run: the progress every job API shares (core.jobs.job_progress) plus the run's own fields. done/total
     count batches over every model and epoch; percent stays below 100 until the version is registered."""
 
-    # Declared for the schema; the values are job_progress's (to_representation).
-    kind = serializers.CharField(help_text='"training"')
-    # Plain strings: other apps' "status" enums already own that component name in the schema.
-    status = serializers.CharField(help_text="queued, running, succeeded, failed or cancelled")
-    status_display = serializers.CharField()
-    finished = serializers.BooleanField(help_text="True once the run ended: stop polling.")
-    percent = serializers.IntegerField()
-    per_second = serializers.FloatField(allow_null=True, help_text="Batches per second since a worker claimed it.")
+    done = serializers.IntegerField(help_text="Batches trained so far, over every model and epoch.")
+    total = serializers.IntegerField(help_text="Batches the run plans in all (an upper bound: early stopping).")
     eta_seconds = serializers.IntegerField(
         allow_null=True, help_text="Seconds left while running, an upper bound (early stopping ends models sooner)."
     )
-    requested_at = serializers.DateTimeField()
 
     class Meta(RunFieldsOutput.Meta):
         fields = [

@@ -16,9 +16,9 @@ from annotation.files import image_file_response
 from annotation.models import CellClass, CellImage, ImportBatch, ImportItem
 from annotation.selectors.blinding import image_require_visible
 from annotation.services.imports.batches import import_batch_create_from_upload
-from core.jobs import JobStatus
 from core.permissions import roles_permission
 from core.roles import Role
+from core.serializers import JobProgressOutput
 
 # --- serializers -----------------------------------------------------------------------------------
 
@@ -151,23 +151,11 @@ class BatchCreateInput(serializers.Serializer):
     case_from_folder = serializers.BooleanField(default=False, help_text="Top-level folder names are case ids.")
 
 
-class BatchProgressOutput(serializers.Serializer):
+class BatchProgressOutput(JobProgressOutput):
     """The progress every background job reports (core.jobs.job_progress), then the batch's own counts."""
 
-    id = serializers.IntegerField(help_text="The batch id.")
-    kind = serializers.CharField(help_text='"import".')
-    status = serializers.ChoiceField(choices=JobStatus.choices)
-    status_display = serializers.CharField()
-    finished = serializers.BooleanField(help_text="True once it succeeded, failed or was cancelled: stop polling.")
     done = serializers.IntegerField(help_text="Files reported so far (imported, duplicate or rejected).")
     total = serializers.IntegerField(help_text="Files in the source, and CSV rows that match none; 0 until it is read.")
-    percent = serializers.IntegerField(min_value=0, max_value=100)
-    per_second = serializers.FloatField(allow_null=True, help_text="Files per second since the batch started.")
-    eta_seconds = serializers.IntegerField(allow_null=True, help_text="Seconds left at that rate, while running.")
-    error = serializers.CharField(allow_blank=True)
-    requested_at = serializers.DateTimeField(allow_null=True)
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
     imported = serializers.IntegerField()
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
