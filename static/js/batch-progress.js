@@ -10,7 +10,6 @@ if (section && section.dataset.finished !== "true") {
 
   followProgress(section.dataset.progressUrl, {
     bar: section.querySelector("[data-progress-bar]"),
-    read: (p) => p, // the common job progress keys: done, total, percent, status, finished
     render(p) {
       for (const name of ["done", "total", "imported", "duplicates", "rejected"]) {
         field(name).textContent = p[name];

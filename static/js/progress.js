@@ -1,9 +1,9 @@
 // The one poller and progress bar for every page that follows a background job (imports, dataset archives,
-// training runs, scoring jobs). Each page passes its JSON endpoint and a small `read` function that says
-// where its JSON keeps done/total/status; once the job has finished the page reloads, so the server
-// renders the outcome.
+// training runs, scoring jobs). Every endpoint answers with the one job progress shape (core.jobs.job_progress:
+// done, total, percent, status, finished, ...); once the job has finished the page reloads, so the server renders
+// the outcome.
 
-const STATUS_CLASSES = ["pending", "queued", "running", "done", "succeeded", "failed", "cancelled", "not_built"];
+const STATUS_CLASSES = ["queued", "running", "succeeded", "failed", "cancelled", "not_built"];
 
 /** A [data-progress-bar] element with its .progress-bar fill; the status class colours it. */
 export class ProgressBar {
@@ -30,13 +30,10 @@ function percentOf({ percent, done, total }) {
  * Polls `url` every second until the job has finished, then reloads the page.
  * @param {string} url
  * @param {object} options
- * @param {(json) => {done?: number, total?: number, percent?: number, status?: string, finished: boolean}} options.read
- *   where this endpoint's JSON keeps the job's progress (`percent` wins over done/total; without `status`
- *   the bar keeps its colour)
  * @param {(json) => void} [options.render] fills the page's own fields from the same answer
  * @param {HTMLElement} [options.bar] the [data-progress-bar] to move
  */
-export function followProgress(url, { read, render = () => {}, bar } = {}) {
+export function followProgress(url, { render = () => {}, bar } = {}) {
   const progressBar = bar ? new ProgressBar(bar) : null;
   let failures = 0;
 
@@ -46,7 +43,7 @@ export function followProgress(url, { read, render = () => {}, bar } = {}) {
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const json = await response.json();
       failures = 0;
-      const progress = read(json);
+      const progress = json; // the common job progress: done, total, percent, status, finished
       if (progressBar) progressBar.set(percentOf(progress), progress.status);
       render(json);
       if (progress.finished) {

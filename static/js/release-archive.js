@@ -10,7 +10,6 @@ if (section && ACTIVE.includes(section.dataset.status)) {
 
   followProgress(section.dataset.progressUrl, {
     bar: section.querySelector("[data-progress-bar]"),
-    read: (p) => ({ done: p.done, total: p.total, percent: p.percent, status: p.status, finished: p.finished }),
     render(p) {
       field("status").textContent = p.status_display;
       field("done").textContent = p.done;

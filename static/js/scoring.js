@@ -6,7 +6,6 @@ for (const row of document.querySelectorAll("#scoring-jobs tr[data-progress-url]
   const field = (name) => row.querySelector(`[data-field="${name}"]`);
   followProgress(row.dataset.progressUrl, {
     bar: row.querySelector("[data-progress-bar]"),
-    read: (p) => ({ done: p.done, total: p.total, percent: p.percent, finished: p.finished }),
     render(p) {
       field("done").textContent = p.done;
       field("total").textContent = p.total;

@@ -73,7 +73,6 @@ if (section && svg) {
     // Once finished the page reloads: the server renders the final state (model version link, no cancel button).
     followProgress(section.dataset.url, {
       bar: section.querySelector("[data-progress-bar]"),
-      read: (run) => ({ percent: run.percent, finished: run.finished }),
       render,
     });
   }
