@@ -8,6 +8,7 @@ from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
 from accounts.services.tokens import token_revoke
+from core.admin import ReadOnlyAdmin
 from core.roles import Role
 
 User = get_user_model()
@@ -40,22 +41,13 @@ class HemaLoopUserAdmin(UserAdmin):
 
 
 @admin.register(TokenProxy)
-class ApiTokenAdmin(TokenAdmin):
+class ApiTokenAdmin(ReadOnlyAdmin, TokenAdmin):
     """Who holds an API token, since when; never the key (a key an admin can read is a login as that user that
     leaves no trace, and a token's str() is its key, so there are no detail pages). Revoke with the user list's
     action; tokens are issued only to their owner, by the token endpoint."""
 
     list_display = ("user", "created")
     list_display_links = None
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_view_permission(self, request, obj=None) -> bool:
         return obj is None and super().has_view_permission(request)
