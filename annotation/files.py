@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import io
+
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.utils.cache import patch_cache_control
 
 from annotation import selectors
-from annotation.models import ImageFileProblem
+from annotation.models import CellImage, ImageFileProblem
+from annotation.selectors.blinding import image_hidden_from
 from annotation.services.image_files import ImageFileUnavailable, image_file_problem_record
+from annotation.services.metadata_strip import MetadataStripFailed, metadata_strip
+from core.roles import Role, user_has_role
 
 
-def image_file_response(*, image_id: int, thumbnail: bool) -> FileResponse:
-    """The file as a download; ImageFileUnavailable (410) when storage lacks it or cannot open it."""
+def image_file_response(*, user, image_id: int, thumbnail: bool) -> FileResponse:
+    """The file as a download; ImageFileUnavailable (410) when storage lacks it or cannot open it.
+
+    Annotators (and anyone the cell is hidden from) get the pixels only: metadata removed and a name that says
+    nothing. Others get the stored bytes, named by their hash.
+    """
     image = selectors.image_get(image_id=image_id)
     path = selectors.image_file_path(image=image, thumbnail=thumbnail)
     try:
@@ -23,8 +32,29 @@ def image_file_response(*, image_id: int, thumbnail: bool) -> FileResponse:
     except OSError as exc:
         image_file_problem_record(image=image, reason=ImageFileProblem.Reason.UNREADABLE, path=path, detail=str(exc))
         raise ImageFileUnavailable("The image file cannot be read.", code="image_file_unreadable") from exc
+    if user_has_role(user, Role.ANNOTATOR) or image_hidden_from(user=user, image=image):
+        return _blind_response(image=image, path=path, handle=handle, thumbnail=thumbnail)
     # Named by hash, never by the uploaded name: folder and file names often spell out the class.
     filename = f"{image.sha256}{'-thumb' if thumbnail else ''}.{path.rsplit('.', 1)[-1].lower()}"
     response = FileResponse(handle, filename=filename)
+    patch_cache_control(response, private=True, max_age=3600)
+    return response
+
+
+def _blind_response(*, image: CellImage, path: str, handle, thumbnail: bool) -> FileResponse:
+    # Analyzers write their pre-class into EXIF, comments and PNG text; the SHA-256 finds a public data set's
+    # labels; so neither reaches a person who may still label the cell. No ETag or Last-Modified either.
+    with handle:
+        data = handle.read()
+    image_format = "JPEG" if path.lower().endswith((".jpg", ".jpeg")) else image.format
+    try:
+        stripped, extension = metadata_strip(data=data, image_format=image_format)
+    except MetadataStripFailed as exc:
+        # Never the original bytes instead: refused like an unreadable file, and listed for admins.
+        image_file_problem_record(
+            image=image, reason=ImageFileProblem.Reason.UNREADABLE, path=path, detail=f"metadata not removable: {exc}"
+        )
+        raise ImageFileUnavailable("The image file cannot be read.", code="image_file_unreadable") from exc
+    response = FileResponse(io.BytesIO(stripped), filename=f"cell.{extension}")
     patch_cache_control(response, private=True, max_age=3600)
     return response

@@ -47,18 +47,18 @@ def image_list(request):
 @require_GET
 @role_required(*ANY_ROLE)
 def image_file(request, image_id: int):
-    return _file_or_refusal(image_id=image_id, thumbnail=False)
+    return _file_or_refusal(user=request.user, image_id=image_id, thumbnail=False)
 
 
 @require_GET
 @role_required(*ANY_ROLE)
 def image_thumbnail(request, image_id: int):
-    return _file_or_refusal(image_id=image_id, thumbnail=True)
+    return _file_or_refusal(user=request.user, image_id=image_id, thumbnail=True)
 
 
-def _file_or_refusal(*, image_id: int, thumbnail: bool) -> HttpResponse:
+def _file_or_refusal(*, user, image_id: int, thumbnail: bool) -> HttpResponse:
     try:
-        return image_file_response(image_id=image_id, thumbnail=thumbnail)
+        return image_file_response(user=user, image_id=image_id, thumbnail=thumbnail)
     except ImageFileUnavailable as exc:
         return HttpResponse(exc.message, status=exc.status, content_type="text/plain; charset=utf-8")
 

@@ -271,7 +271,7 @@ class BatchProgressApi(APIView):
 
 
 class ImageFileApi(APIView):
-    """The image bytes, for any role (annotators label from them); labels are never part of it."""
+    """The image bytes, for any role (annotators label from them, metadata removed); labels are never part of it."""
 
     permission_classes = [roles_permission(*Role)]
 
@@ -285,4 +285,4 @@ class ImageFileApi(APIView):
         }
     )
     def get(self, request: Request, image_id: int):
-        return image_file_response(image_id=image_id, thumbnail=False)
+        return image_file_response(user=request.user, image_id=image_id, thumbnail=False)

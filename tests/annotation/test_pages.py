@@ -3,12 +3,17 @@ in tests/dashboard/test_pages.py)."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from PIL import Image
 
-from annotation.models import Case, ImportBatch, ImportItem
+from annotation.models import Case, CellImage, ImageFileProblem, ImportBatch, ImportItem
 from core.jobs import JobStatus
 from tests.annotation.fakes import FakeImportService
 from tests.factories.annotation import batch_make, image_make
@@ -98,22 +103,85 @@ def _body(response) -> bytes:
     return b"".join(response.streaming_content)
 
 
-def test_annotators_may_fetch_image_files_privately_cached_and_named_by_hash(client_for, annotator, batch):
-    image = image_make(batch=batch, reference_label="myeloblast", original_name="myeloblast/cell_17.png")
-    response = client_for(annotator).get(reverse("annotation:image_file", args=[image.id]))
-    assert response.status_code == 200
-    assert _body(response) == default_storage.open(image.file).read()
-    assert response["Content-Type"] == "image/png"
-    assert "private" in response["Cache-Control"]
-    # The uploaded name often spells out the class ("myeloblast/..."); it must not reach annotators.
-    assert "myeloblast" not in response["Content-Disposition"]
-    assert image.sha256 in response["Content-Disposition"]
+def _jpeg_with_metadata(secret: str) -> bytes:
+    exif = Image.Exif()
+    exif[0x010E] = f"analyzer class: {secret}"  # ImageDescription, where analyzers write their pre-class
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (180, 90, 200)).save(
+        out, format="JPEG", exif=exif.tobytes(), comment=f"pre-class {secret}".encode()
+    )
+    return out.getvalue()
 
 
-def test_thumbnail_is_served_and_falls_back_to_the_full_image(client_for, annotator, batch):
-    with_thumb = image_make(batch=batch)
-    without_thumb = image_make(batch=batch, with_thumbnail=False)
+def _stored_jpeg(*, batch, secret: str):
+    data = _jpeg_with_metadata(secret)
+    image = image_make(batch=batch, analyzer_class="myeloblast", original_name=f"{secret}/cell_17.jpg")
+    path = f"images/{image.sha256[:2]}/{image.sha256}.jpg"
+    default_storage.save(path, ContentFile(data))
+    CellImage.objects.filter(pk=image.pk).update(file=path, format="JPEG", thumbnail="")
+    image.refresh_from_db()
+    return image, data
+
+
+def _pixels(data: bytes):
+    with Image.open(io.BytesIO(data)) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def test_annotators_get_the_pixels_without_metadata_under_a_name_that_says_nothing(client_for, annotator, batch):
+    image, original = _stored_jpeg(batch=batch, secret="myeloblast")
     client = client_for(annotator)
+    for url in (
+        reverse("annotation:image_file", args=[image.id]),
+        reverse("annotation:image_thumbnail", args=[image.id]),  # no thumbnail: the full image, stripped too
+        f"/api/annotation/images/{image.id}/file/",
+    ):
+        response = client.get(url)
+        assert response.status_code == 200
+        body = _body(response)
+        assert b"myeloblast" not in body
+        assert b"Exif" not in body
+        assert np.array_equal(_pixels(body), _pixels(original))
+        assert response["Content-Type"] == "image/jpeg"
+        assert response["Content-Disposition"] == 'inline; filename="cell.jpg"'
+        assert "private" in response["Cache-Control"]
+        assert not response.has_header("ETag")
+        assert not response.has_header("Last-Modified")
+
+
+def test_a_png_reaches_annotators_without_its_text_chunks(client_for, annotator, batch):
+    image = image_make(batch=batch, reference_label="myeloblast", original_name="myeloblast/cell_17.png")
+    stored = default_storage.open(image.file).read()
+    response = client_for(annotator).get(reverse("annotation:image_file", args=[image.id]))
+    body = _body(response)
+    assert (response.status_code, response["Content-Type"]) == (200, "image/png")
+    assert np.array_equal(_pixels(body), _pixels(stored))
+    assert b"tEXt" not in body
+    assert image.sha256 not in response["Content-Disposition"]
+    assert "myeloblast" not in response["Content-Disposition"]
+
+
+def test_a_file_whose_metadata_cannot_be_removed_is_refused_not_served(client_for, annotator, admin_user, batch):
+    image, original = _stored_jpeg(batch=batch, secret="myeloblast")
+    default_storage.delete(image.file)
+    default_storage.save(image.file, ContentFile(original[:-200]))  # truncated inside the scan
+    response = client_for(annotator).get(reverse("annotation:image_file", args=[image.id]))
+    assert (response.status_code, response.content) == (410, b"The image file cannot be read.")
+    assert ImageFileProblem.objects.get(image=image).reason == "unreadable"
+
+
+def test_admins_who_may_see_the_cell_get_the_stored_bytes_named_by_hash(client_for, admin_user, batch):
+    image, original = _stored_jpeg(batch=batch, secret="myeloblast")
+    response = client_for(admin_user).get(reverse("annotation:image_file", args=[image.id]))
+    assert _body(response) == original
+    assert image.sha256 in response["Content-Disposition"]
+    assert "myeloblast" not in response["Content-Disposition"]
+
+
+def test_thumbnail_is_served_and_falls_back_to_the_full_image(client_for, admin_user, batch):
+    with_thumb = image_make(batch=batch, final_label="neutrophil")
+    without_thumb = image_make(batch=batch, with_thumbnail=False, final_label="neutrophil")
+    client = client_for(admin_user)
     thumb = client.get(reverse("annotation:image_thumbnail", args=[with_thumb.id]))
     assert thumb["Content-Type"] == "image/jpeg"
     assert _body(thumb) == default_storage.open(with_thumb.thumbnail).read()

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from annotation.models import CellClass, LabelStatus
 from annotation.services.labeling import annotation_submit, queue_next
+from annotation.services.metadata_strip import metadata_strip
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
 from tests.factories.annotation import hold, image_make
@@ -65,7 +66,9 @@ def _leaks(response) -> list[str]:
 
 
 def _stored_pixels(image) -> set[bytes]:
-    return {default_storage.open(path).read() for path in (image.file, image.thumbnail)}
+    # Annotators get the stored files with their metadata removed.
+    stored = ((image.file, image.format), (image.thumbnail, "JPEG"))
+    return {metadata_strip(data=default_storage.open(path).read(), image_format=kind)[0] for path, kind in stored}
 
 
 def test_no_route_an_annotator_can_open_shows_the_model(scored, batch, annotator, client_for):
