@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
 from django.conf import settings
@@ -69,6 +70,11 @@ class Case(models.Model):
         return self.code
 
 
+def import_order_seed() -> int:
+    """A fresh secret seed for the order a batch's files are imported in (see ImportBatch.order_seed)."""
+    return secrets.randbits(63)
+
+
 class ImportBatch(Job):
     """One upload (zip) or folder import; its items are the per-file report. `done` counts the files reported."""
 
@@ -90,6 +96,10 @@ class ImportBatch(Job):
     rejected = models.PositiveIntegerField(default=0)
     # Companion files (README, NOTICE, CSV, hidden files) that are not images and are not reported per file.
     skipped = models.PositiveIntegerField(default=0)
+    # Files are imported in an order shuffled by this seed, so database ids do not follow the folders (analyzers
+    # sort their exports by pre-class) and annotators cannot read a class off the ids. Kept on the row so a resumed
+    # run sees the same order.
+    order_seed = models.BigIntegerField(default=import_order_seed, editable=False)
 
     class Meta:
         ordering = ["-requested_at"]

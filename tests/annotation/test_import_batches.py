@@ -17,8 +17,8 @@ from PIL import Image
 from annotation.models import Case, CellImage, ImportBatch, ImportItem, LabelEvent
 from annotation.services.imports import items
 from annotation.services.imports.batches import ImportRejected, import_batch_create, import_batch_create_from_upload
-from annotation.services.imports.runner import import_batch_process
-from annotation.services.sources import _zip_entry_count
+from annotation.services.imports.runner import import_batch_process, import_order
+from annotation.services.sources import SourceEntry, _zip_entry_count
 from annotation.tasks import import_batch_process as import_batch_process_task
 from core.jobs import JobStatus
 from tests.helpers import folder_write, image_bytes, zip_write
@@ -144,11 +144,15 @@ def test_duplicates_within_a_batch_and_against_an_earlier_batch_are_reported_not
 
     assert (first.imported, first.duplicates) == (1, 1)
     assert (second.imported, second.duplicates) == (1, 1)
-    within = first.items.get(name="copy_of_a.jpg")
+    # Files are imported in a shuffled order: whichever of the two came first is the original.
+    copy_name = ({"a.jpg", "copy_of_a.jpg"} - {original.original_name}).pop()
+    within = first.items.get(name=copy_name)
     across = second.items.get(name="again.jpg")
     for item in (within, across):
         assert (item.outcome, item.image_id) == ("duplicate", original.id)
-        assert item.reason.startswith(f"same content as image #{original.id} (a.jpg, batch #{first.id})")
+        assert item.reason.startswith(
+            f"same content as image #{original.id} ({original.original_name}, batch #{first.id})"
+        )
     assert CellImage.objects.count() == 2
     assert len(stored_files()) == len(files_after_first) + 2  # only new.jpg and its thumbnail
 
@@ -562,3 +566,47 @@ def test_demo_copy_is_a_stratified_sample_with_attribution(demo_dir):
     notice = (demo_dir / "NOTICE.md").read_text()
     for part in ("Acevedo A.", "Data in Brief 30 (2020) 105474", "doi:10.17632/snkd93bnjr.1", "CC BY 4.0"):
         assert part in notice
+
+
+def _class_runs(labels: list[str]) -> int:
+    return sum(1 for index, label in enumerate(labels) if index == 0 or label != labels[index - 1])
+
+
+def test_ids_do_not_follow_the_class_folders(admin_user, tmp_path):
+    classes = ("neutrophil", "lymphocyte", "monocyte", "eosinophil")
+    source = folder_write(
+        tmp_path / "src",
+        {
+            f"{code}/{n:02d}.png": image_bytes(seed=k * 100 + n, image_format="PNG")
+            for k, code in enumerate(classes)
+            for n in range(10)
+        },
+    )
+    batch = import_batch_create(created_by=admin_user, source=source, source_name="src", enqueue=False)
+    assert (
+        batch.order_seed
+        != import_batch_create(created_by=admin_user, source=source, source_name="again", enqueue=False).order_seed
+    )  # a fresh secret per batch
+    ImportBatch.objects.filter(pk=batch.pk).update(order_seed=20261201)  # fixed, so the test is deterministic
+    batch.refresh_from_db()
+
+    batch = import_batch_process(batch=batch)
+
+    assert batch.imported == 40
+    labels = list(CellImage.objects.filter(batch=batch).order_by("id").values_list("reference_label__code", flat=True))
+    assert sorted(labels) == sorted(c for c in classes for _ in range(10))
+    # Sorted order gives 4 runs; a random order of 4 x 10 gives about 31.
+    assert _class_runs(labels) > 20
+    # The report follows the same order, one line per file.
+    report = list(batch.items.order_by("id").values_list("image__reference_label__code", flat=True))
+    assert report == labels
+
+
+def test_a_batch_imports_in_the_same_order_every_time_it_runs(admin_user, tmp_path):
+    source = folder_write(tmp_path / "src", {"neutrophil/a.png": image_bytes(seed=1, image_format="PNG")})
+    batch = import_batch_create(created_by=admin_user, source=source, source_name="src", enqueue=False)
+    batch.order_seed = 20261201
+    entries = [SourceEntry(name=f"neutrophil/{n:02d}.png", size=0) for n in range(12)]
+    first = [entry.name for entry in import_order(batch=batch, entries=entries)]
+    assert first == [entry.name for entry in import_order(batch=batch, entries=list(reversed(entries)))]
+    assert first != sorted(first)

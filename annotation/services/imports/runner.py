@@ -9,6 +9,8 @@ batch's heartbeats have stopped for TAKEOVER_AFTER, so two workers never import 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -92,6 +94,16 @@ def import_batch_process(*, batch: ImportBatch, on_progress: ProgressCallback | 
     return batch
 
 
+def import_order(*, batch: ImportBatch, entries: list[SourceEntry]) -> list[SourceEntry]:
+    """The batch's files in the order they are imported: shuffled by the batch's secret seed, the same on every
+    run of the batch. Sources list files sorted by name, i.e. by class folder; ids in that order spell it out."""
+    key = batch.order_seed.to_bytes(8, "big", signed=True)
+    # A keyed hash of each name: unpredictable without the seed, and independent of the order entries come in.
+    return sorted(
+        entries, key=lambda entry: hmac.digest(key, entry.name.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    )
+
+
 def _batch_take_over(*, batch_id: int) -> ImportBatch | None:
     """Claim a running batch whose worker went silent (one conditional UPDATE, so one redelivery wins)."""
     now = timezone.now()
@@ -138,7 +150,8 @@ class _BatchRun:
             self.batch.total = len(source.entries) + len(plan.unmatched)
             self.batch.skipped = source.skipped
             self._progress_save()
-            todo = [entry for entry in source.entries if items.item_name(entry.name) not in self.reported]
+            todo = import_order(batch=self.batch, entries=source.entries)
+            todo = [entry for entry in todo if items.item_name(entry.name) not in self.reported]
             # Closed explicitly, so a batch that stops half-way cleans up its threads and staged files now.
             with (
                 closing(self._prepared(source=source, plan=plan, entries=todo)) as prepared_files,
