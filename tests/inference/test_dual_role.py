@@ -303,10 +303,16 @@ def test_one_person_labs_may_allow_self_adjudication(
 
 
 def test_the_predict_api_refuses_a_hidden_cells_file_like_any_refused_file(world, dual, api_client_for):
-    if dual.groups.filter(name=Role.ADJUDICATOR.value).exists():
-        pytest.skip("the predict API is for researchers and admins")
     api = api_client_for(dual)
     url = reverse("inference_api:predict")
+    if dual.groups.filter(name=Role.ADJUDICATOR.value).exists():
+        # The predict API is for researchers and admins: refused by role, the same for hidden and visible cells.
+        answers = [
+            api.post(url, {"images": [_upload(c)]}, format="multipart") for c in (world.cells.open, world.cells.final)
+        ]
+        assert [a.status_code for a in answers] == [403, 403]
+        assert answers[0].json() == answers[1].json()
+        return
     refused = api.post(url, {"images": [_upload(world.cells.open)]}, format="multipart")
     assert refused.status_code == 400
     assert refused.json()["code"] == "invalid_image"  # the code of a file that is not an image, too
