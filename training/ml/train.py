@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.ml.config import PROFILES, TAXONOMY_CODES, TrainConfig, config_for_profile, save_config
+from training.ml.config import (
+    PRETRAINED_SOURCES,
+    PROFILES,
+    TAXONOMY_CODES,
+    TrainConfig,
+    config_for_profile,
+    save_config,
+)
 from training.ml.data import Item, load_splits
 from training.ml.ensemble import ENSEMBLE_FILE, MemberSpec, load_ensemble, write_ensemble_file
 from training.ml.evaluation import ENSEMBLE_KEY, Calibration, calibrate, compare_models, evaluate_on_test, labels_of
@@ -261,7 +268,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, dest="early_stopping_patience")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--pretrained", choices=["none", "timm", "local"])
+    parser.add_argument("--pretrained", choices=list(PRETRAINED_SOURCES))
     parser.add_argument("--weights-dir", help="folder of <model>.safetensors ImageNet weights (--pretrained local)")
     parser.add_argument("--class-weighting", choices=["off", "on", "auto"])
     parser.add_argument("--no-augment", action="store_const", const=False, dest="augment")
