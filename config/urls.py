@@ -1,20 +1,16 @@
 from django.contrib import admin
-from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from annotation import urls as annotation_urls
+from core.views import healthz, readyz
 from dashboard import urls as dashboard_urls
 from dashboard.views import home
-
-
-def healthz(request):
-    return HttpResponse("ok", content_type="text/plain")
-
 
 urlpatterns = [
     path("", home, name="home"),
     path("healthz", healthz),
+    path("readyz", readyz),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     # One namespace for every page under /annotation/, whichever floor serves it.

@@ -152,7 +152,7 @@ url                                         method  anonymous annotator adjudica
 """
 
 # Reachable without logging in, by design. Static files are served by WhiteNoise, outside the URLconf.
-PUBLIC_ROUTES = {"accounts/login/", "healthz"}
+PUBLIC_ROUTES = {"accounts/login/", "healthz", "readyz"}  # readyz: tests/core/test_health.py
 # The Django admin checks is_staff itself on every one of its views; the table samples it above.
 DELEGATED_NAMESPACES = {"admin"}
 
