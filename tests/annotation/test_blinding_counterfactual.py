@@ -52,8 +52,9 @@ EXPECTED_STATUSES = {
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
 CSRF = re.compile(r'(name="csrfmiddlewaretoken" value=|name="csrf-token" content=)"[^"]+"')
-# Headers that vary per request whatever the data (dates, cookies, the length of a normalised body).
-VOLATILE_HEADERS = {"date", "set-cookie", "expires", "content-length", "last-modified"}
+# Headers that vary per request whatever the data (dates, cookies, the length of a normalised body, the random id
+# core.logs gives every request).
+VOLATILE_HEADERS = {"date", "set-cookie", "expires", "content-length", "last-modified", "x-request-id"}
 
 
 class _Rollback(Exception):
