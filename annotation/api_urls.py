@@ -16,7 +16,8 @@ urlpatterns = [
     path("batches/<int:batch_id>/", images.BatchDetailApi.as_view(), name="batch_detail"),
     path("batches/<int:batch_id>/items/", images.BatchItemListApi.as_view(), name="batch_items"),
     path("batches/<int:batch_id>/progress/", images.BatchProgressApi.as_view(), name="batch_progress"),
-    # Labeling (annotators): only ever their own labels.
+    # Labeling (annotators): only ever their own labels, and cells by their public id only.
+    path("cells/<str:public_id>/file/", images.CellFileApi.as_view(), name="cell_file"),
     path("queue/next/", labeling.NextCellApi.as_view(), name="queue_next"),
     path("queue/skip/", labeling.SkipApi.as_view(), name="queue_skip"),
     path("queue/progress/", labeling.ProgressApi.as_view(), name="queue_progress"),

@@ -10,30 +10,22 @@ from django.utils.cache import patch_cache_control
 
 from annotation import selectors
 from annotation.models import CellImage, ImageFileProblem
-from annotation.selectors.blinding import image_hidden_from
 from annotation.services.image_files import ImageFileUnavailable, image_file_problem_record
 from annotation.services.metadata_strip import MetadataStripFailed, metadata_strip
 from core.roles import Role, user_has_role
 
 
 def image_file_response(*, user, image_id: int, thumbnail: bool) -> FileResponse:
-    """The file as a download; ImageFileUnavailable (410) when storage lacks it or cannot open it.
+    """The file of the image with this database id, for staff roles; ImageFileUnavailable (410) when storage lacks
+    it or cannot open it. A user with no staff role, or from whom the cell is hidden, gets 404 as for an unknown id.
 
-    Annotators (and anyone the cell is hidden from) get the pixels only: metadata removed and a name that says
-    nothing. Others get the stored bytes, named by their hash.
+    Anyone who also labels gets the pixels only (metadata removed, a name that says nothing); others get the stored
+    bytes, named by their hash.
     """
-    image = selectors.image_get(image_id=image_id)
-    path = selectors.image_file_path(image=image, thumbnail=thumbnail)
-    try:
-        if not path or not default_storage.exists(path):
-            image_file_problem_record(image=image, reason=ImageFileProblem.Reason.MISSING, path=path)
-            raise ImageFileUnavailable("The image file is missing from storage.", code="image_file_missing")
-        handle = default_storage.open(path, "rb")
-    except OSError as exc:
-        image_file_problem_record(image=image, reason=ImageFileProblem.Reason.UNREADABLE, path=path, detail=str(exc))
-        raise ImageFileUnavailable("The image file cannot be read.", code="image_file_unreadable") from exc
-    if user_has_role(user, Role.ANNOTATOR) or image_hidden_from(user=user, image=image):
-        return _blind_response(image=image, path=path, handle=handle, thumbnail=thumbnail)
+    image = selectors.image_get_for_staff(user=user, image_id=image_id)
+    path, handle = _open(image=image, thumbnail=thumbnail)
+    if user_has_role(user, Role.ANNOTATOR):
+        return _blind_response(image=image, path=path, handle=handle)
     # Named by hash, never by the uploaded name: folder and file names often spell out the class.
     filename = f"{image.sha256}{'-thumb' if thumbnail else ''}.{path.rsplit('.', 1)[-1].lower()}"
     response = FileResponse(handle, filename=filename)
@@ -41,7 +33,27 @@ def image_file_response(*, user, image_id: int, thumbnail: bool) -> FileResponse
     return response
 
 
-def _blind_response(*, image: CellImage, path: str, handle, thumbnail: bool) -> FileResponse:
+def cell_file_response(*, public_id: str) -> FileResponse:
+    """The pixels of the cell with this public id, for every role alike: the image annotators label. Metadata removed,
+    named cell.<ext>; 404 for an unknown id (a database id or a hash included), 410 as above."""
+    image = selectors.cell_get(public_id=public_id)
+    path, handle = _open(image=image, thumbnail=False)
+    return _blind_response(image=image, path=path, handle=handle)
+
+
+def _open(*, image: CellImage, thumbnail: bool):
+    path = selectors.image_file_path(image=image, thumbnail=thumbnail)
+    try:
+        if not path or not default_storage.exists(path):
+            image_file_problem_record(image=image, reason=ImageFileProblem.Reason.MISSING, path=path)
+            raise ImageFileUnavailable("The image file is missing from storage.", code="image_file_missing")
+        return path, default_storage.open(path, "rb")
+    except OSError as exc:
+        image_file_problem_record(image=image, reason=ImageFileProblem.Reason.UNREADABLE, path=path, detail=str(exc))
+        raise ImageFileUnavailable("The image file cannot be read.", code="image_file_unreadable") from exc
+
+
+def _blind_response(*, image: CellImage, path: str, handle) -> FileResponse:
     # Analyzers write their pre-class into EXIF, comments and PNG text; the SHA-256 finds a public data set's
     # labels; so neither reaches a person who may still label the cell. No ETag or Last-Modified either.
     with handle:

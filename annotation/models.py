@@ -108,9 +108,17 @@ class ImportBatch(Job):
         return f"Import #{self.pk} {self.source_name}"
 
 
+def cell_public_id() -> str:
+    """A fresh random public id for a cell (see CellImage.public_id): 128 bits, URL-safe, 22 characters."""
+    return secrets.token_urlsafe(16)
+
+
 class CellImage(models.Model):
     """A single-cell image, stored content-addressed by SHA-256 of its bytes."""
 
+    # What annotators know the cell by, on every route they can call: random, so it says nothing about the import
+    # order, the class folders or the file (database ids are sequential and the SHA-256 finds public data sets).
+    public_id = models.CharField(max_length=32, unique=True, default=cell_public_id, editable=False)
     sha256 = models.CharField(max_length=64, unique=True)
     file = models.CharField(max_length=255, help_text="Path inside the media storage.")
     thumbnail = models.CharField(max_length=255, blank=True)

@@ -79,8 +79,8 @@ def _model_opinion_context(request, image: CellImage) -> dict:
 def image_detail(request, image_id: int):
     image = selectors.image_get(image_id=image_id)
     if image_hidden_from(user=request.user, image=image):
-        # Only the pixels, and the same page for every hidden cell whatever its labels or the model say.
-        context = {"image_id": image.id, "hidden_message": CellHidden().message}
+        # The same page for every hidden cell whatever its labels or the model say (annotation.selectors.cells).
+        context = {"hidden_message": CellHidden().message}
         return render(request, "dashboard/image_hidden.html", context)
     return render(request, "dashboard/image_detail.html", _image_detail_context(request, image))
 

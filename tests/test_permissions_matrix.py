@@ -31,9 +31,11 @@ ROLES = ("anonymous", "annotator", "adjudicator", "researcher", "admin", "norole
 
 # "login": redirected to the login page (pages refuse anonymous users that way; the API answers 403).
 # {image}, {batch}, {case}, {version} (a cut version with its archive built) and {job} (a scoring job) are filled
-# with real rows; 999999 names a row that does not exist. A plain POST sends an empty body, so a permitted caller
-# mostly gets a validation answer (a version's title is optional: the API cuts one); POST:<body> sends that entry
-# of BODIES, the form or upload a page really sends, so a permitted caller does what the endpoint is for.
+# with real rows, {cell} with {image}'s public id (annotators know a cell by nothing else: its database id is a
+# 404 to them, as an unknown id is); 999999 names a row that does not exist. A plain POST sends an empty body, so a
+# permitted caller mostly gets a validation answer (a version's title is optional: the API cuts one); POST:<body>
+# sends that entry of BODIES, the form or upload a page really sends, so a permitted caller does what the endpoint
+# is for.
 TABLE = """
 url                                         method  anonymous annotator adjudicator researcher admin norole
 /                                           GET     login     200       200         200        200   200
@@ -45,8 +47,8 @@ url                                         method  anonymous annotator adjudica
 /annotation/images/unavailable/             POST    login     403       403         403        302   403
 /annotation/images/{image}/                 GET     login     403       200         200        200   403
 /annotation/images/{image}/reopen/          POST    login     403       200         403        200   403
-/annotation/images/{image}/file             GET     login     200       200         200        200   403
-/annotation/images/{image}/thumb            GET     login     200       200         200        200   403
+/annotation/images/{image}/file             GET     login     404       200         200        200   403
+/annotation/images/{image}/thumb            GET     login     404       200         200        200   403
 /annotation/imports/                        GET     login     403       403         403        200   403
 /annotation/imports/new/                    GET     login     403       403         403        200   403
 /annotation/imports/new/                    POST    login     403       403         403        200   403
@@ -71,7 +73,8 @@ url                                         method  anonymous annotator adjudica
 /api/annotation/batches/{batch}/            GET     403       403       403         403        200   403
 /api/annotation/batches/{batch}/items/      GET     403       403       403         403        200   403
 /api/annotation/batches/{batch}/progress/   GET     403       403       403         403        200   403
-/api/annotation/images/{image}/file/        GET     403       200       200         200        200   403
+/api/annotation/images/{image}/file/        GET     403       404       200         200        200   403
+/api/annotation/cells/{cell}/file/          GET     403       200       200         200        200   403
 /api/annotation/images/{image}/history/     GET     403       403       200         200        200   403
 /api/annotation/images/{image}/reopen/      POST    403       403       400         403        400   403
 /api/annotation/queue/next/                 POST    403       200       403         403        403   403
@@ -180,11 +183,11 @@ class Row:
     body: str | None
     expected: dict[str, str]
 
-    def concrete_url(self, **ids: int) -> str:
+    def concrete_url(self, **ids: int | str) -> str:
         """The url with {image}, {batch}... filled from image_id=, batch_id=...; a placeholder not given is 0."""
         return self.url.format_map(defaultdict(int, {name.removesuffix("_id"): value for name, value in ids.items()}))
 
-    def send(self, client: Client | APIClient, **ids: int):
+    def send(self, client: Client | APIClient, **ids: int | str):
         url = self.concrete_url(**ids)
         if self.body is None:
             return client.generic(self.method, url)
@@ -222,7 +225,7 @@ def objects(admin_user, media, django_capture_on_commit_callbacks):
     job = ScoringJob.objects.create(
         model_version=ModelVersionFactory(run__dataset_version=version, run__requested_by=admin_user)
     )
-    ids = {"image_id": image.id, "batch_id": batch.id, "case_id": case.id}
+    ids = {"image_id": image.id, "cell_id": image.public_id, "batch_id": batch.id, "case_id": case.id}
     return ids | {"version_id": version.number, "job_id": job.id}
 
 
@@ -250,7 +253,7 @@ def _label(row: Row) -> str:
     return f"{row.method}{':' + row.body if row.body else ''} {row.url}"
 
 
-def _check(row: Row, role: str, client: Client | APIClient, objects: dict[str, int]) -> None:
+def _check(row: Row, role: str, client: Client | APIClient, objects: dict[str, int | str]) -> None:
     before = _state() if row.refused(role) else None
     response = row.send(client, **objects)
     expected = row.expected[role]

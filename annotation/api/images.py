@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
-from annotation.files import image_file_response
+from annotation.files import cell_file_response, image_file_response
 from annotation.models import CellClass, CellImage, ImportBatch, ImportItem
 from annotation.selectors.blinding import image_require_visible
 from annotation.services.imports.batches import import_batch_create_from_upload
@@ -270,19 +270,28 @@ class BatchProgressApi(APIView):
         return Response(BatchProgressOutput(progress).data)
 
 
+_FILE_UNAVAILABLE = OpenApiResponse(
+    description='The stored file is missing or unreadable: `{"detail": why, "code": '
+    '"image_file_missing" | "image_file_unreadable"}`; admins see the cell on the unavailable-files page.'
+)
+
+
 class ImageFileApi(APIView):
-    """The image bytes, for any role (annotators label from them, metadata removed); labels are never part of it."""
+    """The image bytes by database id, for staff roles (404, as for an unknown id, to annotator-only users and for a
+    cell hidden from the caller); labels are never part of it."""
 
     permission_classes = [roles_permission(*Role)]
 
-    @extend_schema(
-        responses={
-            (200, "image/*"): OpenApiTypes.BINARY,
-            410: OpenApiResponse(
-                description='The stored file is missing or unreadable: `{"detail": why, "code": '
-                '"image_file_missing" | "image_file_unreadable"}`; admins see the cell on the unavailable-files page.'
-            ),
-        }
-    )
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY, 404: None, 410: _FILE_UNAVAILABLE})
     def get(self, request: Request, image_id: int):
         return image_file_response(user=request.user, image_id=image_id, thumbnail=False)
+
+
+class CellFileApi(APIView):
+    """The pixels of a cell by its public id, as annotators label them: metadata removed, named cell.<ext>."""
+
+    permission_classes = [roles_permission(*Role)]
+
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY, 404: None, 410: _FILE_UNAVAILABLE})
+    def get(self, request: Request, public_id: str):
+        return cell_file_response(public_id=public_id)

@@ -36,14 +36,23 @@ CanSeeLabels = roles_permission(Role.ADJUDICATOR, Role.RESEARCHER, Role.ADMIN)
 
 
 class QueueItemOutput(serializers.Serializer):
-    image = serializers.IntegerField(source="image.id")
+    image = serializers.CharField(source="image.public_id", help_text="The cell's public id (random, not sequential).")
     image_url = serializers.SerializerMethodField()
     width = serializers.IntegerField(source="image.width")
     height = serializers.IntegerField(source="image.height")
     lease_expires_at = serializers.DateTimeField()
 
     def get_image_url(self, item: QueueItem) -> str:
-        return reverse("annotation_api:image_file", kwargs={"image_id": item.image.id})
+        return reverse("annotation_api:cell_file", kwargs={"public_id": item.image.public_id})
+
+
+class CellRefField(serializers.CharField):
+    """A cell as annotators know it: its public id. A database id or a hash is just an id that matches no cell."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("help_text", "The cell's public id, as queue/next/ returned it.")
+        super().__init__(**kwargs)
 
 
 class NextCellApi(APIView):
@@ -60,14 +69,14 @@ class NextCellApi(APIView):
 
 
 class LabelInput(serializers.Serializer):
-    image = serializers.IntegerField()
+    image = CellRefField()
     cell_class = CellClassField(help_text='A taxonomy code, or "unclassifiable".')
     duration_ms = serializers.IntegerField(min_value=0, max_value=24 * 3600 * 1000, required=False)
 
 
 class MyLabelOutput(serializers.Serializer):
-    id = serializers.IntegerField()
-    image = serializers.IntegerField(source="image_id")
+    # No label id: database ids are sequential across all annotators, so they would count colleagues' labels.
+    image = serializers.CharField(source="image.public_id", help_text="The cell's public id.")
     cell_class = CellClassField()
     created_at = serializers.DateTimeField()
     duration_ms = serializers.IntegerField(allow_null=True)
@@ -98,9 +107,10 @@ class LabelListCreateApi(APIView):
     def post(self, request):
         data = LabelInput(data=request.data)
         data.is_valid(raise_exception=True)
+        cell = selectors.cell_find(public_id=data.validated_data["image"])
         try:
             annotation = annotation_submit(
-                image_id=data.validated_data["image"],
+                image_id=cell.pk if cell else None,
                 annotator=request.user,
                 cell_class=data.validated_data["cell_class"],
                 duration_ms=data.validated_data.get("duration_ms"),
@@ -113,7 +123,7 @@ class LabelListCreateApi(APIView):
 
 
 class ImageRefInput(serializers.Serializer):
-    image = serializers.IntegerField()
+    image = CellRefField()
 
 
 class SkipApi(APIView):
@@ -125,8 +135,8 @@ class SkipApi(APIView):
     def post(self, request):
         data = ImageRefInput(data=request.data)
         data.is_valid(raise_exception=True)
-        get_object_or_404(CellImage, pk=data.validated_data["image"])
-        queue_skip(image_id=data.validated_data["image"], annotator=request.user)
+        cell = selectors.cell_get(public_id=data.validated_data["image"])
+        queue_skip(image_id=cell.pk, annotator=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -142,7 +152,7 @@ class UndoApi(APIView):
 
 
 class FlagInput(serializers.Serializer):
-    label = serializers.IntegerField(required=False, help_text="One of my labels; default: my last one.")
+    image = CellRefField(required=False, help_text="The public id of a cell I labeled; default: my last label's cell.")
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
@@ -156,7 +166,7 @@ class FlagApi(APIView):
         data = FlagInput(data=request.data)
         data.is_valid(raise_exception=True)
         annotation_flag(
-            annotator=request.user, annotation_id=data.validated_data.get("label"), note=data.validated_data["note"]
+            annotator=request.user, public_id=data.validated_data.get("image"), note=data.validated_data["note"]
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

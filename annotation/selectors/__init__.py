@@ -1,5 +1,6 @@
 """Reads for annotation, one module per concern; the common ones are re-exported here."""
 
+from annotation.selectors.cells import cell_find, cell_get, image_get_for_staff  # noqa: F401
 from annotation.selectors.consensus import (  # noqa: F401
     ConsensusItem,
     consensus_count,

@@ -9,8 +9,13 @@ from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
 
 
 def annotation_list_mine(*, annotator) -> QuerySet[Annotation]:
-    """Only this annotator's labels: nothing about colleagues, the consensus or the final label."""
-    return Annotation.objects.filter(annotator=annotator).select_related("cell_class").order_by("-created_at", "-id")
+    """Only this annotator's labels, newest first: nothing about colleagues, the consensus or the final label, and
+    no order that follows database ids (ties, which one person's labels hardly have, go by the random public id)."""
+    return (
+        Annotation.objects.filter(annotator=annotator)
+        .select_related("cell_class", "image")
+        .order_by("-created_at", "image__public_id", "undone_at")
+    )
 
 
 def labeling_progress(*, annotator) -> dict[str, int]:

@@ -165,10 +165,11 @@ def _live_labels(image: CellImage) -> list[Annotation]:
 
 @transaction.atomic
 def annotation_submit(
-    *, image_id: int, annotator, cell_class: CellClass | None, duration_ms: int | None = None
+    *, image_id: int | None, annotator, cell_class: CellClass | None, duration_ms: int | None = None
 ) -> Annotation:
     """Record a blind label (cell_class None = unclassifiable) for a cell this annotator holds. The last
     needed label decides: equal labels become final (agreement), different ones go to the consensus queue.
+    image_id None (the annotator named no cell that exists) is refused like any cell they do not hold.
 
     Any cell the annotator does not hold is refused with one answer, whatever the cell's state (labeled,
     final, in consensus, held by colleagues, missing): the refusal itself must not tell them anything.
@@ -290,16 +291,17 @@ def annotation_undo(*, annotator) -> QueueItem:
 
 
 @transaction.atomic
-def annotation_flag(*, annotator, annotation_id: int | None = None, note: str = "") -> None:
-    """Ask an adjudicator to look at one of my live labels again (default: my last one).
+def annotation_flag(*, annotator, public_id: str | None = None, note: str = "") -> None:
+    """Ask an adjudicator to look at one of my live labels again: the one on the cell with this public id (default:
+    my last one).
 
     The cell's decision goes to the consensus queue: at once when it already has one, or when its last label
     comes in. The answer is the same whatever the cell became; flagging twice changes nothing.
     """
     role_require(annotator, Role.ANNOTATOR, action="label cells")
     mine = Annotation.objects.filter(annotator=annotator, undone_at__isnull=True)
-    if annotation_id is not None:
-        mine = mine.filter(pk=annotation_id)
+    if public_id is not None:
+        mine = mine.filter(image__public_id=public_id)
     wanted = mine.order_by("-created_at", "-id").values("image_id")[:1]
     image = CellImage.objects.select_for_update().filter(pk=Subquery(wanted)).first()
     label = mine.filter(image=image).first() if image is not None else None

@@ -1,5 +1,6 @@
 // The blind labeling page: one cell at a time from the queue, a class hotkey submits at once,
-// the next cell follows. The page only ever learns the cell's pixels and this annotator's own progress.
+// the next cell follows. The page only ever learns the cell's pixels, its random public id (item.image, never a
+// database id) and this annotator's own progress.
 import { Alert, api, errorMessage, flash, markReady, Toasts } from "./hemaloop.js";
 import { holdKeys, hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
 import { CellViewer } from "./viewer.js";
@@ -35,7 +36,8 @@ const state = {
   busy: false,
   leaseExpiresAt: 0,
   lastActivity: Date.now(),
-  submitted: [], // [{image, code}] of this session, newest last, to name what an undo took back
+  // [{image, code}] of this session (image: the cell's public id), newest last, to name what an undo took back
+  submitted: [],
   emptyTimer: null,
   // Until when the server lets this annotator undo (ms since the epoch); 0: nothing to undo now.
   undoUntil: Date.parse(root.dataset.undoUntil) || 0,
@@ -88,7 +90,7 @@ function showEmpty() {
   state.item = null;
   clearUnavailable();
   viewer.clear();
-  delete root.dataset.imageId;
+  delete root.dataset.cell;
   stage.classList.add("is-empty");
   root.classList.add("no-cell");
   empty.hidden = false;
@@ -118,7 +120,7 @@ async function showItem(item) {
   state.item = item;
   state.leaseExpiresAt = Date.parse(item.lease_expires_at) || 0;
   state.shownAt = performance.now();
-  root.dataset.imageId = String(item.image);
+  root.dataset.cell = item.image;
   setStatus("Choose a class");
 }
 
@@ -132,7 +134,7 @@ async function showUnavailable(item) {
   state.item = item;
   state.unavailable = true;
   state.leaseExpiresAt = Date.parse(item.lease_expires_at) || 0;
-  root.dataset.imageId = String(item.image);
+  root.dataset.cell = item.image;
   root.classList.add("image-unavailable");
   setStatus("Image unavailable — press s to skip");
   alert.show(`This cell's image cannot be loaded. ${reason} Press s (Skip) to go on to the next cell.`, "bad");

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 
 import pytest
@@ -229,7 +230,7 @@ def test_a_missing_image_file_is_410_with_a_code_and_is_recorded_once_for_admins
     image = image_make(batch=batch)
     default_storage.delete(image.file)
     client = api_client_for(annotator)
-    responses = [client.get(f"/api/annotation/images/{image.id}/file/") for _ in range(2)]
+    responses = [client.get(f"/api/annotation/cells/{image.public_id}/file/") for _ in range(2)]
     assert [(r.status_code, r.json()) for r in responses] == [
         (410, {"detail": "The image file is missing from storage.", "code": "image_file_missing"})
     ] * 2
@@ -246,13 +247,35 @@ def test_an_unreadable_image_file_is_410_unreadable(api_client_for, annotator, b
     path = default_storage.path(image.file)
     default_storage.delete(image.file)
     os.mkdir(path)
-    response = api_client_for(annotator).get(f"/api/annotation/images/{image.id}/file/")
+    response = api_client_for(annotator).get(f"/api/annotation/cells/{image.public_id}/file/")
     assert (response.status_code, response.json()["code"]) == (410, "image_file_unreadable")
     assert ImageFileProblem.objects.get(image=image).reason == "unreadable"
 
 
-def test_an_image_id_that_does_not_exist_is_still_404(api_client_for, annotator):
-    assert api_client_for(annotator).get("/api/annotation/images/999999/file/").status_code == 404
+def test_an_image_id_that_does_not_exist_is_still_404(api_client_for, admin_user):
+    assert api_client_for(admin_user).get("/api/annotation/images/999999/file/").status_code == 404
+
+
+def test_annotators_reach_files_by_public_id_only_and_a_database_id_is_an_unknown_id(
+    api_client_for, client_for, annotator, batch
+):
+    image = image_make(batch=batch, final_label="neutrophil")  # even a final cell, which hides nothing
+    api, pages = api_client_for(annotator), client_for(annotator)
+    assert api.get(f"/api/annotation/cells/{image.public_id}/file/").status_code == 200
+
+    def answer(response):
+        # The 404 page's logout form carries a fresh CSRF token each time; nothing else may differ.
+        body = re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", response.content)
+        return response.status_code, body, response.get("Content-Type")
+
+    for route in ("/api/annotation/images/{}/file/", "/annotation/images/{}/file", "/annotation/images/{}/thumb"):
+        client = api if route.startswith("/api/") else pages
+        assert answer(client.get(route.format(image.id))) == answer(client.get(route.format(999999)))
+        assert client.get(route.format(image.id)).status_code == 404, route
+    for not_a_public_id in (image.id, image.sha256, "999999"):
+        assert answer(api.get(f"/api/annotation/cells/{not_a_public_id}/file/")) == answer(
+            api.get("/api/annotation/cells/no-such-cell/file/")
+        )
 
 
 def test_checking_again_forgets_a_problem_once_the_file_is_restored(
@@ -261,7 +284,7 @@ def test_checking_again_forgets_a_problem_once_the_file_is_restored(
     image = image_make(batch=batch)
     data = default_storage.open(image.file).read()
     default_storage.delete(image.file)
-    api_client_for(annotator).get(f"/api/annotation/images/{image.id}/file/")
+    api_client_for(annotator).get(f"/api/annotation/cells/{image.public_id}/file/")
     admin = client_for(admin_user)
     admin.post("/annotation/images/unavailable/")
     assert ImageFileProblem.objects.filter(image=image).exists()  # still missing: still listed
@@ -270,4 +293,4 @@ def test_checking_again_forgets_a_problem_once_the_file_is_restored(
     response = admin.post("/annotation/images/unavailable/", follow=True)
     assert "Checked again: 1 file can be served again." in response.content.decode()
     assert not ImageFileProblem.objects.exists()
-    assert api_client_for(annotator).get(f"/api/annotation/images/{image.id}/file/").status_code == 200
+    assert api_client_for(annotator).get(f"/api/annotation/cells/{image.public_id}/file/").status_code == 200

@@ -69,7 +69,9 @@ def test_a_third_label_gets_409(image, make_user, api_client_for):
             ).status_code
             == 201
         )
-    late = clients[2].post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
+    late = clients[2].post(
+        "/api/annotation/labels/", {"image": image.public_id, "cell_class": "monocyte"}, format="json"
+    )
     assert late.status_code == 409
     assert late.json()["code"] == "not_held"
 
@@ -78,10 +80,10 @@ def test_annotators_never_learn_a_colleagues_label(image, make_user, api_client_
     first, second = make_user(Role.ANNOTATOR), make_user(Role.ANNOTATOR)
     a, b = api_client_for(first), api_client_for(second)
     _next(a)
-    a.post("/api/annotation/labels/", {"image": image.id, "cell_class": "lymphocyte"}, format="json")
+    a.post("/api/annotation/labels/", {"image": image.public_id, "cell_class": "lymphocyte"}, format="json")
     # b sees the same image: nothing in any response b can reach tells what a said, or anything else.
     answers = [_next(b), b.get("/api/annotation/labels/").json(), b.get("/api/annotation/queue/progress/").json()]
-    b.post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
+    b.post("/api/annotation/labels/", {"image": image.public_id, "cell_class": "monocyte"}, format="json")
     answers.append(b.get("/api/annotation/labels/").json())
     text = json.dumps(answers).lower()
     assert "lymphocyte" not in text
@@ -105,7 +107,7 @@ def test_consensus_resolve_race_and_reopen_through_the_api(image, make_user, api
     for code in ("myeloblast", "lymphoblast"):
         client = api_client_for(make_user(Role.ANNOTATOR))
         _next(client)
-        client.post("/api/annotation/labels/", {"image": image.id, "cell_class": code}, format="json")
+        client.post("/api/annotation/labels/", {"image": image.public_id, "cell_class": code}, format="json")
     first = api_client_for(make_user(Role.ADJUDICATOR, username="dr_a"))
     second = api_client_for(make_user(Role.ADJUDICATOR))
     queue = first.get("/api/annotation/consensus/").json()
@@ -149,7 +151,7 @@ def test_agreement_api_and_heatmap(image, make_user, api_client_for):
     for code in ("monocyte", "monocyte"):
         client = api_client_for(make_user(Role.ANNOTATOR))
         _next(client)
-        client.post("/api/annotation/labels/", {"image": image.id, "cell_class": code}, format="json")
+        client.post("/api/annotation/labels/", {"image": image.public_id, "cell_class": code}, format="json")
     researcher = api_client_for(make_user(Role.RESEARCHER))
     stats = researcher.get("/api/annotation/agreement/").json()
     assert stats["n_images"] == 1
@@ -171,11 +173,13 @@ def test_a_flagged_label_reaches_the_adjudicators_queue_and_they_resolve_it(imag
     annotators = [api_client_for(make_user(Role.ANNOTATOR)) for _ in range(2)]
     for client in annotators:
         _next(client)
-        client.post("/api/annotation/labels/", {"image": image.id, "cell_class": "monocyte"}, format="json")
+        client.post("/api/annotation/labels/", {"image": image.public_id, "cell_class": "monocyte"}, format="json")
     assert CellImage.objects.get(pk=image.pk).label_status == LabelStatus.FINAL
     flagged = annotators[1].post("/api/annotation/labels/flag/", {"note": "Wrong key: a lymphocyte"}, format="json")
     assert flagged.status_code == 204
-    assert annotators[1].post("/api/annotation/labels/flag/", {"label": 10**8}, format="json").status_code == 404
+    for unknown in ("no-such-cell", image.id, image.sha256):  # a database id or a hash is no cell of theirs
+        refused = annotators[1].post("/api/annotation/labels/flag/", {"image": unknown}, format="json")
+        assert (refused.status_code, refused.json()["code"]) == (404, "nothing_to_flag")
 
     adjudicator = api_client_for(make_user(Role.ADJUDICATOR))
     queue = adjudicator.get("/api/annotation/consensus/").json()

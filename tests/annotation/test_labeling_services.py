@@ -242,13 +242,13 @@ def test_a_flagged_label_sends_its_cell_to_the_adjudicators(pool, annotators):
     assert [(e.actor, e.note) for e in flags] == [(b, "Pressed the wrong key")]
 
     # A flagged label on a cell that waits for its second label: equal labels do not settle it then.
-    mine = label(waiting, c, "monocyte")
-    annotation_flag(annotator=c, annotation_id=mine.id)
+    label(waiting, c, "monocyte")
+    annotation_flag(annotator=c, public_id=waiting.public_id)
     label(waiting, a, "monocyte")
     waiting.refresh_from_db()
     assert waiting.label_status == LabelStatus.CONSENSUS
     with pytest.raises(NothingToFlag):
-        annotation_flag(annotator=c, annotation_id=Annotation.objects.get(image=final, annotator=a).id)
+        annotation_flag(annotator=c, public_id=final.public_id)  # a cell of a colleague's label, not of theirs
 
 
 def test_reopen_needs_a_reason_and_appends_to_the_history(pool, annotators, make_user):

@@ -7,14 +7,16 @@ import io
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
-from annotation.models import Case, CellImage, ImageFileProblem, ImportBatch, ImportItem
+from annotation.models import Case, CellImage, ImageFileProblem, ImportBatch, ImportItem, LabelStatus
 from core.jobs import JobStatus
+from core.roles import Role
 from tests.annotation.fakes import FakeImportService
 from tests.factories.annotation import batch_make, image_make
 
@@ -128,13 +130,19 @@ def _pixels(data: bytes):
         return np.asarray(decoded.convert("RGB"))
 
 
-def test_annotators_get_the_pixels_without_metadata_under_a_name_that_says_nothing(client_for, annotator, batch):
+def test_annotators_get_the_pixels_without_metadata_under_a_name_that_says_nothing(
+    client_for, annotator, make_user, batch
+):
     image, original = _stored_jpeg(batch=batch, secret="myeloblast")
-    client = client_for(annotator)
-    for url in (
-        reverse("annotation:image_file", args=[image.id]),
-        reverse("annotation:image_thumbnail", args=[image.id]),  # no thumbnail: the full image, stripped too
-        f"/api/annotation/images/{image.id}/file/",
+    # An admin who also labels opens a final cell by database id: still only the pixels, since they label.
+    dual = make_user(Role.ADMIN)
+    dual.groups.add(Group.objects.get(name=Role.ANNOTATOR.value))
+    CellImage.objects.filter(pk=image.pk).update(label_status=LabelStatus.FINAL)
+    for client, url in (
+        (client_for(annotator), reverse("annotation_api:cell_file", args=[image.public_id])),  # the label page's
+        (client_for(dual), reverse("annotation:image_file", args=[image.id])),
+        (client_for(dual), reverse("annotation:image_thumbnail", args=[image.id])),  # no thumbnail: the full image
+        (client_for(dual), f"/api/annotation/images/{image.id}/file/"),
     ):
         response = client.get(url)
         assert response.status_code == 200
@@ -152,7 +160,7 @@ def test_annotators_get_the_pixels_without_metadata_under_a_name_that_says_nothi
 def test_a_png_reaches_annotators_without_its_text_chunks(client_for, annotator, batch):
     image = image_make(batch=batch, reference_label="myeloblast", original_name="myeloblast/cell_17.png")
     stored = default_storage.open(image.file).read()
-    response = client_for(annotator).get(reverse("annotation:image_file", args=[image.id]))
+    response = client_for(annotator).get(reverse("annotation_api:cell_file", args=[image.public_id]))
     body = _body(response)
     assert (response.status_code, response["Content-Type"]) == (200, "image/png")
     assert np.array_equal(_pixels(body), _pixels(stored))
@@ -165,8 +173,11 @@ def test_a_file_whose_metadata_cannot_be_removed_is_refused_not_served(client_fo
     image, original = _stored_jpeg(batch=batch, secret="myeloblast")
     default_storage.delete(image.file)
     default_storage.save(image.file, ContentFile(original[:-200]))  # truncated inside the scan
-    response = client_for(annotator).get(reverse("annotation:image_file", args=[image.id]))
-    assert (response.status_code, response.content) == (410, b"The image file cannot be read.")
+    response = client_for(annotator).get(reverse("annotation_api:cell_file", args=[image.public_id]))
+    assert (response.status_code, response.json()) == (
+        410,
+        {"detail": "The image file cannot be read.", "code": "image_file_unreadable"},
+    )
     assert ImageFileProblem.objects.get(image=image).reason == "unreadable"
 
 

@@ -126,7 +126,8 @@ def test_labeling_page_reveals_nothing_about_the_cells_labels(client_for, annota
     # What the page's script receives for the cell: pixels' address and size, and the hold; nothing else.
     cell = client.post(reverse("annotation_api:queue_next"))
     assert set(cell.json()) == {"image", "image_url", "width", "height", "lease_expires_at"}
-    assert resolve(cell.json()["image_url"]).kwargs == {"image_id": image.id}
+    assert resolve(cell.json()["image_url"]).kwargs == {"public_id": image.public_id}
+    assert cell.json()["image"] == image.public_id
 
 
 # --- agreement page ----------------------------------------------------------------------------------

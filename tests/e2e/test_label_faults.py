@@ -34,8 +34,8 @@ def cells(people):
     return [image_make(batch=batch, original_name=f"cell_{n}.png") for n in range(2)]
 
 
-def _shown_cell(page, image_id: int):
-    expect(page.locator("[data-image-id]")).to_have_attribute("data-image-id", str(image_id))
+def _shown_cell(page, cell: CellImage):
+    expect(page.locator("#label-app")).to_have_attribute("data-cell", cell.public_id)
     expect(page.locator("[data-viewer-image]")).to_be_visible()
 
 
@@ -48,7 +48,7 @@ def test_a_cell_whose_file_is_gone_says_so_can_be_skipped_and_is_listed_for_admi
 
     log_in(people["alice"])
     page.goto(f"{live_server.url}/annotation/label/")
-    expect(page.locator("[data-image-id]")).to_have_attribute("data-image-id", str(broken.id))
+    expect(page.locator("#label-app")).to_have_attribute("data-cell", broken.public_id)
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("This cell's image cannot be loaded. The image file is missing from storage.")
     expect(page.locator("[data-status]")).to_have_text("Image unavailable — press s to skip")
@@ -63,7 +63,7 @@ def test_a_cell_whose_file_is_gone_says_so_can_be_skipped_and_is_listed_for_admi
 
     page.keyboard.press("s")
     expect(page.locator(".toast").last).to_have_text("Skipped — the cell goes back to your colleagues")
-    _shown_cell(page, intact.id)
+    _shown_cell(page, intact)
     expect(alert).to_be_hidden()
     expect(page.locator("[data-status]")).to_have_text("Choose a class")
     page.keyboard.press("5")
@@ -92,11 +92,11 @@ def test_a_class_key_pressed_before_the_first_cell_shows_is_not_lost_silently_no
     page.goto(f"{live_server.url}/annotation/label/", wait_until="domcontentloaded")
     page.keyboard.press("8")
     expect(page.locator(".toast").last).to_contain_text("Keys pressed before the cell appeared were ignored")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     assert not Annotation.objects.filter(annotator=people["alice"]).exists()
     page.keyboard.press("8")  # now the cell is on screen: the key labels it
     expect(page.locator(".toast").last).to_have_text("Labeled: Myeloblast — Undo with ⌫")
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     assert Annotation.objects.get(image=cells[0], annotator=people["alice"]).cell_class.code == "myeloblast"
 
 

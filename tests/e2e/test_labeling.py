@@ -52,9 +52,10 @@ def _log_out(page):
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
-def _shown_cell(page, image_id: int):
-    """Waits until the labeling (or consensus) page shows this cell, decoded and ready for a key."""
-    expect(page.locator("[data-image-id]")).to_have_attribute("data-image-id", str(image_id))
+def _shown_cell(page, cell: CellImage):
+    """Waits until the labeling (or consensus) page shows this cell, decoded and ready for a key. The labeling page
+    knows the cell by its public id only; the consensus page (adjudicators) by its database id."""
+    expect(page.locator(f'[data-cell="{cell.public_id}"], [data-image-id="{cell.id}"]')).to_have_count(1)
     # The consensus page renders the first cell's id itself: keys work once its module says it is ready.
     expect(page.locator("html")).to_have_attribute("data-ready", "true")
     expect(page.locator("[data-viewer-image]")).to_be_visible()
@@ -64,7 +65,7 @@ def _label_with_hotkeys(page, live_server, cells, keys: list[str], names: list[s
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Label").click()
     expect(page).to_have_url(f"{live_server.url}/annotation/label/")
     for cell, key, name in zip(cells, keys, names, strict=True):
-        _shown_cell(page, cell.id)
+        _shown_cell(page, cell)
         page.keyboard.press(key)
         expect(page.locator(".toast").last).to_have_text(f"Labeled: {name} — Undo with ⌫")
     expect(page.get_by_role("heading", name="Nothing left to label — thank you")).to_be_visible()
@@ -84,7 +85,7 @@ def test_two_annotators_label_blind_and_an_adjudicator_resolves_the_disagreement
 
     log_in(alice)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Label").click()
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     page.wait_for_load_state("networkidle")
     screenshot("label-page")
     html = page.content()
@@ -105,7 +106,7 @@ def test_two_annotators_label_blind_and_an_adjudicator_resolves_the_disagreement
     nav = page.get_by_role("navigation", name="Main")
     expect(nav.locator("[data-consensus-badge]")).to_have_text("1")
     nav.get_by_role("link", name="Consensus").click()
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     proposals = page.locator(".proposal")
     expect(proposals).to_have_count(2)
     expect(proposals.nth(0)).to_contain_text("Neutrophil")
@@ -147,14 +148,14 @@ def test_undo_with_the_hotkey_brings_the_cell_back(page, live_server, log_in, pe
     alice = people["alice"]
     log_in(alice)
     page.goto(f"{live_server.url}/annotation/label/")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     page.keyboard.press("9")
     expect(page.locator(".toast").last).to_have_text("Labeled: Lymphoblast — Undo with ⌫")
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     expect(page.locator('[data-progress="total"]')).to_have_text("1")
 
     page.keyboard.press("Backspace")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     expect(page.locator(".toast").last).to_contain_text("Undone: label Lymphoblast taken back")
     expect(page.locator('[data-progress="total"]')).to_have_text("0")
     undone = Annotation.objects.get(image=cells[0], annotator=alice)
@@ -164,11 +165,11 @@ def test_undo_with_the_hotkey_brings_the_cell_back(page, live_server, log_in, pe
     page.keyboard.press("3")
     expect(page.locator(".toast").last).to_have_text("Labeled: Eosinophil — Undo with ⌫")
     # Back to the cell that was on screen before the undo.
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     assert _codes(cells[0], alice) == "eosinophil"
 
     page.keyboard.press("Control+z")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     assert not Annotation.objects.filter(image=cells[0], annotator=alice, undone_at__isnull=True).exists()
     assert Annotation.objects.filter(image=cells[0], annotator=alice).count() == 2  # history kept
 
@@ -176,7 +177,7 @@ def test_undo_with_the_hotkey_brings_the_cell_back(page, live_server, log_in, pe
 def test_a_refused_label_is_announced_and_the_next_cell_follows(page, live_server, log_in, people, cells):
     log_in(people["alice"])
     page.goto(f"{live_server.url}/annotation/label/")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     # Meanwhile the cell got a final label elsewhere (e.g. a trusted import): it no longer needs Alice's.
     CellImage.objects.filter(pk=cells[0].pk).update(
         label_status=LabelStatus.FINAL, final_label=CellClass.objects.get(code="myeloblast")
@@ -186,12 +187,12 @@ def test_a_refused_label_is_announced_and_the_next_cell_follows(page, live_serve
     expect(alert).to_be_visible()
     expect(alert).to_contain_text("Your label (Unclassifiable) was not saved.")
     expect(alert).to_contain_text("This cell no longer needs a label")
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     assert not Annotation.objects.exists()
 
     page.keyboard.press("s")  # skip: the cell goes back to colleagues, the next one follows
     expect(page.locator(".toast").last).to_contain_text("Skipped")
-    _shown_cell(page, cells[2].id)
+    _shown_cell(page, cells[2])
 
 
 def test_after_the_grace_period_undo_says_why_not_and_f_flags_the_label(
@@ -201,18 +202,18 @@ def test_after_the_grace_period_undo_says_why_not_and_f_flags_the_label(
     alice = people["alice"]
     log_in(alice)
     page.goto(f"{live_server.url}/annotation/label/")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     undo = page.locator('[data-action="undo"]')
     expect(undo).to_have_attribute("aria-disabled", "true")  # nothing labeled yet
     page.keyboard.press("9")
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     expect(undo).to_have_attribute("aria-disabled", "false")
     expect(undo).to_have_attribute("aria-disabled", "true", timeout=10_000)  # the grace period ran out
     expect(page.locator("[data-undo-hint]")).to_contain_text("Too late to undo")
 
     page.keyboard.press("Backspace")
     expect(page.locator("[data-alert]")).to_contain_text("Too late to undo your last label. Press f to flag it")
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     assert Annotation.objects.get(image=cells[0], annotator=alice).undone_at is None
 
     page.keyboard.press("f")
@@ -230,7 +231,7 @@ def test_adjudicator_who_comes_second_is_told_who_was_first(page, live_server, l
             annotation_submit(image_id=cell.id, annotator=annotator, cell_class=CellClass.objects.get(code=code))
     log_in(adj)
     page.goto(f"{live_server.url}/annotation/consensus/")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     expect(page.locator("[data-waiting]")).to_have_text("2")
     consensus_resolve(image_id=cells[0].id, adjudicator=rival, cell_class=CellClass.objects.get(code="myeloblast"))
 
@@ -239,7 +240,7 @@ def test_adjudicator_who_comes_second_is_told_who_was_first(page, live_server, l
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("Your decision (Lymphoblast) was not saved.")
     expect(alert).to_contain_text("resolved by dr_rival")
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     expect(page.locator("[data-waiting]")).to_have_text("1")
     assert CellImage.objects.get(pk=cells[0].pk).final_label.code == "myeloblast"
 
@@ -253,14 +254,14 @@ def test_the_next_cell_says_why_it_was_reopened(page, live_server, log_in, peopl
     label_reopen(image_id=cells[1].id, actor=people["admin"], reason="Nucleus folded: look again")
     log_in(adj)
     page.goto(f"{live_server.url}/annotation/consensus/")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     note = page.locator("[data-reopened]")
     expect(note).to_be_hidden()  # a disagreement, not a re-opening, put the first cell here
 
     page.keyboard.press("8")
     page.keyboard.press("Enter")
     # The next cell comes from the consensus API, which says itself why the cell is back.
-    _shown_cell(page, cells[1].id)
+    _shown_cell(page, cells[1])
     expect(note).to_be_visible()
     expect(note).to_contain_text("Re-opened by dr_admin")
     expect(note).to_contain_text("was Monocyte")
@@ -270,7 +271,7 @@ def test_the_next_cell_says_why_it_was_reopened(page, live_server, log_in, peopl
 def test_viewer_zooms_with_keys_and_wheel_and_resets(page, live_server, log_in, people, cells):
     log_in(people["alice"])
     page.goto(f"{live_server.url}/annotation/label/")
-    _shown_cell(page, cells[0].id)
+    _shown_cell(page, cells[0])
     image = page.locator("[data-viewer-image]")
     fitted = image.bounding_box()["width"]
     page.keyboard.press("+")
@@ -373,7 +374,7 @@ def test_pages_with_real_cells_and_a_realistic_label_history(page, live_server, 
     expect(page.locator(".tile.hero")).to_contain_text("1 cell waiting for your label")
     screenshot("home-annotator")
     page.get_by_role("link", name="Start labeling").click()
-    _shown_cell(page, CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS).order_by("id").first().id)
+    _shown_cell(page, CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS).order_by("id").first())
     page.wait_for_load_state("networkidle")
     assert page.eval_on_selector("[data-viewer-image]", "img => img.naturalWidth") in (360, 366)
     assert "monocyte/" not in page.content()  # the file name spells the class; it never reaches the page
@@ -384,7 +385,7 @@ def test_pages_with_real_cells_and_a_realistic_label_history(page, live_server, 
     screenshot("home-adjudicator")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Consensus").click()
     first_disputed = CellImage.objects.filter(label_status=LabelStatus.CONSENSUS).order_by("id").first()
-    _shown_cell(page, first_disputed.id)
+    _shown_cell(page, first_disputed)
     page.keyboard.press("1")
     page.wait_for_load_state("networkidle")
     screenshot("consensus-page-real-cell")

@@ -4,6 +4,7 @@ the colleague, the reference, the analyzer or the model said; nobody resolves a 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from types import SimpleNamespace
 
@@ -110,6 +111,8 @@ def _rewrite_what_is_hidden(world) -> None:
 
 
 def _normalised(response) -> tuple[int, str]:
+    if getattr(response, "streaming", False):  # a file: its bytes, by hash
+        return response.status_code, hashlib.sha256(b"".join(response.streaming_content)).hexdigest()
     text = response.content.decode(errors="replace")
     # CSRF tokens change per request; nothing else on these answers may differ.
     return response.status_code, re.sub(r"[A-Za-z0-9]{64}", "TOKEN", text)
@@ -120,6 +123,9 @@ def _cell_answers(client, api, image: CellImage) -> dict[str, tuple[int, str]]:
     kwargs = {"image_id": image.id}
     return {
         "page": _normalised(client.get(reverse("annotation:image_detail", kwargs=kwargs))),
+        "file": _normalised(client.get(reverse("annotation:image_file", kwargs=kwargs))),
+        "thumbnail": _normalised(client.get(reverse("annotation:image_thumbnail", kwargs=kwargs))),
+        "file_api": _normalised(api.get(reverse("annotation_api:image_file", kwargs=kwargs))),
         "page_reopen": _normalised(client.post(reverse("annotation:image_reopen", kwargs=kwargs), {"reason": ""})),
         "history": _normalised(api.get(reverse("annotation_api:image_history", kwargs=kwargs))),
         "detail": _normalised(api.get(reverse("annotation_api:image_detail", kwargs=kwargs))),
@@ -177,17 +183,24 @@ def test_what_is_hidden_changes_no_answer_on_any_route(world, dual, client_for, 
     assert before == after
 
 
-def test_a_hidden_cells_page_shows_only_the_image_and_reads_the_same_for_every_hidden_cell(
+def test_a_hidden_cells_page_shows_nothing_of_it_and_reads_the_same_for_every_hidden_cell(
     world, dual, client_for, api_client_for
 ):
+    """Not even the pixels: by database id they would tie the id (and the import report's file name) to the cell
+    the labeling queue shows under its public id. Its files answer as an unknown id does."""
     client, api = client_for(dual), api_client_for(dual)
+    unknown = _cell_answers(client, api, SimpleNamespace(id=999999))
     pages = []
     for image in (world.cells.open, world.cells.waiting, world.cells.mine):
         answers = _cell_answers(client, api, image)
         status, text = answers["page"]
         assert status == 200
-        assert reverse("annotation:image_file", kwargs={"image_id": image.id}) in text
+        assert "<img" not in text
+        assert image.public_id not in text
         assert [marker for marker in MARKERS if marker in text.lower()] == []
+        for route in ("file", "thumbnail", "file_api"):
+            assert answers[route] == unknown[route], route
+            assert answers[route][0] == 404, route
         pages.append(text.replace(f"/{image.id}/", "/ID/"))
         for route in ("history", "opinion", "heatmap", "page_reopen"):
             assert answers[route][0] == 403, route
@@ -217,6 +230,7 @@ def test_a_final_cell_they_never_labeled_shows_everything(world, dual, client_fo
     client, api = client_for(dual), api_client_for(dual)
     image = world.cells.final
     page = client.get(reverse("annotation:image_detail", kwargs={"image_id": image.id})).content.decode()
+    assert client.get(reverse("annotation:image_file", kwargs={"image_id": image.id})).status_code == 200
     assert "Lymphocyte" in page
     assert "colleague_a" in page
     assert "Model opinion" in page
