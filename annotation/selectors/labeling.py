@@ -19,11 +19,12 @@ def annotation_list_mine(*, annotator) -> QuerySet[Annotation]:
 
 
 def labeling_progress(*, annotator) -> dict[str, int]:
-    """Labeled today, labeled in total, and cells still waiting that this annotator could label."""
+    """Labeled today, labeled in total, and cells still waiting that this annotator could label (not those whose
+    file is known to be unavailable: the queue does not hand them out)."""
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = Annotation.objects.filter(annotator=annotator, undone_at__isnull=True)
     waiting = (
-        CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS)
+        CellImage.objects.filter(label_status=LabelStatus.NEEDS_LABELS, file_problem__isnull=True)
         .exclude(Exists(Annotation.objects.filter(image=OuterRef("pk"), annotator=annotator, undone_at__isnull=True)))
         .count()
     )

@@ -17,7 +17,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
-from annotation.models import Annotation, CellClass, CellImage, FinalMethod, LabelEvent, LabelStatus, Lease, Skip
+from annotation.models import (
+    Annotation,
+    CellClass,
+    CellImage,
+    FinalMethod,
+    ImageFileProblem,
+    LabelEvent,
+    LabelStatus,
+    Lease,
+    Skip,
+)
 from core.errors import Conflict
 from core.roles import Role, role_require
 
@@ -103,6 +113,7 @@ WITH held AS (
     FROM {Lease._meta.db_table} lease
     JOIN {CellImage._meta.db_table} image ON image.id = lease.image_id
     WHERE lease.annotator_id = %(me)s AND lease.expires_at > %(now)s AND image.label_status = %(needs)s
+      AND NOT EXISTS (SELECT 1 FROM {ImageFileProblem._meta.db_table} problem WHERE problem.image_id = image.id)
     ORDER BY lease.created_at
     LIMIT 1
 ), pick AS (
@@ -113,6 +124,7 @@ WITH held AS (
       AND NOT EXISTS (
           SELECT 1 FROM {Annotation._meta.db_table} label
           WHERE label.image_id = image.id AND label.annotator_id = %(me)s AND label.undone_at IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM {ImageFileProblem._meta.db_table} problem WHERE problem.image_id = image.id)
       AND NOT EXISTS (
           SELECT 1 FROM {Skip._meta.db_table} skip
           WHERE skip.image_id = image.id AND skip.annotator_id = %(me)s AND skip.created_at > %(skip_since)s)
@@ -140,7 +152,9 @@ def queue_next(*, annotator) -> QueueItem | None:
     An image this annotator already holds comes back first (a reloaded page resumes). Otherwise:
     highest priority, then images that already have one label (disagreements surface sooner),
     then oldest. Rows other annotators are taking right now are skipped, never waited for.
-    An image is offered only while its live labels plus other annotators' live holds leave a slot.
+    An image is offered only while its live labels plus other annotators' live holds leave a slot, and never
+    while its file is known to be missing or unreadable (an ImageFileProblem: listed for admins, back in the
+    queue once they restore the file and check again), not even to the annotator who holds it.
     """
     role_require(annotator, Role.ANNOTATOR, action="label cells")
     now = timezone.now()

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from annotation.models import Case, ImageFileProblem, ImportBatch, ImportItem
 from core.jobs import JobStatus
+from core.roles import Role
 from tests.annotation.fakes import FakeImportService
 from tests.factories.annotation import batch_make, image_make
 
@@ -294,3 +295,36 @@ def test_checking_again_forgets_a_problem_once_the_file_is_restored(
     assert "Checked again: 1 file can be served again." in response.content.decode()
     assert not ImageFileProblem.objects.exists()
     assert api_client_for(annotator).get(f"/api/annotation/cells/{image.public_id}/file/").status_code == 200
+
+
+def test_the_queue_hands_out_no_cell_whose_file_is_known_unavailable_and_admins_still_see_it(
+    api_client_for, make_user, admin_user, client_for, batch
+):
+    broken = image_make(batch=batch, priority=1.0)  # first in the queue
+    intact = image_make(batch=batch)
+    data = default_storage.open(broken.file).read()
+    default_storage.delete(broken.file)
+    alice = api_client_for(make_user(Role.ANNOTATOR))
+    # Nobody knew yet: the queue hands it out, the file answers 410 and the problem is recorded.
+    assert alice.post("/api/annotation/queue/next/").json()["image"] == broken.public_id
+    assert alice.get(f"/api/annotation/cells/{broken.public_id}/file/").status_code == 410
+
+    # From now on it is handed to no one: not to a colleague, not even again to alice, who still holds it.
+    bob = api_client_for(make_user(Role.ANNOTATOR))
+    for client in (alice, bob):
+        assert client.post("/api/annotation/queue/next/").json()["image"] == intact.public_id
+        assert client.get("/api/annotation/queue/progress/").json()["waiting"] == 1
+    for client in (alice, bob):
+        labeled = client.post(
+            "/api/annotation/labels/", {"image": intact.public_id, "cell_class": "monocyte"}, format="json"
+        )
+        assert labeled.status_code == 201
+        assert client.post("/api/annotation/queue/next/").status_code == 204
+        assert client.get("/api/annotation/queue/progress/").json()["waiting"] == 0
+    admin = client_for(admin_user)
+    assert f'data-problem-image="{broken.id}"' in admin.get("/annotation/images/unavailable/").content.decode()
+
+    # Restored and checked again by an admin: back in the queue.
+    default_storage.save(broken.file, ContentFile(data))
+    admin.post("/annotation/images/unavailable/")
+    assert bob.post("/api/annotation/queue/next/").json()["image"] == broken.public_id
