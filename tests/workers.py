@@ -43,6 +43,10 @@ def _pools_reset() -> None:
     app._pool = None
     app.amqp._producer_pool = None
     app.control.mailbox.producer_pool = None  # control (inspect, ping) caches its own pool
+    # The result backend is cached per thread from result_backend too: an earlier test's backend would make
+    # result.get() poll the old Redis until it times out.
+    app._local.__dict__.pop("backend", None)
+    app._backend_cache = None  # where a thread-safe backend is kept instead
 
 
 def worker_start(
