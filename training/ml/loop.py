@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ def train_one_epoch(
     channels_last: bool = False,
     callbacks: CallbackList | None = None,
     max_steps: int | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
     """One pass over `loader`; returns the mean training loss.
 
@@ -146,6 +148,7 @@ def train_one_epoch(
         channels_last: feed channels-last batches.
         callbacks: progress and cancellation.
         max_steps: stop after this many batches (benchmarks).
+        scheduler: stepped after every batch (per-batch schedules such as cosine).
     """
     callbacks = callbacks or CallbackList()
     model.train()
@@ -162,6 +165,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.detach() * len(labels)
         seen += len(labels)
         callbacks.on_batch_end(step, total, float(loss.detach()))
@@ -250,6 +255,32 @@ def class_weights_for(
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the parameters that train (frozen blocks have `requires_grad=False`)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def create_batch_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, *, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-batch schedule of `config.lr_schedule` "cosine" (linear warm-up, then cosine to zero over
+    `max_epochs`), or None for "plateau", which steps once per epoch on the validation loss instead."""
+    if config.lr_schedule != "cosine":
+        return None
+    total = max(1, config.max_epochs * steps_per_epoch)
+    warmup = int(config.warmup_fraction * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def fit(
     model: CellClassifier,
     *,
@@ -269,7 +300,7 @@ def fit(
 
     Whenever validation macro-F1 improves (ties broken by lower validation loss) the weights are written to
     `checkpoint_path` and kept in memory; at the end the model is restored to those best weights, so a late
-    worse epoch never becomes the model. The learning rate drops on a validation-loss plateau.
+    worse epoch never becomes the model. The learning rate follows `config.lr_schedule` (see `TrainConfig`).
 
     Args:
         model: the classifier to train (moved to `device`).
@@ -288,9 +319,14 @@ def fit(
     callbacks = callbacks or CallbackList()
     channels_last = use_channels_last(config, device)
     model = prepare_model(model, device, channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+    optimizer = create_optimizer(model, config)
+    batch_scheduler = create_batch_scheduler(optimizer, config, steps_per_epoch=len(train_loader))
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+        )
+        if batch_scheduler is None
+        else None
     )
 
     def default_evaluate(m: nn.Module) -> Evaluation:
@@ -320,11 +356,13 @@ def fit(
                 mixed_precision=config.mixed_precision,
                 channels_last=channels_last,
                 callbacks=callbacks,
+                scheduler=batch_scheduler,
             )
         except TrainingCancelled as cancelled:
             raise TrainingCancelled(str(cancelled), history=history) from None
         evaluation = evaluate(model)
-        scheduler.step(evaluation.loss)
+        if plateau is not None:
+            plateau.step(evaluation.loss)
         improved = evaluation.macro_f1 > best_f1 + 1e-12 or (
             abs(evaluation.macro_f1 - best_f1) <= 1e-12 and evaluation.loss < best_loss
         )

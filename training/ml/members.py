@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from training.ml.config import TrainConfig
 from training.ml.data import Item, create_loader, default_num_workers
 from training.ml.loop import CallbackList, fit, predict_logits, use_channels_last
-from training.ml.models import create_classifier
+from training.ml.models import create_classifier, freeze_leading_blocks
 from training.ml.transforms import build_transform
 
 
@@ -127,6 +127,7 @@ def train_member(
     callbacks.on_model_start(index, name)
     seed_everything(config.seed + index)
     model = create_classifier(name, len(classes), pretrained=config.pretrained, weights_dir=config.weights_dir)
+    freeze_leading_blocks(model, config.frozen_blocks)
     checkpoint = out_dir / f"model{index}_{name}.safetensors"
     result = fit(
         model,

@@ -283,6 +283,34 @@ def create_classifier(
     return CellClassifier(net, name=name, mean=mean, std=std)
 
 
+def freeze_leading_blocks(model: CellClassifier, count: int) -> int:
+    """Freeze the stem and the first `count` stages of an EfficientNet-family network (partial fine-tuning).
+
+    Their parameters stop training (no gradients are computed through them at all, which is what saves the
+    time); their batch-norm statistics still follow the training images, as the rest of the network's do.
+    Returns the number of parameters frozen.
+
+    Args:
+        model: a `CellClassifier` whose timm network has `conv_stem`, `bn1` and `blocks` (EfficientNet, Lite,
+            V2, MobileNetV3).
+        count: stages of `blocks` to freeze after the stem; 0 leaves everything trainable.
+    """
+    if count <= 0:
+        return 0
+    net = model.net
+    blocks = getattr(net, "blocks", None)
+    if blocks is None or not hasattr(net, "conv_stem"):
+        raise ValueError(f"{model.name} has no EfficientNet-style stem and blocks to freeze")
+    if count > len(blocks):
+        raise ValueError(f"{model.name} has {len(blocks)} stages; cannot freeze {count}")
+    frozen = 0
+    for module in (net.conv_stem, net.bn1, *blocks[:count]):
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
 def create_backbone(name: str, *, pretrained: str = "bundled", weights_dir: str | Path | None = None) -> CellClassifier:
     """A pretrained timm network without a classifier, in eval mode: images in, pooled feature vectors out.
 

@@ -120,5 +120,10 @@ def test_a_file_for_another_architecture_does_not_fit():
         load_bundled_weights(net, "tf_efficientnet_lite0")
 
 
-def test_bundled_is_a_valid_config_source():
+def test_bundled_is_a_valid_config_source_and_the_lite_profile_uses_only_bundled_backbones():
     assert config_for_profile("quick", pretrained="bundled").pretrained == "bundled"
+    lite = config_for_profile("lite")
+    assert lite.pretrained == "bundled"
+    assert len(lite.models) == 2
+    assert set(lite.models) <= set(BUNDLED_WEIGHTS)
+    assert (lite.optimizer, lite.lr_schedule) == ("adamw", "cosine")

@@ -8,8 +8,17 @@ import torch
 
 from training.ml.checkpoint import load_classifier
 from training.ml.config import config_for_profile
-from training.ml.loop import Callback, CallbackList, Evaluation, TrainingCancelled, class_weights_for, fit
-from training.ml.models import create_classifier
+from training.ml.loop import (
+    Callback,
+    CallbackList,
+    Evaluation,
+    TrainingCancelled,
+    class_weights_for,
+    create_batch_scheduler,
+    create_optimizer,
+    fit,
+)
+from training.ml.models import create_classifier, freeze_leading_blocks
 
 CPU = torch.device("cpu")
 LABELS = np.array([0, 1])
@@ -154,3 +163,63 @@ def test_class_weights_only_when_imbalanced_in_auto_mode():
     assert weights.tolist() == pytest.approx([125 / 300, 125 / 15, 125 / 60, 1.0])
     assert class_weights_for(skewed, 4, mode="off", imbalance_ratio=10) is None
     assert class_weights_for(balanced, 4, mode="on", imbalance_ratio=10) is not None
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_per_batch(tiny_batches):
+    model = create_classifier("test_efficientnet", 3)
+    config = config_for_profile(
+        "smoke", max_epochs=3, early_stopping_patience=10, lr=1e-3, lr_schedule="cosine", warmup_fraction=0.25
+    )
+    optimizer = create_optimizer(model, config)
+    scheduler = create_batch_scheduler(optimizer, config, steps_per_epoch=4)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # 12 batches, 3 of warm-up (1/3, 2/3, 3/3 of lr), then a cosine over the other 9 from lr down to zero after
+    # the last batch.
+    assert rates[:5] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3, 1e-3 * 0.5 * (1 + np.cos(np.pi / 9))])
+    assert all(a > b for a, b in zip(rates[3:], rates[4:], strict=False))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    # Stepped per batch inside fit: each epoch starts lower, and the plateau rule is not applied on top.
+    result = fit(
+        create_classifier("test_efficientnet", 3),
+        train_loader=tiny_batches,
+        val_loader=[],
+        config=config,
+        device=CPU,
+        evaluate=ScriptedValidation([ONE_RIGHT] * 3),
+    )
+    assert [row["lr"] for row in result.history] == pytest.approx([1e-3 / 3, rates[4], rates[8]])
+
+
+def test_adamw_trains_only_what_is_not_frozen(tiny_batches):
+    torch.manual_seed(0)
+    model = create_classifier("test_efficientnet", 3)
+    frozen = freeze_leading_blocks(model, 1)
+    assert frozen == sum(
+        p.numel() for m in (model.net.conv_stem, model.net.bn1, model.net.blocks[0]) for p in m.parameters()
+    )
+    config = config_for_profile("smoke", max_epochs=1, optimizer="adamw", weight_decay=0.05, frozen_blocks=1)
+    optimizer = create_optimizer(model, config)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == (
+        sum(p.numel() for p in model.parameters()) - frozen
+    )
+    before = {k: v.detach().clone() for k, v in model.net.named_parameters()}
+    fit(
+        model,
+        train_loader=tiny_batches,
+        val_loader=[],
+        config=config,
+        device=CPU,
+        evaluate=ScriptedValidation([ONE_RIGHT]),
+    )
+    after = dict(model.net.named_parameters())
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith(("conv_stem.", "bn1.", "blocks.0.")) for k in changed)
+    assert any(k.startswith("blocks.1.") for k in changed)
+    assert any(k.startswith("classifier.") for k in changed)
+    with pytest.raises(ValueError, match="stages; cannot freeze 99"):
+        freeze_leading_blocks(model, 99)
