@@ -97,6 +97,7 @@ url                                         method  anonymous annotator adjudica
 /training/models/999999/plots/roc_ensemble.png GET  login     403       403         404        404   403
 /api/training/runs/                         GET     403       403       403         200        200   403
 /api/training/runs/                         POST    403       403       403         403        400   403
+/api/training/weights/                      GET     403       403       403         200        200   403
 /api/training/runs/999999/                  GET     403       403       403         404        404   403
 /api/training/runs/999999/cancel/           POST    403       403       403         403        404   403
 /api/training/models/                       GET     403       403       403         200        200   403

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -17,7 +17,13 @@ from core.serializers import JobProgressOutput
 from releases.models import DatasetVersion
 from training import selectors
 from training.models import ModelVersion, TrainingRun
-from training.services.runs import PROFILES, training_run_cancel, training_run_start
+from training.services.runs import (
+    PROFILES,
+    training_run_cancel,
+    training_run_start,
+    training_weights_plan,
+    training_weights_plans,
+)
 from training.services.versions import model_version_activate
 
 READ_ROLES = roles_permission(Role.RESEARCHER, Role.ADMIN)
@@ -37,6 +43,28 @@ class RunStartInput(serializers.Serializer):
     )
 
 
+class MemberWeightsOutput(serializers.Serializer):
+    model = serializers.CharField()
+    source = serializers.CharField(help_text="bundled, local, timm-cache, timm-hub, random or unavailable")
+    detail = serializers.CharField()
+    pretrained = serializers.BooleanField(help_text="Whether the member starts from ImageNet weights.")
+
+
+class WeightsPlanOutput(serializers.Serializer):
+    """Where each member of a run would start from (for a run: did start from), decided before it is queued."""
+
+    profile = serializers.CharField()
+    pretrained = serializers.CharField(help_text="The weights source the run's config trains with.")
+    starts_random = serializers.BooleanField(help_text="Some member starts from random weights: a weak model.")
+    unavailable = serializers.BooleanField(help_text="Some member's weights cannot be had: the start is refused.")
+    message = serializers.CharField()
+    members = MemberWeightsOutput(many=True)
+
+
+class WeightsPlanQuery(serializers.Serializer):
+    profile = serializers.ChoiceField(choices=PROFILES, required=False, help_text="One profile; omit for all.")
+
+
 class RunFieldsOutput(serializers.ModelSerializer):
     """The run's own fields: what it trains on, where it is (model, epoch, batch), its history, log and version."""
 
@@ -46,6 +74,9 @@ class RunFieldsOutput(serializers.ModelSerializer):
         slug_field="username", read_only=True, allow_null=True, help_text="Who asked for it; null once deleted."
     )
     model_version = serializers.SerializerMethodField()
+    weights = serializers.SerializerMethodField(
+        help_text="Where each member's weights came from, decided at the start; null for runs older than that."
+    )
 
     class Meta:
         model = TrainingRun
@@ -55,6 +86,7 @@ class RunFieldsOutput(serializers.ModelSerializer):
             "dataset_version",
             "profile",
             "config",
+            "weights",
             "requested_by",
             "worker_host",
             "heartbeat_at",
@@ -74,6 +106,10 @@ class RunFieldsOutput(serializers.ModelSerializer):
 
     def get_url(self, run: TrainingRun) -> str:
         return reverse("training_api:run_detail", kwargs={"run_id": run.pk}, request=self.context["request"])
+
+    @extend_schema_field(WeightsPlanOutput(allow_null=True))
+    def get_weights(self, run: TrainingRun) -> dict | None:
+        return run.weights or None
 
     def get_model_version(self, run: TrainingRun) -> int | None:
         version = getattr(run, "model_version", None)
@@ -174,6 +210,22 @@ class RunListStartApi(APIView):
         serializer.is_valid(raise_exception=True)
         run = training_run_start(requested_by=request.user, **serializer.validated_data)
         return Response(RunOutput(_run_or_404(run.pk), context={"request": request}).data, status=201)
+
+
+class WeightsPlanApi(APIView):
+    permission_classes = [READ_ROLES]
+
+    @extend_schema(
+        parameters=[WeightsPlanQuery],
+        responses=WeightsPlanOutput(many=True),
+        summary="Where each profile's members would get their weights if a run started now",
+    )
+    def get(self, request: Request):
+        query = WeightsPlanQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        profile = query.validated_data.get("profile")
+        plans = [training_weights_plan(profile=profile)] if profile else training_weights_plans()
+        return Response(WeightsPlanOutput([plan.to_dict() for plan in plans], many=True).data)
 
 
 class RunDetailApi(APIView):

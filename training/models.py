@@ -21,6 +21,8 @@ class TrainingRun(Job):
     dataset_version = models.ForeignKey("releases.DatasetVersion", on_delete=models.PROTECT, related_name="+")
     profile = models.CharField(max_length=20)
     config = models.JSONField(help_text="The full TrainConfig the run trains with.")
+    # training.services.runs.WeightsPlan.to_dict(): where each member's weights come from, decided at the start.
+    weights = models.JSONField(default=dict, blank=True)
     worker_host = models.CharField(max_length=200, blank=True)
     # [{model, model_index, epoch, train_loss, val_loss, val_accuracy, val_macro_f1, lr, ...}], one row per epoch.
     history = models.JSONField(default=list, blank=True)

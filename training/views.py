@@ -17,7 +17,7 @@ from releases.services.versions import ReleaseEmpty
 from training import selectors
 from training.errors import TrainingRefused
 from training.forms import RunStartForm
-from training.services.runs import training_run_cancel, training_run_start
+from training.services.runs import training_run_cancel, training_run_start, training_weights_plans
 from training.services.versions import model_version_activate
 
 READ_ROLES = (Role.RESEARCHER, Role.ADMIN)
@@ -42,6 +42,8 @@ def _version_or_404(version_id: int):
 def training_home(request):
     context = {
         "form": RunStartForm(),
+        # Said before anyone starts a run: which weights each profile's members would start from right now.
+        "weights_plans": training_weights_plans(),
         "runs": selectors.training_run_list()[:50],
         "versions": selectors.model_version_list()[:50],
         "active": selectors.model_version_active(),

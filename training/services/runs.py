@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -15,10 +16,87 @@ from releases.models import DatasetVersion, Split
 from releases.services.versions import dataset_version_create
 from training import tasks
 from training.errors import TrainingBusy, TrainingRefused
-from training.ml.config import config_for_profile
+from training.ml.config import TrainConfig, config_for_profile
+from training.ml.sources import RANDOM, UNAVAILABLE, MemberWeights, plan_weights
 from training.models import TrainingRun
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "lite", "paper")
+# Offered when a run would start from random weights: ImageNet weights that come with the install.
+OFFLINE_PROFILE = "lite"
+
+
+@dataclass(frozen=True)
+class WeightsPlan:
+    """What a run of `profile` will start from, member by member, and the config it will then train with."""
+
+    profile: str
+    config: TrainConfig
+    members: tuple[MemberWeights, ...]
+
+    @property
+    def unavailable(self) -> bool:
+        return any(m.source == UNAVAILABLE for m in self.members)
+
+    @property
+    def starts_random(self) -> bool:
+        return any(m.source == RANDOM for m in self.members)
+
+    @property
+    def message(self) -> str:
+        if self.unavailable:
+            details = "; ".join(f"{m.model}: {m.detail}" for m in self.members if m.source == UNAVAILABLE)
+            return f"The {self.profile} profile cannot start: its weights are unavailable ({details})."
+        if self.starts_random:
+            offer = (
+                f" The {OFFLINE_PROFILE} profile starts from ImageNet weights installed with HemaLoop, offline, "
+                "and trains on a CPU."
+                if self.profile != OFFLINE_PROFILE
+                else ""
+            )
+            return (
+                f"A {self.profile} run starts from random weights and the model will be weak: it has learned "
+                f"nothing from ImageNet.{offer}"
+            )
+        return f"Every {self.profile} member starts from ImageNet weights."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "pretrained": self.config.pretrained,
+            "starts_random": self.starts_random,
+            "unavailable": self.unavailable,
+            "message": self.message,
+            "members": [m.to_dict() for m in self.members],
+        }
+
+
+def training_weights_plan(*, profile: str, overrides: dict[str, Any] | None = None) -> WeightsPlan:
+    """Where each member of a `profile` run started now would get its weights, and the config it would train with.
+
+    A timm-hub profile whose weights can be neither fetched nor found in the cache trains from random weights
+    (the config says pretrained="none", so the worker does not fail on the download) and the plan says so;
+    the hub is probed from this process (see `training.ml.sources.hub_reachable`).
+    """
+    if profile not in PROFILES:
+        raise TrainingRefused(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+    try:
+        config = config_for_profile(profile, **(overrides or {}))
+    except (TypeError, ValueError) as exc:
+        raise TrainingRefused(f"Invalid training settings: {exc}") from exc
+    members = plan_weights(config)
+    if config.pretrained == "timm" and any(m.source == RANDOM for m in members):
+        reason = next(m.detail for m in members if m.source == RANDOM)
+        config = config.replace(pretrained="none")
+        members = [
+            m if m.source == RANDOM else MemberWeights(m.model, RANDOM, f"{reason}; every member starts random alike")
+            for m in members
+        ]
+    return WeightsPlan(profile=profile, config=config, members=tuple(members))
+
+
+def training_weights_plans() -> list[WeightsPlan]:
+    """`training_weights_plan` for every profile, in menu order."""
+    return [training_weights_plan(profile=profile) for profile in PROFILES]
 
 
 def training_run_start(
@@ -28,14 +106,15 @@ def training_run_start(
     profile: str = "quick",
     overrides: dict[str, Any] | None = None,
 ) -> TrainingRun:
-    """Queue a retrain of the ensemble on `dataset_version`, or on a version frozen from the current labels now."""
+    """Queue a retrain of the ensemble on `dataset_version`, or on a version frozen from the current labels now.
+
+    The run records where each member's weights come from (`training_weights_plan`); a profile whose weights are
+    unavailable is refused before anything is queued.
+    """
     role_require(requested_by, Role.ADMIN, action="start training runs")
-    if profile not in PROFILES:
-        raise TrainingRefused(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
-    try:
-        config = config_for_profile(profile, **(overrides or {}))
-    except (TypeError, ValueError) as exc:
-        raise TrainingRefused(f"Invalid training settings: {exc}") from exc
+    plan = training_weights_plan(profile=profile, overrides=overrides)
+    if plan.unavailable:
+        raise TrainingRefused(plan.message)
     _busy_check()
     with transaction.atomic():
         # The frozen version rolls back with the run if the run is refused below.
@@ -45,7 +124,11 @@ def training_run_start(
         try:
             with transaction.atomic():
                 run = TrainingRun.objects.create(
-                    dataset_version=dataset_version, profile=profile, config=config.to_dict(), requested_by=requested_by
+                    dataset_version=dataset_version,
+                    profile=profile,
+                    config=plan.config.to_dict(),
+                    weights=plan.to_dict(),
+                    requested_by=requested_by,
                 )
         except IntegrityError as exc:  # a concurrent start won the partial unique constraint
             raise TrainingBusy(_busy_message()) from exc
