@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import mimetypes
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.utils.cache import patch_cache_control
 
 from annotation import selectors
@@ -13,18 +15,27 @@ from annotation.models import CellImage, ImageFileProblem
 from annotation.services.image_files import ImageFileUnavailable, image_file_problem_record
 from annotation.services.metadata_strip import MetadataStripFailed, metadata_strip
 from core.roles import Role, user_has_role
+from core.storage import storage_download_url
 
 
-def image_file_response(*, user, image_id: int, thumbnail: bool) -> FileResponse:
+def image_file_response(*, user, image_id: int, thumbnail: bool) -> HttpResponseBase:
     """The file of the image with this database id, for staff roles; ImageFileUnavailable (410) when storage lacks
     it or cannot open it. A user with no staff role, or from whom the cell is hidden, gets 404 as for an unknown id.
 
     Anyone who also labels gets the pixels only (metadata removed, a name that says nothing); others get the stored
-    bytes, named by their hash.
+    bytes, named by their hash, or a redirect to a pre-signed URL of the object store for an original (see
+    core.storage.storage_download_url).
     """
     image = selectors.image_get_for_staff(user=user, image_id=image_id)
+    blind = user_has_role(user, Role.ANNOTATOR)
+    if not blind and not thumbnail:
+        # An original for someone who may know its hash: straight from the object store when it signs URLs. Never
+        # for anyone who labels: the URL carries the hash, and their bytes must first lose their metadata.
+        redirect = _redirect(image=image)
+        if redirect is not None:
+            return redirect
     path, handle = _open(image=image, thumbnail=thumbnail)
-    if user_has_role(user, Role.ANNOTATOR):
+    if blind:
         return _blind_response(image=image, path=path, handle=handle)
     # Named by hash, never by the uploaded name: folder and file names often spell out the class.
     filename = f"{image.sha256}{'-thumb' if thumbnail else ''}.{path.rsplit('.', 1)[-1].lower()}"
@@ -39,6 +50,16 @@ def cell_file_response(*, public_id: str) -> FileResponse:
     image = selectors.cell_get(public_id=public_id)
     path, handle = _open(image=image, thumbnail=False)
     return _blind_response(image=image, path=path, handle=handle)
+
+
+def _redirect(*, image: CellImage) -> HttpResponseRedirect | None:
+    path = selectors.image_file_path(image=image, thumbnail=False)
+    if not path or not default_storage.exists(path):
+        return None  # _open records the problem and answers 410
+    filename = f"{image.sha256}.{path.rsplit('.', 1)[-1].lower()}"
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    url = storage_download_url(name=path, filename=filename, content_type=content_type)
+    return HttpResponseRedirect(url) if url is not None else None
 
 
 def _open(*, image: CellImage, thumbnail: bool):

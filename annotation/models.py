@@ -87,7 +87,7 @@ class ImportBatch(Job):
     # The uploaded archive (or folder path for the management command) until the task has read it.
     source_path = models.CharField(max_length=1024)
     csv_path = models.CharField(max_length=1024, blank=True, help_text="Metadata CSV on local disk, if any.")
-    # Uploads live under MEDIA_ROOT/uploads and are deleted after a successful run; folders are never touched.
+    # Uploads are names in the file storage (uploads/), deleted after a successful run; folders are never touched.
     source_is_upload = models.BooleanField(default=False)
     trusted = models.BooleanField(default=False, help_text="Reference labels become final labels.")
     case_from_folder = models.BooleanField(default=False)

@@ -8,8 +8,7 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
-from django.conf import settings
-
+from core.storage import storage_tree_local
 from inference.errors import ModelUnavailable
 from training.ml.ensemble import ENSEMBLE_FILE, Ensemble, load_ensemble
 from training.models import ModelVersion
@@ -22,8 +21,8 @@ def model_version_name(version: ModelVersion) -> str:
 
 
 def version_dir(version: ModelVersion) -> Path:
-    """Where the version's ensemble lives (its run wrote it under MEDIA_ROOT)."""
-    return Path(settings.MEDIA_ROOT) / version.out_dir
+    """A local folder with the version's ensemble: its stored files, or this host's checked copy of them."""
+    return storage_tree_local(prefix=version.out_dir)
 
 
 @lru_cache(maxsize=2)  # the active version and the one it replaced; each holds two networks in memory

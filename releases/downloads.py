@@ -1,5 +1,5 @@
-"""Archive downloads for the pages and the API: streamed, resumable with single-range HTTP Range requests
-(RFC 9110), or handed to the reverse proxy.
+"""Archive downloads for the pages and the API: a redirect to a pre-signed URL of the object store (S3), streamed and
+resumable with single-range HTTP Range requests (RFC 9110), or handed to the reverse proxy.
 
 With HEMALOOP_RELEASES_X_ACCEL_REDIRECT_PREFIX = "/protected-media/", nginx needs
 `location /protected-media/ { internal; alias <MEDIA_ROOT>/; }`; it then serves the file and its ranges itself.
@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 from django.core.files.storage import default_storage
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
+from core.storage import storage_download_url
 from releases import conf, selectors
 from releases.models import DatasetArchive
 
@@ -34,9 +35,16 @@ def archive_download_response(*, request: HttpRequest, archive: DatasetArchive) 
     headers = {
         "Accept-Ranges": "bytes",
         "ETag": f'"{archive.sha256}"',
-        "Content-Disposition": f'attachment; filename="{archive.file_name.rsplit("/", 1)[-1]}"',
+        "Content-Disposition": f'attachment; filename="{archive_file_label(archive)}"',
         "Cache-Control": "private, no-transform",
     }
+    # The object store serves the bytes (and their ranges) itself when it signs URLs: no worker of the web server
+    # is held for the minutes a multi-gigabyte download takes.
+    url = storage_download_url(
+        name=archive.file_name, filename=archive_file_label(archive), content_type="application/zip"
+    )
+    if url is not None:
+        return HttpResponseRedirect(url, headers={"Cache-Control": "private, no-store"})
     prefix = conf.x_accel_redirect_prefix()
     if prefix:
         response = HttpResponse(content_type="application/zip", headers=headers)
@@ -55,6 +63,11 @@ def archive_download_response(*, request: HttpRequest, archive: DatasetArchive) 
     if byte_range:
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
     return response
+
+
+def archive_file_label(archive: DatasetArchive) -> str:
+    """The name a download is saved under."""
+    return archive.file_name.rsplit("/", 1)[-1]
 
 
 def _range_requested(*, request: HttpRequest, size: int, etag: str) -> tuple[int, int] | None:

@@ -21,7 +21,8 @@ from tests.factories.annotation import ImportBatchFactory, image_make
 from tests.factories.inference import PredictionFactory
 from tests.factories.releases import DatasetVersionFactory
 from tests.factories.training import ModelVersionFactory
-from tests.helpers import DEMO_CLASSES, demo_subset
+from tests.helpers import DEMO_CLASSES, demo_subset, next_variant
+from tests.s3 import moto_s3_server, s3_client, s3_environment
 from training.models import ModelVersion
 
 
@@ -148,3 +149,26 @@ def labeled_demo(admin_user, tmp_path, settings):
         return import_batch_process(batch=batch)
 
     return import_labeled
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 API server (tests/s3.py), one per test process."""
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_storage(settings, s3_endpoint, tmp_path):
+    """The default storage is a fresh, empty S3 bucket (django-storages), as in production; yields its name. Workers'
+    copies of stored files go to a cache folder of this test only."""
+    bucket = f"test-{next_variant()}-{tmp_path.name.lower().replace('_', '-')[:30]}".rstrip("-")
+    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    for name, value in s3_environment(endpoint=s3_endpoint, bucket=bucket).items():
+        setattr(settings, name, value)
+    settings.AWS_S3_ADDRESSING_STYLE = "path"
+    settings.AWS_S3_SIGNATURE_VERSION = "s3v4"
+    settings.AWS_DEFAULT_ACL = None
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage"}}
+    settings.HEMALOOP_CACHE_DIR = str(tmp_path / "worker-cache")
+    return bucket

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib import messages
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -107,11 +105,12 @@ def model_activate(request, version_id: int):
 @require_GET
 @role_required(*READ_ROLES)
 def model_plot(request, version_id: int, name: str):
-    # Plots live under MEDIA_ROOT, which is never served publicly: this view is the role check.
-    relative = _version_or_404(version_id).plots.get(name)
-    if relative is None:
+    # Plots live in the media storage, which is never served publicly: this view is the role check.
+    stored = _version_or_404(version_id).plots.get(name)
+    if stored is None:
         raise Http404("No such plot.")
-    path = Path(settings.MEDIA_ROOT) / relative
-    if not path.is_file():
-        raise Http404("The plot file is missing.")
-    return FileResponse(path.open("rb"), content_type="image/png")
+    try:
+        handle = default_storage.open(stored, "rb")
+    except (FileNotFoundError, OSError):
+        raise Http404("The plot file is missing.") from None
+    return FileResponse(handle, content_type="image/png")

@@ -100,6 +100,14 @@ STORAGES = {
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "/media-not-public/"
 
+# Files web and workers exchange (core.storage). Workers copy stored files they read by path (images for training
+# and scoring, model versions) into this host's cache; empty: the system's temporary folder.
+HEMALOOP_CACHE_DIR = env.str("HEMALOOP_CACHE_DIR", default="")
+# Big downloads (dataset archives, original images) redirect to a pre-signed URL when the storage signs them (S3);
+# off when browsers cannot reach the object store's address (then Django streams them).
+HEMALOOP_DOWNLOAD_REDIRECT = env.bool("HEMALOOP_DOWNLOAD_REDIRECT", default=True)
+HEMALOOP_DOWNLOAD_URL_SECONDS = env.int("HEMALOOP_DOWNLOAD_URL_SECONDS", default=300)
+
 # Upload limits: the import service enforces its own, stricter, per-file limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

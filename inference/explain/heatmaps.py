@@ -1,21 +1,18 @@
-"""Grad-CAM overlays of stored images, cached on disk under MEDIA_ROOT per model version, so a page reload neither
+"""Grad-CAM overlays of stored images, cached in the media storage per model version, so a page reload neither
 reloads weights nor recomputes the map; the cache of retired versions is pruned after an activation."""
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
-import tempfile
 import threading
-from pathlib import Path
 
-from django.conf import settings
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image
 
 from annotation.models import CellImage
+from core.storage import storage_local_path, storage_tree_delete
 from inference.ensembles import ensemble_get, version_classes
 from inference.explain.opinion import image_opinion, version_or_active
 from training.ml.ensemble import Ensemble
@@ -30,14 +27,14 @@ _HEATMAP_VERSION_DIR = re.compile(r"model-(\d+)")
 _gradcam_lock = threading.Lock()
 
 
-def heatmap_cache_dir(*, model_version_id: int) -> Path:
-    """The folder holding every overlay cached for one model version."""
-    return Path(settings.MEDIA_ROOT) / HEATMAP_DIR / f"model-{model_version_id}"
+def heatmap_cache_dir(*, model_version_id: int) -> str:
+    """The storage folder holding every overlay cached for one model version."""
+    return f"{HEATMAP_DIR}/model-{model_version_id}"
 
 
-def heatmap_cache_path(*, image: CellImage, model_version: ModelVersion, class_code: str) -> Path:
-    """Where the overlay of `image` for `class_code` by `model_version` is kept (content-addressed by SHA-256)."""
-    return heatmap_cache_dir(model_version_id=model_version.pk) / f"{image.sha256}-{class_code}.png"
+def heatmap_cache_path(*, image: CellImage, model_version: ModelVersion, class_code: str) -> str:
+    """The storage name of the overlay of `image` for `class_code` by `model_version` (content-addressed by SHA-256)."""
+    return f"{heatmap_cache_dir(model_version_id=model_version.pk)}/{image.sha256}-{class_code}.png"
 
 
 def heatmap_cache_prune() -> int:
@@ -48,21 +45,21 @@ def heatmap_cache_prune() -> int:
     finished writing after the previous prune. The active version is read here, after the commit, so its folder
     is never deleted.
     """
-    root = Path(settings.MEDIA_ROOT) / HEATMAP_DIR
-    if not root.is_dir():
+    try:
+        folders, _files = default_storage.listdir(HEATMAP_DIR)
+    except FileNotFoundError:
         return 0
     active = model_version_active()
     removed = 0
-    for folder in sorted(root.iterdir()):
-        match = _HEATMAP_VERSION_DIR.fullmatch(folder.name)
-        if match is None or not folder.is_dir() or (active is not None and int(match[1]) == active.pk):
+    for folder in sorted(folders):
+        match = _HEATMAP_VERSION_DIR.fullmatch(folder)
+        if match is None or (active is not None and int(match[1]) == active.pk):
             continue
-        files = sum(1 for path in folder.rglob("*") if path.is_file())
         try:
-            shutil.rmtree(folder)
+            files = storage_tree_delete(prefix=f"{HEATMAP_DIR}/{folder}")
         except OSError as exc:  # a request writing into it right now; the next prune takes the rest
             _logger.warning("could not delete all of the heatmap cache %s: %s", folder, exc)
-            files -= sum(1 for path in folder.rglob("*") if path.is_file())
+            continue
         _logger.info("deleted %d cached heatmap(s) of model version %s (not active)", files, match[1])
         removed += files
     return removed
@@ -81,17 +78,22 @@ def image_heatmap_png(
         class_code = image_opinion(image=image, model_version=version).predicted.code
     if class_code not in classes:
         raise ValueError(f"Unknown class {class_code!r}; the model knows {', '.join(classes)}.")
-    path = heatmap_cache_path(image=image, model_version=version, class_code=class_code)
-    if path.is_file():
-        return path.read_bytes()
+    name = heatmap_cache_path(image=image, model_version=version, class_code=class_code)
+    try:
+        with default_storage.open(name, "rb") as cached:
+            return cached.read()
+    except FileNotFoundError:
+        pass
     ensemble = ensemble_get(model_version=version)
     png = heatmap_render(
-        ensemble=ensemble, image=load_image(default_storage.path(image.file)), class_index=classes.index(class_code)
+        ensemble=ensemble, image=load_image(storage_local_path(name=image.file)), class_index=classes.index(class_code)
     )
     try:
-        _write_atomically(path, png)
+        # Two requests for the same map may race: both write the same bytes under the same name.
+        if not default_storage.exists(name):
+            default_storage.save(name, ContentFile(png))
     except OSError as exc:  # the cache only saves time: a prune racing this write, or a full disk, costs no answer
-        _logger.warning("heatmap of image %s not cached at %s: %s", image.pk, path, exc)
+        _logger.warning("heatmap of image %s not cached at %s: %s", image.pk, name, exc)
     return png
 
 
@@ -101,12 +103,3 @@ def heatmap_render(*, ensemble: Ensemble, image: Image.Image, class_index: int) 
 
     with _gradcam_lock:
         return gradcam_png(ensemble, image, class_index)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Two requests for the same map may race; each writes its own temp file and the rename is atomic.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)

@@ -7,9 +7,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from django.core.files.storage import default_storage
 
 from annotation.models import CellClass, CellImage
+from core.storage import storage_local_path
 from inference.ensembles import ensemble_get, model_version_name, version_classes
 from inference.errors import ModelUnavailable, NoActiveModel
 from inference.models import Prediction
@@ -80,7 +80,7 @@ def image_opinion(*, image: CellImage, model_version: ModelVersion | None = None
         probabilities, source = stored.probabilities, "stored"
     else:
         ensemble = ensemble_get(model_version=version)
-        probabilities, source = ensemble.predict_proba([default_storage.path(image.file)])[0], "computed"
+        probabilities, source = ensemble.predict_proba([str(storage_local_path(name=image.file))])[0], "computed"
     return ModelOpinion(
         model_version_id=version.pk,
         model_version_name=model_version_name(version),

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db.models import Exists, OuterRef
 
 from annotation.models import CellClass, CellImage
 from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat
+from core.storage import storage_local_paths
 from inference.ensembles import ensemble_get
 from inference.models import Prediction, ScoringJob
 from inference.services.selection import queue_priorities_update
@@ -111,7 +111,7 @@ def scoring_job_run(
             # workers (or, decoder "device", batched on the GPU), overlapped with the forward passes.
             stream = ensemble_score_stream(
                 ensemble,
-                [default_storage.path(file) for _, file in rows],
+                [str(path) for path in storage_local_paths(names=[file for _, file in rows])],
                 batch_size=batch_size,
                 decoder=settings.HEMALOOP_SCORING_DECODER,
             )

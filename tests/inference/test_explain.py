@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 from django.core.cache import cache
+from django.core.files.storage import default_storage
 from PIL import Image
 
 from core.roles import Role
@@ -78,7 +80,7 @@ def test_heatmap_is_a_png_of_the_image_size_cached_on_disk(version_with_ensemble
 
     with Image.open(io.BytesIO(png)) as decoded:
         assert (decoded.format, decoded.size, decoded.mode) == ("PNG", (image.width, image.height), "RGB")
-    cached = heatmap_cache_path(image=image, model_version=version, class_code=predicted)
+    cached = _local(heatmap_cache_path(image=image, model_version=version, class_code=predicted))
     assert cached.read_bytes() == png
 
     # A reload reads the file: rendering again would fail here.
@@ -180,8 +182,13 @@ def test_the_heatmap_url_refuses_an_unknown_class(version_with_ensemble, batch, 
 # --- the heatmap cache when the active model changes ----------------------------------------------------
 
 
+def _local(name: str) -> Path:
+    """Where the (local) media storage keeps a cache name: these tests look at the files themselves."""
+    return Path(default_storage.path(name))
+
+
 def _cached(version: ModelVersion) -> list[str]:
-    folder = heatmap_cache_dir(model_version_id=version.pk)
+    folder = _local(heatmap_cache_dir(model_version_id=version.pk))
     return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
 
 
@@ -193,7 +200,7 @@ def test_activating_another_version_deletes_the_retired_versions_heatmaps(
     image_heatmap_png(image=image, class_code="neutrophil")
     image_heatmap_png(image=image, class_code="myeloblast")
     second = version_with_ensemble(ModelVersion.Status.CANDIDATE)
-    kept = heatmap_cache_path(image=image, model_version=second, class_code="neutrophil")
+    kept = _local(heatmap_cache_path(image=image, model_version=second, class_code="neutrophil"))
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"png")
     assert len(_cached(first)) == 2
@@ -205,14 +212,14 @@ def test_activating_another_version_deletes_the_retired_versions_heatmaps(
         for callback in callbacks:
             callback()
 
-    assert not heatmap_cache_dir(model_version_id=first.pk).exists()
+    assert not _local(heatmap_cache_dir(model_version_id=first.pk)).exists()
     assert _cached(second) == [kept.name]  # the active version's cache stays
     assert f"deleted 2 cached heatmap(s) of model version {first.pk}" in caplog.text
 
     # Rolling back retires the second version: its cache goes, and the first one's maps are drawn afresh.
     with django_capture_on_commit_callbacks(execute=True):
         model_version_activate(version=first, actor=admin_user)
-    assert not heatmap_cache_dir(model_version_id=second.pk).exists()
+    assert not _local(heatmap_cache_dir(model_version_id=second.pk)).exists()
     image_heatmap_png(image=image, class_code="neutrophil")
     assert len(_cached(first)) == 1
 
@@ -221,9 +228,9 @@ def test_the_prune_keeps_the_active_version_and_unrelated_files(make_version, se
     settings.MEDIA_ROOT = tmp_path  # other tests' maps stay out of the count
     active = make_version(ModelVersion.Status.ACTIVE)
     retired = make_version(ModelVersion.Status.RETIRED)
-    root = heatmap_cache_dir(model_version_id=active.pk).parent
+    root = _local(heatmap_cache_dir(model_version_id=active.pk)).parent
     for version, names in ((active, ["a.png", "b.png"]), (retired, ["a.png", "b.png", "c.png.tmp"])):
-        folder = heatmap_cache_dir(model_version_id=version.pk)
+        folder = _local(heatmap_cache_dir(model_version_id=version.pk))
         folder.mkdir(parents=True)
         for name in names:
             (folder / name).write_bytes(b"png")
@@ -232,7 +239,7 @@ def test_the_prune_keeps_the_active_version_and_unrelated_files(make_version, se
     assert heatmap_cache_prune() == 3
 
     assert _cached(active) == ["a.png", "b.png"]
-    assert not heatmap_cache_dir(model_version_id=retired.pk).exists()
+    assert not _local(heatmap_cache_dir(model_version_id=retired.pk)).exists()
     assert (root / "README").exists()
     assert heatmap_cache_prune() == 0
 

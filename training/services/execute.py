@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -15,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.utils import timezone
 
 from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat
+from core.storage import scratch_dir, storage_local_path, storage_tree_delete, storage_tree_store
 from releases.models import DatasetVersion, Split
 from training.ml.config import TrainConfig
 from training.ml.loop import Callback, TrainingCancelled
@@ -43,7 +44,17 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         return run
     run = claimed
     job_heartbeat(job=run, worker_host=socket.gethostname())
-    out_dir = Path(default_storage.path(f"{MODELS_DIR}/run-{run.pk}"))
+    # Trained in a folder of this worker, then stored: the web server and the scoring workers may be other hosts.
+    out_dir = Path(tempfile.mkdtemp(prefix=f"hemaloop-run-{run.pk}-", dir=scratch_dir()))
+    try:
+        _train(run=run, out_dir=out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    run.refresh_from_db()
+    return run
+
+
+def _train(*, run: TrainingRun, out_dir: Path) -> None:
     try:
         classes, items = _items(version=run.dataset_version)
         config = TrainConfig.from_dict(run.config)
@@ -70,8 +81,6 @@ def training_run_execute(*, run: TrainingRun) -> TrainingRun:
         )
     else:
         _register(run=run, result=result, out_dir=out_dir)
-    run.refresh_from_db()
-    return run
 
 
 def heartbeat_interval_seconds() -> float:
@@ -110,33 +119,37 @@ def _items(*, version: DatasetVersion) -> tuple[list[str], dict[str, list[tuple[
     index = {code: i for i, code in enumerate(classes)}
     items: dict[str, list[tuple[str, int]]] = {split.value: [] for split in Split}
     for entry in version.entries.select_related("image").order_by("sha256"):
-        items[entry.split].append((default_storage.path(entry.image.file), index[entry.label]))
+        # This worker's copy of each image (the file itself on local storage): PyTorch's loaders read paths.
+        items[entry.split].append((str(storage_local_path(name=entry.image.file)), index[entry.label]))
     return classes, items
 
 
 def _finish(*, run: TrainingRun, status: str, out_dir: Path, line: str, error: str = "") -> None:
-    # A cancelled or failed run leaves no half-written ensemble behind, and never touches the active model.
-    shutil.rmtree(out_dir, ignore_errors=True)
+    # A cancelled or failed run stores nothing, and never touches the active model.
     run.refresh_from_db(fields=["log_tail"])
     job_finish(job=run, status=status, error=error, log_tail=_tail(run.log_tail, line))
 
 
 def _register(*, run: TrainingRun, result: Any, out_dir: Path) -> None:
     metrics = json.loads(Path(result.metrics_path).read_text(encoding="utf-8"))
-    media = Path(settings.MEDIA_ROOT)
+    prefix = f"{MODELS_DIR}/run-{run.pk}"
+    storage_tree_store(local_dir=out_dir, prefix=prefix)
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
         if locked.status != JobStatus.RUNNING:
             # Reaped as stale (or otherwise ended) while it trained: its result is not trusted.
-            shutil.rmtree(out_dir, ignore_errors=True)
+            storage_tree_delete(prefix=prefix)
             return
         version = ModelVersion.objects.create(
             run=locked,
-            out_dir=str(out_dir.relative_to(media)),
+            out_dir=prefix,
             config=metrics.get("config", run.config),
             temperature=result.temperature,
             metrics=metrics,
-            plots={name: str(Path(path).relative_to(media)) for name, path in result.plot_paths.items()},
+            plots={
+                name: f"{prefix}/{Path(path).relative_to(out_dir).as_posix()}"
+                for name, path in result.plot_paths.items()
+            },
         )
         job_finish(
             job=locked,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from django.db import transaction
 
 from annotation import tasks
 from annotation.models import ImportBatch
-from annotation.services.imports.uploads import upload_delete, upload_paths, upload_save
+from annotation.services.imports.uploads import upload_delete, upload_save_local, upload_store
 from annotation.services.metadata import csv_rows_read
 from annotation.services.sources import SourceInvalid
 from annotation.services.validation import ImportLimits, megabytes
@@ -43,13 +44,15 @@ def import_batch_create(
     so they work without a broker or worker).
     """
     role_require(created_by, Role.ADMIN, action="import images")
-    return _batch_create(
+    source, csv = Path(source), Path(csv_path) if csv_path is not None else None
+    _source_check(source=source, source_name=source_name, csv_path=csv)
+    return _batch_record(
         created_by=created_by,
-        source=Path(source),
+        source_path=str(source.resolve()),
         source_name=source_name,
         trusted=trusted,
         case_from_folder=case_from_folder,
-        csv_path=Path(csv_path) if csv_path is not None else None,
+        csv_path=str(csv.resolve()) if csv is not None else "",
         source_is_upload=False,
         enqueue=enqueue,
     )
@@ -63,7 +66,7 @@ def import_batch_create_from_upload(
     case_from_folder: bool = False,
     csv_upload: UploadedFile | None = None,
 ) -> ImportBatch:
-    """Keep an uploaded zip (and CSV) under MEDIA_ROOT/uploads and queue its import."""
+    """Check an uploaded zip (and CSV), keep them in the file storage under uploads/ and queue the import."""
     role_require(created_by, Role.ADMIN, action="import images")
     limits = ImportLimits.from_settings()
     if upload.size is not None and upload.size > limits.max_upload_bytes:
@@ -74,24 +77,33 @@ def import_batch_create_from_upload(
         raise ImportRejected(f"{upload.name} is not a zip archive.")
     if csv_upload is not None and csv_upload.size is not None and csv_upload.size > limits.max_csv_bytes:
         raise ImportRejected(f"The CSV is larger than the limit of {megabytes(limits.max_csv_bytes)}.")
-    zip_path, csv_path = upload_paths(with_csv=csv_upload is not None)
-    try:
-        upload_save(upload=upload, path=zip_path)
+    # Checked in a local folder of this web process, then stored: the worker that imports it may be another host.
+    with tempfile.TemporaryDirectory(prefix="hemaloop-upload-") as folder:
+        zip_path = Path(folder) / "upload.zip"
+        csv_path = Path(folder) / "labels.csv" if csv_upload is not None else None
+        upload_save_local(upload=upload, path=zip_path)
         if csv_upload is not None and csv_path is not None:
-            upload_save(upload=csv_upload, path=csv_path)
-        return _batch_create(
-            created_by=created_by,
-            source=zip_path,
-            source_name=os.path.basename(upload.name or "upload.zip"),
-            trusted=trusted,
-            case_from_folder=case_from_folder,
-            csv_path=csv_path,
-            source_is_upload=True,
-            enqueue=True,
-        )
-    except BaseException:
-        upload_delete(zip_path, csv_path)
-        raise
+            upload_save_local(upload=csv_upload, path=csv_path)
+        source_name = os.path.basename(upload.name or "upload.zip")
+        _source_check(source=zip_path, source_name=source_name, csv_path=csv_path)
+        stored: list[str] = []
+        try:
+            stored.append(upload_store(path=zip_path, extension="zip"))
+            if csv_path is not None:
+                stored.append(upload_store(path=csv_path, extension="csv"))
+            return _batch_record(
+                created_by=created_by,
+                source_path=stored[0],
+                source_name=source_name,
+                trusted=trusted,
+                case_from_folder=case_from_folder,
+                csv_path=stored[1] if len(stored) > 1 else "",
+                source_is_upload=True,
+                enqueue=True,
+            )
+        except BaseException:
+            upload_delete(*stored)
+            raise
 
 
 def importer_default() -> AbstractBaseUser | None:
@@ -103,17 +115,7 @@ def importer_default() -> AbstractBaseUser | None:
     )
 
 
-def _batch_create(
-    *,
-    created_by: AbstractBaseUser,
-    source: Path,
-    source_name: str,
-    trusted: bool,
-    case_from_folder: bool,
-    csv_path: Path | None,
-    source_is_upload: bool,
-    enqueue: bool,
-) -> ImportBatch:
+def _source_check(*, source: Path, source_name: str, csv_path: Path | None) -> None:
     if source.is_file():
         if not zipfile.is_zipfile(source):
             raise ImportRejected(f"{source_name} is neither a folder nor a zip archive.")
@@ -127,12 +129,25 @@ def _batch_create(
             csv_rows_read(path=csv_path, max_bytes=ImportLimits.from_settings().max_csv_bytes)
         except SourceInvalid as exc:
             raise ImportRejected(f"The CSV cannot be used: {exc}.") from None
+
+
+def _batch_record(
+    *,
+    created_by: AbstractBaseUser,
+    source_path: str,
+    source_name: str,
+    trusted: bool,
+    case_from_folder: bool,
+    csv_path: str,
+    source_is_upload: bool,
+    enqueue: bool,
+) -> ImportBatch:
     with transaction.atomic():
         batch = ImportBatch.objects.create(
             requested_by=created_by,
             source_name=source_name[:255],
-            source_path=str(source.resolve()),
-            csv_path=str(csv_path.resolve()) if csv_path is not None else "",
+            source_path=source_path,
+            csv_path=csv_path,
             source_is_upload=source_is_upload,
             trusted=trusted,
             case_from_folder=case_from_folder,

@@ -9,6 +9,7 @@ batch's heartbeats have stopped for TAKEOVER_AFTER, so two workers never import 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
@@ -33,6 +34,7 @@ from annotation.services.sources import Source, SourceEntry, SourceInvalid, sour
 from annotation.services.validation import FileRejected, ImportLimits, megabytes
 from annotation.signals import import_batch_finished
 from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat
+from core.storage import storage_temporary_copy
 
 LOOKUP_CHUNK = 32
 # A live worker heartbeats at least this often (and every HEMALOOP_IMPORT_PROGRESS_EVERY files).
@@ -87,7 +89,7 @@ def import_batch_process(*, batch: ImportBatch, on_progress: ProgressCallback | 
     if batch.status != JobStatus.SUCCEEDED:  # the reaper failed it just before the end
         return batch
     if batch.source_is_upload:
-        upload_delete(Path(batch.source_path), Path(batch.csv_path) if batch.csv_path else None)
+        upload_delete(batch.source_path, batch.csv_path)
     # Higher floors react here (inference queues the new images: scored by the active model, or a cold start
     # across cases). Every file committed on its own above, so receivers see them all.
     import_batch_finished.send(sender=ImportBatch, batch=batch)
@@ -129,6 +131,18 @@ class _BatchRun:
         self.read_bytes = 0
         self.beat_at = time.monotonic()
 
+    @contextlib.contextmanager
+    def _source_local(self) -> Iterator[tuple[Path, Path | None]]:
+        """The source and CSV as local files: an upload is copied from the storage (this worker may be another host
+        than the web server that stored it), a folder or zip of the management commands is used where it lies."""
+        if not self.batch.source_is_upload:
+            yield Path(self.batch.source_path), Path(self.batch.csv_path) if self.batch.csv_path else None
+            return
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(storage_temporary_copy(name=self.batch.source_path))
+            csv = stack.enter_context(storage_temporary_copy(name=self.batch.csv_path)) if self.batch.csv_path else None
+            yield source, csv
+
     def execute(self) -> None:
         # A resumed batch keeps what it reported before the interruption.
         for name, outcome in ImportItem.objects.filter(batch=self.batch).values_list("name", "outcome"):
@@ -136,10 +150,13 @@ class _BatchRun:
             self.counts[outcome] += 1
         self.seen = dict(CellImage.objects.filter(batch=self.batch).values_list("sha256", "id"))
 
-        with source_open(path=Path(self.batch.source_path), limits=self.limits) as source:
+        with (
+            self._source_local() as (source_path, csv_path),
+            source_open(path=source_path, limits=self.limits) as source,
+        ):
             rows = []
-            if self.batch.csv_path:
-                rows = csv_rows_read(path=Path(self.batch.csv_path), max_bytes=self.limits.max_csv_bytes)
+            if csv_path is not None:
+                rows = csv_rows_read(path=csv_path, max_bytes=self.limits.max_csv_bytes)
             plan = import_plan_build(
                 names=[entry.name for entry in source.entries],
                 rows=rows,

@@ -1,29 +1,33 @@
-"""Where an uploaded zip (and its CSV) waits under MEDIA_ROOT/uploads until its batch has been imported."""
+"""Where an uploaded zip (and its CSV) waits until its batch has been imported: in the file storage under uploads/,
+so the worker that imports it needs no disk shared with the web server."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
-from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 
-
-def upload_paths(*, with_csv: bool) -> tuple[Path, Path | None]:
-    """Fresh paths for an upload's zip and (if there is one) its CSV; the folder is created on first use."""
-    folder = Path(settings.MEDIA_ROOT) / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    return folder / f"{token}.zip", folder / f"{token}.csv" if with_csv else None
+UPLOADS_DIR = "uploads"
 
 
-def upload_save(*, upload: UploadedFile, path: Path) -> None:
+def upload_save_local(*, upload: UploadedFile, path: Path) -> None:
+    """The upload in a local file of the web process, to check it before anything is stored."""
     with path.open("wb") as out:
         for chunk in upload.chunks():
             out.write(chunk)
 
 
-def upload_delete(*paths: Path | None) -> None:
-    for path in paths:
-        if path is not None:
-            path.unlink(missing_ok=True)
+def upload_store(*, path: Path, extension: str) -> str:
+    """Put a checked upload into the storage under a fresh name; returns that name."""
+    name = f"{UPLOADS_DIR}/{uuid.uuid4().hex}.{extension}"
+    with path.open("rb") as handle:
+        return default_storage.save(name, File(handle))
+
+
+def upload_delete(*names: str) -> None:
+    for name in names:
+        if name and default_storage.exists(name):
+            default_storage.delete(name)
