@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench-import chromium clean-var
+.PHONY: run test lint bench-import chromium docker-compose clean-var
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,16 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.runtime-installed
 	$(BIN)/python -m config.launcher
 
-test: $(VENV)/.dev-installed chromium
+test: $(VENV)/.dev-installed chromium docker-compose
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 chromium:
 	@scripts/ensure-chromium.sh
+
+docker-compose:
+	@scripts/ensure-docker-compose.sh
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
