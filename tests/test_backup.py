@@ -18,7 +18,8 @@ from annotation.services.labeling import annotation_submit
 from core.roles import Role
 from tests.factories.annotation import batch_make, hold, image_make
 
-pytestmark = pytest.mark.django_db(transaction=True)  # pg_dump sees committed rows only
+# pg_dump sees committed rows only; serialized_rollback leaves the database as the next transactional test expects.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 def _client_env() -> dict[str, str]:

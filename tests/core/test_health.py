@@ -14,7 +14,7 @@ from tests.workers import (
     worker_start,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 def _readyz() -> tuple[int, dict]:

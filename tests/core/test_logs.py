@@ -57,7 +57,7 @@ def test_a_log_line_written_while_serving_a_request_carries_its_id(admin_user, c
     assert request_id_var.get() == ""  # nothing leaks into the next request
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_worker_logs_json_lines_with_the_task_id_and_the_request_that_queued_it(redis_server, settings, tmp_path):
     log = tmp_path / "worker.log"
     env = worker_env(redis_url=redis_server.url, media_root=settings.MEDIA_ROOT, HEMALOOP_LOG_FORMAT="json")
