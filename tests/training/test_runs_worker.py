@@ -103,7 +103,7 @@ def worker(broker, tmp_path):
             process.wait()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_real_worker_trains_the_run_and_registers_a_version(
     transactional_db, labeled_demo, admin_user, api_client_for, worker, tmp_path
 ):
