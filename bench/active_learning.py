@@ -116,8 +116,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", default="quick", help="training profile (smoke, quick, paper)")
     parser.add_argument("--per-class", type=int, help="take N images per class (seeded; all when absent)")
     parser.add_argument("--budgets", default="2,4,8,16,32,64", help="labeled share of the pool per round, in %%")
-    parser.add_argument("--strategies", default="random,margin,entropy", help="comma-separated")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (initial sample and training)")
+    parser.add_argument(
+        "--strategies",
+        help="comma-separated (finetune: random,margin,entropy; head: random,margin,entropy,hybrid,default)",
+    )
+    parser.add_argument("--seeds", help="comma-separated seeds (finetune: 0; head: 0,1,2,3,4)")
     parser.add_argument("--max-epochs", type=int, help="override the profile's max epochs per training")
     parser.add_argument(
         "--min-steps", type=int, default=4, help="optimiser steps per epoch at least (tiny labeled sets are cycled)"
@@ -165,11 +168,47 @@ def parse_args() -> argparse.Namespace:
         help="most of a round's uncertainty picks one predicted class may take (platform default)",
     )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the fixed pool/val/test split")
+    parser.add_argument(
+        "--learner",
+        choices=("finetune", "head"),
+        default="finetune",
+        help="finetune: the ensemble retrained per round; head: a logistic head on cached bundled-backbone embeddings",
+    )
+    head = parser.add_argument_group("--learner head")
+    head.add_argument(
+        "--cache", type=Path, default=REPO / "bench" / "out" / "embedding_cache", help="embedding cache folder"
+    )
+    head.add_argument("--backbone", default="tf_efficientnet_lite0", help="bundled tf_efficientnet_lite0/1/2")
+    head.add_argument("--embed-size", type=int, default=224, help="pixels per side for the embedding")
+    head.add_argument(
+        "--labels-per-class",
+        default="10,15,20,30,40,60,80,120,160,240,320",
+        help="budgets in labels per class (times the number of classes); the whole pool is always the last",
+    )
+    head.add_argument("--head-c", type=float, default=0.05, help="inverse L2 strength of the logistic head")
+    head.add_argument(
+        "--typical-until",
+        type=int,
+        help="default strategy: typical cells until every class seen has this many labels (the platform's value)",
+    )
+    head.add_argument("--verbose", action="store_true", help="a line per round")
     return parser.parse_args()
 
 
 def main() -> None:  # noqa: C901 - a linear script; splitting it would only scatter the state
     args = parse_args()
+    if args.learner == "head":
+        sys.path.insert(0, str(REPO))
+        sys.path.insert(0, str(REPO / "bench"))
+        from active_learning_head import run
+
+        from training.ml.selection import TYPICAL_UNTIL_PER_CLASS
+
+        started = time.perf_counter()
+        if args.typical_until is None:
+            args.typical_until = TYPICAL_UNTIL_PER_CLASS
+        run(args, lambda message: print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True))
+        return
     if not 0.0 <= args.exploration <= 1.0 or not 0.0 < args.max_class_share <= 1.0:
         raise SystemExit("--exploration must be in [0, 1] and --max-class-share in (0, 1]")
     started = time.perf_counter()
@@ -211,8 +250,8 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     device = resolve_device(config.device)
     # No cudnn.benchmark: every round has new ragged batch shapes, and autotuning each costs seconds.
     budgets = [float(b) for b in args.budgets.split(",")]
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    strategies = [s.strip() for s in (args.strategies or "random,margin,entropy").split(",") if s.strip()]
+    seeds = [int(s) for s in (args.seeds or "0").split(",")]
     folder = args.data.resolve()
     settings = (
         f"{folder.name}|{config.profile}|{'+'.join(config.models)}|{config.image_size}px|"

@@ -45,13 +45,13 @@ def jpeg_folder(tmp_path_factory) -> Path:
     return write_jpeg_folder(tmp_path_factory.mktemp("bench") / "cells")
 
 
-def run_script(*args: str) -> str:
+def run_script(*args: str, timeout: float = 120) -> str:
     result = subprocess.run(
         [sys.executable, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "2"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -104,6 +104,59 @@ def test_active_learning_writes_curves_and_summary(jpeg_folder, tmp_path):
     assert "target 95%" in stdout
     for strategy in ("random", "margin", "entropy"):
         assert f"labels to 95%: {strategy}" in stdout
+
+
+def test_active_learning_head_learner_embeds_once_and_reports_both_targets(jpeg_folder, tmp_path):
+    out, cache = tmp_path / "al", tmp_path / "cache"
+    head_args = [
+        "bench/active_learning.py",
+        "--learner",
+        "head",
+        "--data",
+        str(jpeg_folder),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--embed-size",
+        "32",
+        "--labels-per-class",
+        "2,4",
+        "--seeds",
+        "0,1",
+        "--strategies",
+        "random,margin,entropy,hybrid,default",
+        "--typical-until",
+        "3",
+        "--workers",
+        "0",
+    ]
+
+    stdout = run_script(*head_args, timeout=300)
+
+    with (out / "head_results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    pool = int(rows[0]["pool"])
+    assert [r["strategy"] for r in rows if r["strategy"] == "full"] == ["full"]
+    for strategy in ("random", "margin", "entropy", "hybrid", "default"):
+        for seed in ("0", "1"):
+            curve = [int(r["labeled"]) for r in rows if r["strategy"] == strategy and r["seed"] == seed]
+            assert curve == [8, 16, pool]  # 2 and 4 labels per class of 4 classes, then the whole pool
+    starts = {r["strategy"]: r["mode"] for r in rows if r["round"] == "0" and r["seed"] == "0"}
+    assert starts == {"full": "all", "random": "random", "margin": "random", "entropy": "random"} | {
+        "hybrid": "typical",
+        "default": "typical",
+    }
+    assert "embedding 40 of 40 images with bundled tf_efficientnet_lite0 at 32 px" in stdout
+    for share in ("95%", "98%"):
+        for strategy in ("random", "margin", "entropy", "hybrid", "default"):
+            assert re.search(rf"labels to {share}: {strategy} +per seed \[", stdout)
+    assert re.search(r"curve vs random: default +(never|IS) below", stdout)
+    assert (out / "head_learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = run_script(*head_args, timeout=300)  # the cache answers: nothing is embedded twice
+
+    assert "images with bundled" not in again
 
 
 def test_inference_throughput_prints_both_rates_and_ratio(jpeg_folder, tmp_path):

@@ -1,0 +1,354 @@
+"""`active_learning.py --learner head`: the oracle simulation with frozen bundled-backbone embeddings and a light
+head (logistic regression) per round, selecting with training.ml.selection, the functions the platform's queue uses.
+
+One fixed test split (20 %, stratified by class, grouped by hash pseudo-cases); the rest is the pool. Budgets are
+labels per class times the number of classes, up to the whole pool. Per seed, random/margin/entropy start from the
+same uniform random sample; hybrid and default start from the typical cells (TypiClust), and the strategies go on:
+
+- random: uniform.
+- margin, entropy: the platform's previous queue (training.ml.uncertainty.select_for_queue: class cap and
+  exploration share, --max-class-share and --exploration).
+- hybrid: typical cells for the first budget only, then uncertainty (margin) with diversity
+  (training.ml.selection.diverse_uncertain_select).
+- typical: typical cells every round (training.ml.selection.typical_select).
+- default: the platform's rule, training.ml.selection.select_next (typical while a class has fewer than
+  --typical-until labels, then uncertainty with diversity).
+
+Prints per strategy the labels needed to reach 95 % and 98 % of the whole-pool head's test macro-F1, per seed and
+mean ± SD, and the ratio to random; writes head_results.csv and head_learning_curves.png (mean ± SD bands).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+import os
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+CSV_NAME = "head_results.csv"
+PNG_NAME = "head_learning_curves.png"
+FIELDS = [
+    "settings",
+    "strategy",
+    "seed",
+    "round",
+    "labeled",
+    "pool",
+    "test",
+    "min_per_class",
+    "mode",
+    "macro_f1",
+    "accuracy",
+    "select_s",
+    "fit_s",
+    "elapsed_s",
+    "date",
+]
+TARGETS = (0.95, 0.98)
+STRATEGIES = ("random", "margin", "entropy", "hybrid", "typical", "default")
+
+
+def fit_head(features: np.ndarray, labels: np.ndarray, n_classes: int, *, c: float):
+    """A multinomial logistic regression on standardised features (class-balanced: the target is macro-F1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = LogisticRegression(C=c, max_iter=300, class_weight="balanced", tol=1e-3)
+    head.fit(features, labels)
+    return head
+
+
+def head_probabilities(head, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, n_classes) probabilities; classes the head never saw get 0 (the early rounds may miss one)."""
+    probabilities = np.zeros((len(features), n_classes))
+    probabilities[:, head.classes_] = head.predict_proba(features)
+    return probabilities
+
+
+def labels_to_reach(points: list[tuple[int, float]], target: float) -> float | None:
+    """Labels at which a curve first reaches `target`, interpolated on log2(labels); None if it never does."""
+    for i, (n, f1) in enumerate(points):
+        if f1 >= target:
+            if i == 0:
+                return float(n)
+            n0, f0 = points[i - 1]
+            share = (target - f0) / (f1 - f0)
+            return 2 ** (math.log2(n0) + share * (math.log2(n) - math.log2(n0)))
+    return None
+
+
+def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting it would only scatter the state
+    import torch
+    from active_learning import pseudo_cases
+    from embedding_cache import embed_files
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.preprocessing import StandardScaler
+
+    from training.ml.data import folder_labels, scan_image_folder
+    from training.ml.metrics import accuracy, macro_f1
+    from training.ml.selection import (
+        diverse_uncertain_select,
+        embedding_space,
+        min_labels_per_class,
+        select_next,
+        typical_select,
+    )
+    from training.ml.uncertainty import select_for_queue
+
+    started = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    strategies = [s.strip() for s in (args.strategies or ",".join(STRATEGIES[:4] + ("default",))).split(",")]
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise SystemExit(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+    seeds = [int(s) for s in (args.seeds or "0,1,2,3,4").split(",")]
+    folder = args.data.resolve()
+    classes = folder_labels(folder)
+    splits = scan_image_folder(folder, classes, val_fraction=0.0, test_fraction=0.0)
+    items = sorted(splits.train + splits.val + splits.test)
+    if args.per_class:
+        rng = np.random.default_rng(args.split_seed)
+        by_class = defaultdict(list)
+        for item in items:
+            by_class[item[1]].append(item)
+        items = sorted(
+            x
+            for members in by_class.values()
+            for x in (members if len(members) <= args.per_class else rng.permutation(members)[: args.per_class])
+        )
+        items = [(str(p), int(label)) for p, label in items]
+    paths = [p for p, _ in items]
+    labels = np.array([label for _, label in items])
+    n_classes = len(classes)
+    vectors, _ = embed_files(
+        paths,
+        cache_dir=args.cache,
+        backbone=args.backbone,
+        image_size=args.embed_size,
+        num_workers=args.workers if args.workers is not None else 1,
+        log=log,
+    )
+    cases = pseudo_cases(paths, max(30, len(items) // 20))
+    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=args.split_seed)
+    pool_idx, test_idx = next(folds.split(vectors, labels, cases))
+    scaler = StandardScaler().fit(vectors[pool_idx])
+    pool_x, test_x = scaler.transform(vectors[pool_idx]), scaler.transform(vectors[test_idx])
+    pool_y, test_y, pool_cases = labels[pool_idx], labels[test_idx], cases[pool_idx]
+    # The selection's geometry is the platform's: the index vectors of every cell (here: the pool), normalised.
+    space = embedding_space(vectors[pool_idx], seed=args.split_seed)
+    n_pool = len(pool_idx)
+    counts = sorted({min(n_pool, int(b) * n_classes) for b in args.labels_per_class.split(",")} | {n_pool})
+    settings = (
+        f"{folder.name}|head|{args.backbone} {args.embed_size}px|per-class {args.per_class or 'all'}|"
+        f"C {args.head_c:g}|split {args.split_seed}|explore {args.exploration:g}|cap {args.max_class_share:g}|"
+        f"typical-until {args.typical_until}"
+    )
+    log(
+        f"{folder}: {len(items)} images, {n_classes} classes -> pool {n_pool}, test {len(test_idx)}; "
+        f"embeddings {vectors.shape[1]}-d; budgets {counts}; strategies {strategies}; seeds {seeds}"
+    )
+    log(f"settings: {settings}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out / CSV_NAME
+    if not csv_path.exists():
+        with csv_path.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow(FIELDS)
+
+    def evaluate(labeled: np.ndarray):
+        fit_started = time.perf_counter()
+        head = fit_head(pool_x[labeled], pool_y[labeled], n_classes, c=args.head_c)
+        predictions = head.predict(test_x)
+        return head, macro_f1(test_y, predictions), accuracy(test_y, predictions), time.perf_counter() - fit_started
+
+    def record(strategy, seed, round_, labeled, mode, f1, acc, select_s, fit_s) -> None:
+        row = {
+            "settings": settings,
+            "strategy": strategy,
+            "seed": seed,
+            "round": round_,
+            "labeled": len(labeled),
+            "pool": n_pool,
+            "test": len(test_idx),
+            "min_per_class": min_labels_per_class(pool_y[labeled]),
+            "mode": mode,
+            "macro_f1": round(f1, 4),
+            "accuracy": round(acc, 4),
+            "select_s": round(select_s, 2),
+            "fit_s": round(fit_s, 2),
+            "elapsed_s": round(time.perf_counter() - started, 1),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        with csv_path.open("a", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, FIELDS).writerow(row)
+        if args.verbose:
+            log(f"{strategy:8s} seed {seed} round {round_:2d}: {len(labeled):5d} labels ({mode}) -> macro-F1 {f1:.4f}")
+
+    everything = np.arange(n_pool)
+    _, reference_f1, reference_acc, fit_s = evaluate(everything)
+    record("full", 0, 0, everything, "all", reference_f1, reference_acc, 0.0, fit_s)
+    log(f"whole pool ({n_pool} labels): test macro-F1 {reference_f1:.4f}, accuracy {reference_acc:.4f}")
+    for seed in seeds:
+        random_start = np.sort(np.random.default_rng([seed, 1]).choice(n_pool, counts[0], replace=False))
+        typical_start = None
+        for strategy in strategies:
+            chain_started = time.perf_counter()
+            select_s = 0.0
+            typical_first = strategy in ("hybrid", "typical", "default")
+            if typical_first and typical_start is None:
+                t = time.perf_counter()
+                everyone = np.ones(n_pool, bool)
+                typical_start = np.sort(
+                    typical_select(space, candidate=everyone, count=counts[0], cases=pool_cases, seed=seed)
+                )
+                select_s = time.perf_counter() - t
+            labeled = typical_start if typical_first else random_start
+            mode = "typical" if typical_first else "random"
+            head = None
+            for round_, count in enumerate(counts):
+                if round_:
+                    t = time.perf_counter()
+                    candidate = np.ones(n_pool, bool)
+                    candidate[labeled] = False
+                    wanted, round_seed = count - len(labeled), seed * 100 + round_
+                    probabilities = head_probabilities(head, pool_x, n_classes)
+                    if strategy == "random":
+                        picks = np.flatnonzero(candidate)[
+                            np.random.default_rng([round_seed, 1]).permutation(int(candidate.sum()))[:wanted]
+                        ]
+                        mode = "random"
+                    elif strategy in ("margin", "entropy"):
+                        rows = np.flatnonzero(candidate)
+                        chosen = select_for_queue(
+                            probabilities[rows],
+                            wanted,
+                            strategy,
+                            exploration=args.exploration,
+                            max_class_share=args.max_class_share,
+                            seed=round_seed,
+                        )
+                        if len(chosen) < wanted:  # the class cap left too few: go on at random, as annotators would
+                            rest = np.setdiff1d(np.arange(len(rows)), chosen)
+                            extra = np.random.default_rng([round_seed, 2]).choice(rest, wanted - len(chosen), False)
+                            chosen = np.concatenate([chosen, extra])
+                        picks, mode = rows[chosen], "uncertain"
+                    elif strategy == "hybrid":
+                        picks = diverse_uncertain_select(
+                            probabilities,
+                            space,
+                            candidate=candidate,
+                            count=wanted,
+                            exploration=args.exploration,
+                            seed=round_seed,
+                        )
+                        mode = "uncertain"
+                    elif strategy == "typical":
+                        picks = typical_select(
+                            space, candidate=candidate, count=wanted, cases=pool_cases, seed=round_seed
+                        )
+                        mode = "typical"
+                    else:
+                        mode, picks = select_next(
+                            space,
+                            candidate=candidate,
+                            labels=pool_y[labeled],
+                            count=wanted,
+                            probabilities=probabilities,
+                            cases=pool_cases,
+                            exploration=args.exploration,
+                            typical_until=args.typical_until,
+                            seed=round_seed,
+                        )
+                    select_s = time.perf_counter() - t
+                    labeled = np.sort(np.concatenate([labeled, picks]))
+                    if len(labeled) != count or len(np.unique(labeled)) != count:
+                        raise RuntimeError(f"{strategy}: round {round_} labeled {len(labeled)} distinct, not {count}")
+                if len(labeled) == n_pool:
+                    f1, acc, fit_s = reference_f1, reference_acc, 0.0  # the whole pool: the reference itself
+                    head = None
+                else:
+                    head, f1, acc, fit_s = evaluate(labeled)
+                record(strategy, seed, round_, labeled, mode, f1, acc, select_s, fit_s)
+            log(f"{strategy:8s} seed {seed}: {len(counts)} rounds in {time.perf_counter() - chain_started:.1f}s")
+    summarise(csv_path, args.out / PNG_NAME, settings, log)
+    log(f"done; {platform.node() or 'this machine'}, {os.cpu_count()} CPUs")
+
+
+def summarise(csv_path: Path, png_path: Path, settings: str, log) -> dict:
+    """Labels to 95 % / 98 % of the whole pool per seed, mean ± SD, ratio to random; the seed-band check; the PNG."""
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["settings"] == settings]
+    reference = float(np.mean([float(r["macro_f1"]) for r in rows if r["strategy"] == "full"]))
+    curves: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # strategy, seed, n
+    for row in rows:
+        if row["strategy"] != "full":
+            curves[row["strategy"]][int(row["seed"])][int(row["labeled"])] = float(row["macro_f1"])
+    strategies = list(curves)
+    summary: dict = {"reference": reference, "needed": {}}
+    log(f"whole-pool macro-F1 {reference:.4f}; targets " + ", ".join(f"{t:.0%}: {t * reference:.4f}" for t in TARGETS))
+    for share in TARGETS:
+        needed = {
+            s: [labels_to_reach(sorted(curve.items()), share * reference) for _, curve in sorted(curves[s].items())]
+            for s in strategies
+        }
+        summary["needed"][share] = needed
+        baseline = needed.get("random")
+        base_mean = float(np.mean(baseline)) if baseline and None not in baseline else None
+        for strategy in strategies:
+            values = needed[strategy]
+            shown = " ".join("-" if v is None else f"{v:.0f}" for v in values)
+            if None in values:
+                log(f"labels to {share:.0%}: {strategy:8s} per seed [{shown}]: not reached by every seed")
+                continue
+            mean, sd = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            ratio = f"{mean / base_mean:.2f}x random" if base_mean else "random did not reach it"
+            log(f"labels to {share:.0%}: {strategy:8s} per seed [{shown}]  mean {mean:6.0f} ± {sd:4.0f}; {ratio}")
+    if "random" in curves:
+        budgets = sorted(next(iter(curves["random"].values())))
+        for strategy in strategies:
+            gaps = []  # mean - (random's mean - random's seed SD), per budget both curves have, in macro-F1
+            for n in budgets:
+                base = [c[n] for c in curves["random"].values() if n in c]
+                mine = [c[n] for c in curves[strategy].values() if n in c]
+                if len(base) > 1 and mine:
+                    gaps.append((float(np.mean(mine) - np.mean(base) + np.std(base, ddof=1)), n))
+            if gaps:
+                lowest = min(gaps)
+                verdict = "never" if lowest[0] >= 0 else "IS"
+                log(
+                    f"curve vs random: {strategy:8s} {verdict} below random's mean - 1 SD at any budget "
+                    f"(closest: {lowest[0]:+.4f} macro-F1 above it at {lowest[1]} labels)"
+                )
+    plot(curves, strategies, png_path, reference, settings)
+    log(f"wrote {csv_path} and {png_path}")
+    return summary
+
+
+def plot(curves, strategies, png_path: Path, reference: float, settings: str) -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 4.8))
+    axes = figure.subplots()
+    for strategy in strategies:
+        budgets = sorted({n for curve in curves[strategy].values() for n in curve})
+        values = [[c[n] for c in curves[strategy].values() if n in c] for n in budgets]
+        mean, spread = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
+        axes.plot(budgets, mean, marker=".", label=f"{strategy} ({len(curves[strategy])} seeds)")
+        axes.fill_between(budgets, mean - spread, mean + spread, alpha=0.18)
+    axes.axhline(reference, color="grey", linestyle="--", linewidth=1, label="whole pool")
+    for share in TARGETS:
+        axes.axhline(share * reference, color="grey", linestyle=":", linewidth=1)
+    axes.set_xscale("log", base=2)
+    axes.set_ylim(max(0.0, 0.6 * reference), min(1.0, reference + 0.05))
+    axes.set_xlabel("labeled cells")
+    axes.set_ylabel("test macro-F1 (logistic head on frozen features)")
+    axes.set_title(settings.replace("|", "  "), fontsize=7)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.savefig(png_path, dpi=110, bbox_inches="tight")
