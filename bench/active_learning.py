@@ -185,7 +185,8 @@ def parse_args() -> argparse.Namespace:
         default="10,15,20,30,40,60,80,120,160,240,320",
         help="budgets in labels per class (times the number of classes); the whole pool is always the last",
     )
-    head.add_argument("--head-c", type=float, default=0.05, help="inverse L2 strength of the logistic head")
+    head.add_argument("--head-c", type=float, default=1.0, help="inverse L2 strength of the logistic head")
+    head.add_argument("--head-dims", type=int, default=128, help="principal components the head sees")
     head.add_argument(
         "--typical-until",
         type=int,

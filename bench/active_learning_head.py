@@ -86,6 +86,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     import torch
     from active_learning import pseudo_cases
     from embedding_cache import embed_files
+    from sklearn.decomposition import PCA
     from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.preprocessing import StandardScaler
 
@@ -137,8 +138,15 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     cases = pseudo_cases(paths, max(30, len(items) // 20))
     folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=args.split_seed)
     pool_idx, test_idx = next(folds.split(vectors, labels, cases))
+    # The head's features: standardised vectors projected on their leading principal components (fitted on the
+    # pool, which the platform has unlabeled), in units of the first one's SD. At 128 of 1280 dimensions the whole-pool
+    # head loses about 0.01 macro-F1 and fits several times faster, which keeps the run within its time goal.
     scaler = StandardScaler().fit(vectors[pool_idx])
-    pool_x, test_x = scaler.transform(vectors[pool_idx]), scaler.transform(vectors[test_idx])
+    projection = PCA(n_components=min(args.head_dims, *scaler.mean_.shape, len(pool_idx)), random_state=0)
+    projection.fit(scaler.transform(vectors[pool_idx]))
+    pool_x, test_x = (projection.transform(scaler.transform(vectors[rows])) for rows in (pool_idx, test_idx))
+    unit = pool_x[:, 0].std()
+    pool_x, test_x = pool_x / unit, test_x / unit
     pool_y, test_y, pool_cases = labels[pool_idx], labels[test_idx], cases[pool_idx]
     # The selection's geometry is the platform's: the index vectors of every cell (here: the pool), normalised.
     space = embedding_space(vectors[pool_idx], seed=args.split_seed)
@@ -146,7 +154,8 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     counts = sorted({min(n_pool, int(b) * n_classes) for b in args.labels_per_class.split(",")} | {n_pool})
     settings = (
         f"{folder.name}|head|{args.backbone} {args.embed_size}px|per-class {args.per_class or 'all'}|"
-        f"C {args.head_c:g}|split {args.split_seed}|explore {args.exploration:g}|cap {args.max_class_share:g}|"
+        f"C {args.head_c:g}|{args.head_dims} dims|split {args.split_seed}|explore {args.exploration:g}|"
+        f"cap {args.max_class_share:g}|"
         f"typical-until {args.typical_until}"
     )
     log(
