@@ -192,6 +192,9 @@ def parse_args() -> argparse.Namespace:
         type=int,
         help="default strategy: typical cells until every class seen has this many labels (the platform's value)",
     )
+    head.add_argument(
+        "--prefilter", type=int, help="uncertain candidates per uncertainty pick before the clusters (platform's)"
+    )
     head.add_argument("--verbose", action="store_true", help="a line per round")
     return parser.parse_args()
 
@@ -203,11 +206,13 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
         sys.path.insert(0, str(REPO / "bench"))
         from active_learning_head import run
 
-        from training.ml.selection import TYPICAL_UNTIL_PER_CLASS
+        from training.ml.selection import PREFILTER, TYPICAL_UNTIL_PER_CLASS
 
         started = time.perf_counter()
         if args.typical_until is None:
             args.typical_until = TYPICAL_UNTIL_PER_CLASS
+        if args.prefilter is None:
+            args.prefilter = PREFILTER
         run(args, lambda message: print(f"[{time.perf_counter() - started:7.1f}s] {message}", flush=True))
         return
     if not 0.0 <= args.exploration <= 1.0 or not 0.0 < args.max_class_share <= 1.0:

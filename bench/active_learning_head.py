@@ -156,7 +156,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
         f"{folder.name}|head|{args.backbone} {args.embed_size}px|per-class {args.per_class or 'all'}|"
         f"C {args.head_c:g}|{args.head_dims} dims|split {args.split_seed}|explore {args.exploration:g}|"
         f"cap {args.max_class_share:g}|"
-        f"typical-until {args.typical_until}"
+        f"typical-until {args.typical_until}|prefilter {args.prefilter}"
     )
     log(
         f"{folder}: {len(items)} images, {n_classes} classes -> pool {n_pool}, test {len(test_idx)}; "
@@ -254,6 +254,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                             candidate=candidate,
                             count=wanted,
                             exploration=args.exploration,
+                            prefilter=args.prefilter,
                             seed=round_seed,
                         )
                         mode = "uncertain"
@@ -272,6 +273,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                             cases=pool_cases,
                             exploration=args.exploration,
                             typical_until=args.typical_until,
+                            prefilter=args.prefilter,
                             seed=round_seed,
                         )
                     select_s = time.perf_counter() - t

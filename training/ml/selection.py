@@ -212,6 +212,7 @@ def select_next(
     strategy: str = "margin",
     exploration: float = 0.1,
     typical_until: int = TYPICAL_UNTIL_PER_CLASS,
+    prefilter: int = PREFILTER,
     seed: int = 0,
 ) -> tuple[str, np.ndarray]:
     """The platform's default selection: typical cells (`typical_select`) while a class seen among the labels has
@@ -228,12 +229,20 @@ def select_next(
         strategy: uncertainty measure.
         exploration: random share of the uncertainty picks.
         typical_until: labels per class the head needs before uncertainty leads.
+        prefilter: candidates considered per uncertainty pick (`diverse_uncertain_select`).
         seed: k-means and exploration.
     """
     if probabilities is None or min_labels_per_class(labels) < typical_until:
         return "typical", typical_select(vectors, candidate=candidate, count=count, cases=cases, seed=seed)
     picks = diverse_uncertain_select(
-        probabilities, vectors, candidate=candidate, count=count, strategy=strategy, exploration=exploration, seed=seed
+        probabilities,
+        vectors,
+        candidate=candidate,
+        count=count,
+        strategy=strategy,
+        exploration=exploration,
+        prefilter=prefilter,
+        seed=seed,
     )
     return "uncertain", picks
 
