@@ -190,6 +190,11 @@ def diverse_uncertain_select(
         max_class_share=min(1.0, per_cluster / target),
         seed=seed,
     )
+    if len(picks) < target:
+        # The caps left too few (small groups late in the pool): the rest in uncertainty order, as annotators would
+        # go on into the unprioritised queue.
+        taken = set(picks)
+        picks += [int(row) for row in order if int(row) not in taken][: target - len(picks)]
     return np.array(picks, dtype=int)
 
 

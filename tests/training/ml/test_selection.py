@@ -189,3 +189,21 @@ def test_selection_is_deterministic_by_seed(labels):
     assert list(pick(7)[1]) == list(first)
     if labels:  # the exploration draw follows the seed
         assert any(list(pick(seed)[1]) != list(first) for seed in (8, 9, 10))
+
+
+def test_a_round_that_the_caps_cannot_fill_is_topped_up_in_uncertainty_order():
+    vectors, _ = blobs(per_cluster=10, outliers=0)
+    margins = np.linspace(0.01, 0.99, 40)
+
+    picks = diverse_uncertain_select(
+        margin_probabilities(margins),
+        vectors,
+        candidate=np.ones(40, bool),
+        count=40,
+        exploration=0.0,
+        per_cluster=15,
+        seed=0,
+    )
+
+    # 3 groups over 4 blobs of 10 (20, 10, 10) capped at 14 take 34; the other 6 follow, none twice.
+    assert sorted(picks) == list(range(40))
