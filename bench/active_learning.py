@@ -5,6 +5,12 @@ Usage: python bench/active_learning.py --data FOLDER [--out bench/out/active_lea
        [--max-epochs N] [--batch-size N] [--min-steps 4] [--warm-start/--no-warm-start]
        [--full-reference/--no-full-reference] [--reference-f1 F] [--image-size 48] [--models a,b] [--device auto]
        [--exploration 0.1] [--max-class-share 0.3] [--threads N] [--pretrained none|timm|local] [--weights-dir DIR]
+       python bench/active_learning.py --learner head --data FOLDER [--cache DIR] [--backbone tf_efficientnet_lite0]
+       [--embed-size 224] [--labels-per-class 10,15,...,320] [--seeds 0,1,2,3,4] [--typical-until N] [--prefilter N]
+
+--learner head (bench/active_learning_head.py): frozen bundled-backbone embeddings cached by content hash, a logistic
+head per round, the selection functions of training.ml.selection; see that module's docstring. The rest of this text
+is about --learner finetune (the default).
 
 FOLDER is an ImageFolder tree (<label>/<file> or <split>/<label>/<file>; existing splits are pooled). The
 images are split once into a fixed test set (20%), a fixed validation set (10%, early stopping and the

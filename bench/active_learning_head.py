@@ -321,7 +321,8 @@ def summarise(csv_path: Path, png_path: Path, settings: str, log) -> dict:
             ratio = f"{mean / base_mean:.2f}x random" if base_mean else "random did not reach it"
             log(f"labels to {share:.0%}: {strategy:8s} per seed [{shown}]  mean {mean:6.0f} ± {sd:4.0f}; {ratio}")
     if "random" in curves:
-        budgets = sorted(next(iter(curves["random"].values())))
+        # The whole pool is the same labels for every strategy: it would always be the closest point.
+        budgets = sorted(next(iter(curves["random"].values())))[:-1]
         for strategy in strategies:
             gaps = []  # mean - (random's mean - random's seed SD), per budget both curves have, in macro-F1
             for n in budgets:
