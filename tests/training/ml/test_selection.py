@@ -86,8 +86,15 @@ def test_uncertainty_picks_at_most_one_per_cluster():
     # Cluster 0 holds the 10 most uncertain cells, then cluster 1, 2, 3: plain margin would take 4 of cluster 0.
     margins = np.concatenate([0.01 * (1 + np.arange(10)) + 0.2 * c for c in range(4)])
 
+    # prefilter 10: the 40 most uncertain cells (all four clusters) are the candidates.
     picks = diverse_uncertain_select(
-        margin_probabilities(margins), vectors, candidate=np.ones(40, bool), count=4, exploration=0.0, seed=0
+        margin_probabilities(margins),
+        vectors,
+        candidate=np.ones(40, bool),
+        count=4,
+        exploration=0.0,
+        prefilter=10,
+        seed=0,
     )
 
     assert sorted(truth[picks]) == [0, 1, 2, 3]
@@ -107,6 +114,7 @@ def test_the_cluster_cap_holds_for_larger_caps():
         count=8,
         exploration=0.0,
         per_cluster=2,
+        prefilter=5,
         seed=0,
     )
 
