@@ -9,7 +9,18 @@ import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-APPS = ("core", "accounts", "annotation", "releases", "training", "inference", "cases", "dashboard", "config")
+APPS = (
+    "core",
+    "accounts",
+    "annotation",
+    "releases",
+    "training",
+    "inference",
+    "labscreen",
+    "cases",
+    "dashboard",
+    "config",
+)
 FIRST_PARTY = APPS
 
 # Function-level first-party imports that are not about cycles, each with its reason.
