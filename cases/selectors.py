@@ -21,6 +21,7 @@ from django.db.models.functions import Cast, Coalesce, NullIf
 from annotation.models import Case, CellClass, CellImage, LabelStatus
 from annotation.selectors.blinding import images_hidden_from
 from inference.models import Prediction
+from labscreen.selectors import case_probability_subquery
 from training.models import ModelVersion
 from training.selectors import model_version_active
 
@@ -32,6 +33,8 @@ SORTS = {
     "-blasts": ("blast_fraction", True),
     "model_blasts": ("model_blast_fraction", False),
     "-model_blasts": ("model_blast_fraction", True),
+    "lab": ("lab_probability", False),
+    "-lab": ("lab_probability", True),
     "code": ("code", False),
     "-code": ("code", True),
 }
@@ -218,6 +221,8 @@ def case_list(*, viewer, sort: str = DEFAULT_SORT, model_version: ModelVersion |
         blasts=_count(shown.filter(final_label__code__in=BLAST_CODES)),
         model_scored=_count(predictions),
         model_blasts=_count(predictions.filter(predicted_class__code__in=BLAST_CODES)),
+        # The active lab screen's malignancy probability (labscreen), None without one.
+        lab_probability=case_probability_subquery(),
     ).annotate(
         unlabeled=F("n_images") - F("labeled"),
         blast_fraction=_fraction("blasts", "white_cells"),

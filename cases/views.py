@@ -12,6 +12,7 @@ from cases import selectors
 from cases.charts import differential_chart
 from core.permissions import role_required
 from core.roles import Role
+from labscreen.selectors import case_lab
 
 CASE_ROLES = (Role.RESEARCHER, Role.ADJUDICATOR, Role.ADMIN)
 CASES_PER_PAGE = 50
@@ -45,6 +46,7 @@ def case_detail(request, case_id: int):
         "summary": summary,
         "rows": list(zip(summary.by_label.rows, model_rows, strict=True)),
         "chart": differential_chart(summary=summary),
+        "lab": case_lab(case=summary.case),
         "section": "cases",
     }
     return render(request, "cases/case_detail.html", context)
@@ -64,6 +66,7 @@ def case_summary_json(request, case_id: int):
             "model_version": summary.model_version.pk if summary.model_version else None,
             "by_model": summary.by_model.as_dict() if summary.by_model else None,
             "blast_threshold": float(selectors.BLAST_THRESHOLD),
+            "lab_screen": case_lab(case=summary.case).as_dict(),
             "notice": "Decision support, not a diagnosis.",
         }
     )

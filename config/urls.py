@@ -19,11 +19,13 @@ urlpatterns = [
     path("training/", include("training.urls")),
     path("inference/", include("inference.urls")),
     path("cases/", include("cases.urls")),
+    path("labscreen/", include("labscreen.urls")),
     path("api/accounts/", include("accounts.api_urls")),
     path("api/annotation/", include("annotation.api_urls")),
     path("api/releases/", include("releases.api_urls")),
     path("api/training/", include("training.api_urls")),
     path("api/inference/", include("inference.api_urls")),
+    path("api/labscreen/", include("labscreen.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "training",
     "inference",
     "releases",
+    "labscreen",
     "cases",
     "dashboard",
 ]
@@ -232,6 +233,14 @@ HEMALOOP_AL_REVIEW_MIN_CONFIDENCE = env.float("HEMALOOP_AL_REVIEW_MIN_CONFIDENCE
 
 # Logs: "text" for people, "json" (one object per line) for log shippers; both carry the request and task ids.
 HEMALOOP_LOG_FORMAT = env.str("HEMALOOP_LOG_FORMAT", default="text")
+
+# Lab screen (CBC/CPD malignancy study). Import limits of one CSV/XLSX; variables kept by the point-biserial ranking
+# (a study's form may change it); the soft time limit of one study on the worker.
+HEMALOOP_LABSCREEN_IMPORT_MAX_BYTES = env.int("HEMALOOP_LABSCREEN_IMPORT_MAX_BYTES", default=10 * 1024**2)
+HEMALOOP_LABSCREEN_IMPORT_MAX_ROWS = env.int("HEMALOOP_LABSCREEN_IMPORT_MAX_ROWS", default=50_000)
+HEMALOOP_LABSCREEN_TOP_K = env.int("HEMALOOP_LABSCREEN_TOP_K", default=20)
+HEMALOOP_LABSCREEN_TIME_LIMIT_S = env.int("HEMALOOP_LABSCREEN_TIME_LIMIT_S", default=2 * 3600)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

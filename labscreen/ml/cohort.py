@@ -63,7 +63,14 @@ def _to_scale(name: str, z: np.ndarray) -> np.ndarray:
 
 
 def synthetic_cohort(
-    *, n_cases: int = 882, prevalence: float = 0.45, seed: int = 0, signal_scale: float = 1.0, prefix: str = "SYN"
+    *,
+    n_cases: int = 882,
+    prevalence: float = 0.45,
+    seed: int = 0,
+    signal_scale: float = 1.0,
+    prefix: str = "SYN",
+    outcome: np.ndarray | None = None,
+    ids: list[str] | None = None,
 ) -> LabTable:
     """A cohort of `n_cases` with 59 analyzer parameters, sex and age (61 variables) and a known signal.
 
@@ -73,9 +80,12 @@ def synthetic_cohort(
         seed: everything is reproducible from it.
         signal_scale: multiplies every SIGNAL shift (0 gives pure noise with the same structure).
         prefix: case ids are f"{prefix}-0001", ...
+        outcome: the 0/1 outcomes to generate values for (the demo's cases have theirs); drawn when None.
+        ids: case ids instead of the prefix's.
     """
     rng = np.random.default_rng(seed)
-    outcome = (rng.random(n_cases) < prevalence).astype(np.int64)
+    drawn = (rng.random(n_cases) < prevalence).astype(np.int64)
+    outcome = drawn if outcome is None else np.asarray(outcome, dtype=np.int64)
     columns = [*PARAMETERS, SEX_COLUMN, AGE_COLUMN]
     latent = np.empty((n_cases, len(PARAMETERS)))
     start = 0
@@ -95,7 +105,7 @@ def synthetic_cohort(
     values[:, len(PARAMETERS) + 1] = np.clip(np.round(55 + 17 * age_z), 18, 99)
     _punch_holes(values, columns, rng)
     return LabTable(
-        ids=[f"{prefix}-{i + 1:04d}" for i in range(n_cases)],
+        ids=list(ids) if ids is not None else [f"{prefix}-{i + 1:04d}" for i in range(n_cases)],
         columns=columns,
         values=values,
         outcome=outcome,

@@ -150,6 +150,8 @@ def _fit_score(model, X_train, y_train, X_test) -> tuple[object, np.ndarray, np.
     with warnings.catch_warnings():
         # Defaults as published: the MLP may stop at max_iter, logistic regression's lbfgs at 100 iterations.
         warnings.simplefilter("ignore", ConvergenceWarning)
+        # A training fold smaller than the MLP's batch of 48 (tiny cohorts) makes it one batch: that is fine.
+        warnings.filterwarnings("ignore", message="Got `batch_size`", category=UserWarning)
         model.fit(X_train, y_train)
     return model, model.predict(X_test), model_scores(model, X_test)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,18 +103,26 @@ def table_read_csv(path: Path, *, synthetic: bool = False) -> LabTable:
 def table_write_csv(table: LabTable, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        extra = ["synthetic"] if table.synthetic else []
-        writer.writerow([ID_COLUMN, OUTCOME_COLUMN, *table.columns, *extra])
-        for case_id, outcome, row in zip(table.ids, table.outcome, table.values, strict=True):
-            cells = []
-            for name, value in zip(table.columns, row, strict=True):
-                if math.isnan(value):
-                    cells.append("")
-                elif name == SEX_COLUMN:
-                    cells.append("M" if value >= 0.5 else "F")
-                else:
-                    cells.append(f"{value:.6g}")
-            writer.writerow([case_id, int(outcome), *cells, *(["1"] if table.synthetic else [])])
+    path.write_text(table_csv_text(table), encoding="utf-8")
     return path
+
+
+def table_csv_text(table: LabTable, *, extra: dict[str, list[str]] | None = None) -> str:
+    """The cohort as CSV text (the import and the command line both read it); `extra` adds columns (e.g. icd10)."""
+    handle = io.StringIO()
+    writer = csv.writer(handle)
+    extra = extra or {}
+    flag = ["synthetic"] if table.synthetic else []
+    writer.writerow([ID_COLUMN, OUTCOME_COLUMN, *table.columns, *extra, *flag])
+    for index, (case_id, outcome, row) in enumerate(zip(table.ids, table.outcome, table.values, strict=True)):
+        cells = []
+        for name, value in zip(table.columns, row, strict=True):
+            if math.isnan(value):
+                cells.append("")
+            elif name == SEX_COLUMN:
+                cells.append("M" if value >= 0.5 else "F")
+            else:
+                cells.append(f"{value:.6g}")
+        more = [values[index] for values in extra.values()]
+        writer.writerow([case_id, int(outcome), *cells, *more, *(["1"] if table.synthetic else [])])
+    return handle.getvalue()
