@@ -151,6 +151,16 @@ url                                         method  anonymous annotator adjudica
 /cases/{case}/summary.json                  GET     login     403       200         200        200   403
 /cases/999999/                              GET     login     403       404         404        404   403
 /admin/inference/activelearningsettings/    GET     login     302       302         302        302   302
+/labscreen/                                 GET     login     403       403         200        200   403
+/labscreen/imports/                         POST    login     403       403         403        302   403
+/labscreen/imports/999999/                  GET     login     403       403         403        404   403
+/labscreen/studies/                         POST    login     403       403         302        302   403
+/labscreen/studies/999999/                  GET     login     403       403         404        404   403
+/labscreen/studies/999999/cancel/           POST    login     403       403         404        404   403
+/labscreen/studies/999999/activate/         POST    login     403       403         403        404   403
+/labscreen/studies/999999/files/summary     GET     login     403       403         404        404   403
+/api/labscreen/studies/999999/              GET     403       403       403         404        404   403
+/admin/labscreen/outcomerule/               GET     login     302       302         302        200   302
 /api/schema/                                GET     403       200       200         200        200   200
 /api/docs/                                  GET     403       200       200         200        200   200
 """

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from core.roles import Role
 
-PROJECT_APPS = ("accounts", "annotation", "training", "inference", "releases")
+PROJECT_APPS = ("accounts", "annotation", "training", "inference", "releases", "labscreen")
 # Django model permissions per role, for the Django admin and for anyone inspecting groups;
 # the pages and API check roles directly (core.permissions).
 ROLE_PERMISSIONS: dict[Role, tuple[str, ...]] = {
