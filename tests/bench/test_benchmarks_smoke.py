@@ -5,6 +5,7 @@ the most uncertain rows first."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -281,3 +282,29 @@ def test_active_learning_starts_from_local_imagenet_weights_when_asked(jpeg_fold
     )
     assert missing.returncode != 0
     assert "pretrained='local' needs weights_dir" in missing.stderr
+
+
+def test_lab_screen_prints_wall_time_memory_baseline_and_ratio(tmp_path):
+    stdout = run_script(
+        "bench/lab_screen.py",
+        "--cases",
+        "80",
+        "--folds",
+        "3",
+        "--n-jobs",
+        "1",
+        "--nn-max-iter",
+        "10",
+        "--bootstrap",
+        "20",
+        "--json",
+        str(tmp_path / "lab.json"),
+    )
+
+    assert re.search(r"study \(both variants, every check, \d+ files\): \d+\.\d s wall, peak RSS \d+ MB", stdout)
+    assert re.search(r"baseline \(the bare 7 x 3 model fits", stdout)
+    assert re.search(r"ratio study / baseline: \d+\.\d\d", stdout)
+    assert "goal <= 60 s:" in stdout
+    figures = json.loads((tmp_path / "lab.json").read_text())
+    assert figures["variables"] == 61
+    assert figures["study_s"] > 0
