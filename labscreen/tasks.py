@@ -1,5 +1,5 @@
-"""Celery task of the lab screen (default queue: scikit-learn on CPUs); the logic is labscreen.services.studies,
-which enqueues this task and never needs it back."""
+"""Celery task of the lab screen (default queue: scikit-learn on CPUs). The logic is labscreen.services.execute;
+labscreen.services.studies enqueues this task."""
 
 from __future__ import annotations
 

@@ -42,6 +42,17 @@ def test_a_study_runs_both_variants_and_keeps_its_files(finished_study):
     assert {"study", "summary", "roc", "correlations", "metrics", "model"} <= set(study.files)
 
 
+def test_the_progress_api_answers_the_common_job_shape(finished_study, api_client_for, researcher):
+    answer = api_client_for(researcher).get(f"/api/labscreen/studies/{finished_study.pk}/").json()
+
+    assert answer["kind"] == "lab_study"
+    assert answer["finished"] is True
+    assert answer["percent"] == 100
+    assert answer["done"] == answer["total"] == finished_study.total
+    assert answer["synthetic"] is True
+    assert answer["cases"] == 60
+
+
 def test_the_study_page_shows_both_variants_and_serves_the_downloads(finished_study, client_for, researcher):
     client = client_for(researcher)
     page = client.get(f"/labscreen/studies/{finished_study.pk}/").content.decode()
