@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import psutil  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -38,25 +39,34 @@ from labscreen.ml.report import write_study_outputs  # noqa: E402
 from labscreen.ml.study import run_study  # noqa: E402
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its fold workers (alive or ended): on a machine shared with other jobs it tells
+    the work done better than the wall time does."""
+    own = psutil.Process().cpu_times()
+    alive = sum(c.cpu_times().user + c.cpu_times().system for c in psutil.Process().children(recursive=True))
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.user + own.system + alive + ended.ru_utime + ended.ru_stime
+
+
 def _peak_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return (own + children) / 1024
 
 
-def baseline_seconds(table, config: StudyConfig) -> float:
-    """The bare fits: every model on every fold of data preprocessed once, nothing else."""
+def baseline_seconds(table, config: StudyConfig) -> tuple[float, float]:
+    """The bare fits: every model on every fold of data preprocessed once, nothing else; (wall, CPU) seconds."""
     X = preprocessor(
         categorical=tuple(table.categorical_indices), top_k=config.top_k, impute=True, scale=True, select=True, seed=0
     ).fit_transform(table.values, table.outcome)
     y = table.outcome
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for train, _ in StratifiedKFold(config.folds, shuffle=True, random_state=0).split(X, y):
             for name in config.models:
                 model_create(name, nn_max_iter=config.nn_max_iter).fit(X[train], y[train])
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,17 +88,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cohort: {len(table.ids)} synthetic cases x {len(table.columns)} variables; {config.folds} folds, "
           f"{len(config.models)} models, both variants, n_jobs {config.n_jobs}, {os.cpu_count()} CPUs")  # fmt: skip
     started = time.perf_counter()
+    cpu_before = _cpu_seconds()
     output = run_study(table, config)
     with tempfile.TemporaryDirectory() as out:
         files = write_study_outputs(output, Path(out))
     study_s = time.perf_counter() - started
+    study_cpu = _cpu_seconds() - cpu_before
     peak = _peak_mb()
-    base_s = baseline_seconds(table, config)
+    base_s, base_cpu = baseline_seconds(table, config)
     results = output.results
     best = results["ranking"][0]
     print(f"study (both variants, every check, {len(files)} files): {study_s:.1f} s wall, peak RSS {peak:.0f} MB")
     fits = f"{len(config.models)} x {config.folds}"
     print(f"baseline (the bare {fits} model fits on preprocessed data, 1 process): {base_s:.1f} s")
+    print(
+        f"CPU time: study {study_cpu:.1f} s (all processes), baseline {base_cpu:.1f} s; "
+        f"ratio {study_cpu / base_cpu:.2f}"
+    )
+    print(
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (above the CPU count: the machine is shared)"
+    )
     print(f"ratio study / baseline: {study_s / base_s:.2f}")
     print(f"goal <= 60 s: {'met' if study_s <= 60 else 'not met'}")
     auc = results["variants"]["leak_free"][best]["mean"]["auc"]
@@ -111,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                     "baseline_s": round(base_s, 2),
                     "ratio": round(study_s / base_s, 3),
                     "peak_rss_mb": round(peak, 1),
+                    "study_cpu_s": round(study_cpu, 2),
+                    "baseline_cpu_s": round(base_cpu, 2),
+                    "load_average": round(os.getloadavg()[0], 1),
                     "best": best,
                     "auc_leak_free": auc,
                     "auc_published": published,

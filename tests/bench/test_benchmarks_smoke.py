@@ -305,6 +305,7 @@ def test_lab_screen_prints_wall_time_memory_baseline_and_ratio(tmp_path):
     assert re.search(r"baseline \(the bare 7 x 3 model fits", stdout)
     assert re.search(r"ratio study / baseline: \d+\.\d\d", stdout)
     assert "goal <= 60 s:" in stdout
+    assert re.search(r"CPU time: study \d+\.\d s \(all processes\), baseline \d+\.\d s", stdout)
     figures = json.loads((tmp_path / "lab.json").read_text())
     assert figures["variables"] == 61
     assert figures["study_s"] > 0
