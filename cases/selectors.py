@@ -221,8 +221,8 @@ def case_list(*, viewer, sort: str = DEFAULT_SORT, model_version: ModelVersion |
         blasts=_count(shown.filter(final_label__code__in=BLAST_CODES)),
         model_scored=_count(predictions),
         model_blasts=_count(predictions.filter(predicted_class__code__in=BLAST_CODES)),
-        # The active lab screen's malignancy probability (labscreen), None without one.
-        lab_probability=case_probability_subquery(),
+        # The active lab screen's malignancy probability (labscreen), None without one or where a cell is hidden.
+        lab_probability=case_probability_subquery(viewer=viewer),
     ).annotate(
         unlabeled=F("n_images") - F("labeled"),
         blast_fraction=_fraction("blasts", "white_cells"),

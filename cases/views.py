@@ -46,7 +46,7 @@ def case_detail(request, case_id: int):
         "summary": summary,
         "rows": list(zip(summary.by_label.rows, model_rows, strict=True)),
         "chart": differential_chart(summary=summary),
-        "lab": case_lab(case=summary.case),
+        "lab": case_lab(case=summary.case, viewer=request.user),
         "section": "cases",
     }
     return render(request, "cases/case_detail.html", context)
@@ -66,7 +66,7 @@ def case_summary_json(request, case_id: int):
             "model_version": summary.model_version.pk if summary.model_version else None,
             "by_model": summary.by_model.as_dict() if summary.by_model else None,
             "blast_threshold": float(selectors.BLAST_THRESHOLD),
-            "lab_screen": case_lab(case=summary.case).as_dict(),
+            "lab_screen": case_lab(case=summary.case, viewer=request.user).as_dict(),
             "notice": "Decision support, not a diagnosis.",
         }
     )

@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import FloatField, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, FloatField, OuterRef, QuerySet, Subquery
 
 from annotation.models import Case
+from annotation.selectors.blinding import images_hidden_from
 from labscreen.ml.table import AGE_COLUMN, SEX_COLUMN, LabTable
 from labscreen.models import CaseScreen, LabImport, LabStudy, Measurement, MeasurementSet, Outcome
 
@@ -97,6 +98,9 @@ class CaseLab:
     sets: int
     screen: CaseScreen | None
     study: LabStudy | None
+    # The viewer may still label (or holds an open label on) a cell of this case: a malignancy probability would
+    # tell them what to expect in its cells, so none of the lab screen is shown (blinding).
+    hidden: bool = False
 
     @property
     def synthetic(self) -> bool:
@@ -108,6 +112,8 @@ class CaseLab:
 
     def as_dict(self) -> dict:
         lab_set = self.lab_set
+        if self.hidden:
+            return {"hidden": True, "reason": "You may still label cells of this case."}
         return {
             "measurement_sets": self.sets,
             "synthetic": self.synthetic,
@@ -126,7 +132,11 @@ class CaseLab:
         }
 
 
-def case_lab(*, case: Case) -> CaseLab:
+def case_lab(*, case: Case, viewer) -> CaseLab:
+    """The case's newest lab data and the active screen's probability, unless `viewer` may still label (or holds an
+    open label on) one of its cells."""
+    if images_hidden_from(user=viewer).filter(case=case).exists():
+        return CaseLab(lab_set=None, values=[], sets=0, screen=None, study=None, hidden=True)
     sets = MeasurementSet.objects.filter(case=case).select_related("lab_import").order_by("-created_at", "-pk")
     newest = sets.first()
     study = lab_screen_active()
@@ -137,9 +147,13 @@ def case_lab(*, case: Case) -> CaseLab:
     return CaseLab(lab_set=newest, values=values, sets=sets.count(), screen=screen, study=study if screen else None)
 
 
-def case_probability_subquery() -> Subquery:
-    """The active screen's probability for the case of the outer row (for annotating and sorting a case list)."""
+def case_probability_subquery(*, viewer) -> Subquery:
+    """The active screen's probability for the case of the outer row (for annotating and sorting a case list); None
+    for a case with a cell hidden from `viewer` (see CaseLab.hidden)."""
+    hidden = images_hidden_from(user=viewer).filter(case=OuterRef("case"))
     return Subquery(
-        CaseScreen.objects.filter(case=OuterRef("pk"), study__is_screen=True).values("probability")[:1],
+        CaseScreen.objects.filter(case=OuterRef("pk"), study__is_screen=True)
+        .exclude(Exists(hidden))
+        .values("probability")[:1],
         output_field=FloatField(),
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 
 from annotation.models import Case
@@ -16,6 +17,7 @@ from labscreen.models import CaseScreen, LabImport, LabStudy, MeasurementSet
 from labscreen.services.execute import lab_study_execute
 from labscreen.services.screen import ScreenRefused, screen_activate
 from labscreen.services.studies import LabStudyRefused, lab_study_cancel, lab_study_start
+from tests.factories.annotation import batch_make, image_make
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +94,30 @@ def test_activation_scores_every_case_and_the_case_pages_show_it(finished_study,
     positions = [listed.index(f'data-case="{code}"') for code in order[:10]]
     assert positions == sorted(positions)
     assert client_for(annotator).get(f"/cases/{case.pk}/").status_code == 403
+
+
+def test_a_viewer_who_may_still_label_a_cell_of_the_case_sees_no_lab_screen(
+    finished_study, admin_user, make_user, client_for
+):
+    screen_activate(study=finished_study, actor=admin_user)
+    dual = make_user(Role.RESEARCHER)
+    dual.groups.add(Group.objects.get(name=Role.ANNOTATOR.value))
+    open_case, clear_case = Case.objects.get(code="LAB-0001"), Case.objects.get(code="LAB-0002")
+    image_make(batch=batch_make(created_by=admin_user), case=open_case)  # needs labels: dual may still label it
+    client = client_for(dual)
+
+    page = client.get(f"/cases/{open_case.pk}/").content.decode()
+    assert 'data-field="lab-hidden"' in page
+    assert 'data-field="lab-probability"' not in page
+    assert client.get(f"/cases/{open_case.pk}/summary.json").json()["lab_screen"] == {
+        "hidden": True, "reason": "You may still label cells of this case.",
+    }  # fmt: skip
+    assert 'data-field="lab-probability"' in client.get(f"/cases/{clear_case.pk}/").content.decode()
+    # No probability for that case: it sorts last (the second page of 60 cases), with a dash.
+    listed = client.get("/cases/?sort=-lab&page=2").content.decode()
+    assert listed.rindex("data-case=") == listed.index('data-case="LAB-0001"')
+    row = listed[listed.index('data-case="LAB-0001"') :]
+    assert row[row.index('data-field="lab-probability"') :].split("</td>")[0].endswith("—")
 
 
 def test_a_new_import_is_scored_by_the_active_screen(
