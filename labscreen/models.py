@@ -132,7 +132,7 @@ class Measurement(models.Model):
 
 class LabStudy(Job):
     """A lab-screen study (both variants) on the newest measurement set of every case with an outcome. Its figures
-    are `results`; its files (CSV, JSON, PNG, the screen model) lie under MEDIA_ROOT/`out_dir`."""
+    are `results`; its files (CSV, JSON, PNG, the screen model) are stored under `out_dir` (core.storage)."""
 
     JOB_KIND = "lab_study"
 
@@ -143,7 +143,7 @@ class LabStudy(Job):
     cases = models.PositiveIntegerField(default=0)
     out_dir = models.CharField(max_length=255, blank=True)
     results = models.JSONField(default=dict, blank=True)
-    files = models.JSONField(default=dict, blank=True, help_text="name -> path under MEDIA_ROOT")
+    files = models.JSONField(default=dict, blank=True, help_text="name -> stored file name")
     is_screen = models.BooleanField(default=False, help_text="Its screen model gives the case pages' probability.")
     activated_at = models.DateTimeField(null=True, blank=True)
     activated_by = models.ForeignKey(

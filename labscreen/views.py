@@ -3,10 +3,11 @@ activating a study's screen model (admins). Annotators never reach any of them."
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -183,18 +184,20 @@ def study_activate(request, study_id: int):
 @require_GET
 @role_required(*READ_ROLES)
 def study_file(request, study_id: int, name: str):
-    # Files live under MEDIA_ROOT, which is never served publicly: this view is the role check. The screen model
+    # Files live in the storage, which is never served publicly: this view is the role check. The screen model
     # (a pickle) is never handed out.
     study = _study_or_404(study_id)
-    relative = study.files.get(name)
-    if relative is None or name == "model":
+    stored = study.files.get(name)
+    if stored is None or name == "model":
         raise Http404("No such file.")
-    path = Path(settings.MEDIA_ROOT) / relative
-    if not path.is_file():
-        raise Http404("The file is missing.")
+    path = PurePosixPath(stored)
+    try:
+        handle = default_storage.open(stored, "rb")
+    except FileNotFoundError:
+        raise Http404("The file is missing.") from None
     content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
     return FileResponse(
-        path.open("rb"),
+        handle,
         content_type=content_type,
         as_attachment=path.suffix != ".png",
         filename=f"study-{study.pk}-{path.name}",

@@ -71,7 +71,7 @@ class Migration(migrations.Migration):
                 ('cases', models.PositiveIntegerField(default=0)),
                 ('out_dir', models.CharField(blank=True, max_length=255)),
                 ('results', models.JSONField(blank=True, default=dict)),
-                ('files', models.JSONField(blank=True, default=dict, help_text='name -> path under MEDIA_ROOT')),
+                ('files', models.JSONField(blank=True, default=dict, help_text='name -> stored file name')),
                 ('is_screen', models.BooleanField(default=False, help_text="Its screen model gives the case pages' probability.")),
                 ('activated_at', models.DateTimeField(blank=True, null=True)),
                 ('activated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

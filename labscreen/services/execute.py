@@ -1,18 +1,18 @@
 """Running a lab-screen study on the worker (the task calls `lab_study_execute`): claim, heartbeat, progress and
-cancel through the study's row, then its files under MEDIA_ROOT/labscreen/study-<id>/."""
+cancel through the study's row, then its files in the storage under labscreen/study-<id>/ (core.storage: written in
+this host's scratch folder first, so web and workers need no shared disk)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
-from django.conf import settings
-
 from core.jobs import JobStatus, job_claim, job_finish, job_heartbeat
+from core.storage import scratch_dir, storage_tree_delete, storage_tree_store
 from labscreen.ml.config import StudyConfig
 from labscreen.ml.report import write_study_outputs
 from labscreen.ml.study import StudyCancelled, StudyRefused, run_study
@@ -54,7 +54,7 @@ def lab_study_execute(*, study: LabStudy) -> LabStudy:
         return study
     study = claimed
     relative = f"{STUDIES_DIR}/study-{study.pk}"
-    out_dir = Path(settings.MEDIA_ROOT) / relative
+    out_dir = Path(tempfile.mkdtemp(prefix=f"lab-study-{study.pk}-", dir=scratch_dir()))
     try:
         table, sets = study_cohort()
         job_heartbeat(job=study, cases=len(sets), synthetic=table.synthetic)
@@ -63,15 +63,14 @@ def lab_study_execute(*, study: LabStudy) -> LabStudy:
             table, StudyConfig.from_dict(study.config), progress=progress, should_stop=progress.should_stop
         )
         paths = write_study_outputs(output, out_dir)
+        storage_tree_store(local_dir=out_dir, prefix=relative)
     except StudyCancelled:
-        shutil.rmtree(out_dir, ignore_errors=True)
         job_finish(job=study, status=JobStatus.CANCELLED)
     except StudyRefused as exc:
-        shutil.rmtree(out_dir, ignore_errors=True)
         job_finish(job=study, status=JobStatus.FAILED, error=str(exc))
     except Exception as exc:
         _logger.exception("lab study %s failed", study.pk)
-        shutil.rmtree(out_dir, ignore_errors=True)
+        storage_tree_delete(prefix=relative)
         job_finish(job=study, status=JobStatus.FAILED, error="".join(traceback.format_exception_only(exc)).strip())
     else:
         files = {name: f"{relative}/{path.name}" for name, path in paths.items()}
@@ -79,7 +78,8 @@ def lab_study_execute(*, study: LabStudy) -> LabStudy:
             job=study, status=JobStatus.SUCCEEDED, results=output.results, files=files, out_dir=relative
         )
         if finished.status != JobStatus.SUCCEEDED:  # reaped or cancelled meanwhile: its files are not kept
-            with contextlib.suppress(OSError):
-                shutil.rmtree(out_dir)
+            storage_tree_delete(prefix=relative)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     study.refresh_from_db()
     return study

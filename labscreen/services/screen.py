@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from pathlib import Path
 
 import joblib
-from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,19 +25,20 @@ class ScreenRefused(AppError):
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, mtime: float):
-    # Our own file under MEDIA_ROOT, written by the study; cached per (path, mtime) in this process.
-    return joblib.load(path)  # noqa: S301 - trusted: written by this application's own worker
+def _load(name: str):
+    # Our own stored file, written once by the study's worker under a name of that study: cached per name.
+    with default_storage.open(name, "rb") as handle:
+        return joblib.load(handle)  # noqa: S301 - trusted: written by this application's own worker
 
 
 def screen_model_load(*, study: LabStudy):
-    relative = study.files.get("model")
-    if not relative:
+    name = study.files.get("model")
+    if not name:
         raise ScreenRefused(f"Study {study.pk} has no screen model (no model with probabilities was run).")
-    path = Path(settings.MEDIA_ROOT) / relative
-    if not path.is_file():
-        raise ScreenRefused(f"The screen model file of study {study.pk} is missing.")
-    return _load(str(path), path.stat().st_mtime)
+    try:
+        return _load(name)
+    except FileNotFoundError:
+        raise ScreenRefused(f"The screen model file of study {study.pk} is missing.") from None
 
 
 def _score(*, study: LabStudy, sets: list[MeasurementSet]) -> int:
