@@ -27,6 +27,12 @@ class ScoringRefused(Conflict):
     code = "scoring_refused"
 
 
+class RefreshRefused(Conflict):
+    """A queue refresh cannot be queued now (another one is queued or running)."""
+
+    code = "refresh_refused"
+
+
 class SelectionRefused(AppError):
     """The selection cannot run as asked (unknown strategy, bad share, a version that is not active)."""
 

@@ -124,3 +124,104 @@ class ActiveLearningSettings(models.Model):
 
     def __str__(self) -> str:
         return "Active-learning settings"
+
+
+class EmbeddingSpace(models.Model):
+    """One backbone's embedding index (training.ml.embedding.BackboneSpec): the bundled ImageNet backbone, or a
+    member of a fully trained version. Its vectors live in shards in default storage (EmbeddingShard)."""
+
+    key = models.CharField(
+        max_length=200, unique=True, help_text="BackboneSpec.key, e.g. bundled:tf_efficientnet_lite0@224x224"
+    )
+    backbone = models.JSONField(help_text="BackboneSpec.as_dict()")
+    dim = models.PositiveIntegerField(default=0, help_text="Vector length, known once the first shard is written.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class EmbeddingShard(models.Model):
+    """One file of float16 vectors with their image ids (training.ml.embedding.shard_bytes), in default storage so it
+    is the same on a local disk and on S3-compatible storage; an embedding pass writes one per chunk of images."""
+
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="shards")
+    file = models.CharField(max_length=255, help_text="Name in default storage.")
+    count = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.file} ({self.count} vectors)"
+
+
+class Embedding(models.Model):
+    """Which shard row holds an image's vector in a space: what finds the images still to embed; loading the index
+    reads the shards alone."""
+
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey("annotation.CellImage", on_delete=models.CASCADE, related_name="+")
+    shard = models.ForeignKey(EmbeddingShard, on_delete=models.CASCADE, related_name="+")
+    row = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["space", "image"], name="one_embedding_per_image_and_space")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} in {self.space_id} (shard {self.shard_id} row {self.row})"
+
+
+class EmbeddingJob(Job):
+    """A batched pass that embeds the images of the pool not yet in a space (the whole pool the first time, then
+    each import's new images), on the inference queue; its progress counts images."""
+
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="jobs")
+
+    STALE_AFTER = timedelta(minutes=30)
+    JOB_KIND = "embedding"
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Embedding {self.pk} into {self.space_id} ({self.status} {self.done}/{self.total})"
+
+
+class HeadRefreshJob(Job):
+    """One refresh of the queue (inference.services.heads): train a head on the index vectors of all final labels,
+    calibrate it, rescore the pool and re-order the queue; queued every HEMALOOP_HEAD_REFRESH_EVERY new final labels
+    or by an admin. `outcome` says what it did (the version it registered, or why it skipped)."""
+
+    class Reason(models.TextChoices):
+        LABELS = "labels", "New final labels"
+        REQUESTED = "requested", "Requested by an admin"
+        INDEX = "index", "Index grew"
+
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    space = models.ForeignKey(EmbeddingSpace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model_version = models.ForeignKey(
+        "training.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    outcome = models.CharField(max_length=300, blank=True)
+
+    STALE_AFTER = timedelta(minutes=30)
+    JOB_KIND = "head_refresh"
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # Two refreshes would train the same head twice: at most one is queued or running.
+            models.UniqueConstraint(
+                models.Value(True),
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_head_refresh_at_a_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Refresh {self.pk} ({self.status}) {self.outcome}"

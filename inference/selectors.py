@@ -6,12 +6,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import F, QuerySet
+from django.db.models import F, QuerySet, Sum
 
 from annotation.models import LabelStatus
 from annotation.selectors.blinding import images_hidden_from
 from core.jobs import UNFINISHED, job_is_stale, job_progress
-from inference.models import ActiveLearningSettings, Prediction, ScoringJob
+from inference.models import (
+    ActiveLearningSettings,
+    EmbeddingJob,
+    EmbeddingSpace,
+    HeadRefreshJob,
+    Prediction,
+    ScoringJob,
+)
 from training.models import ModelVersion
 from training.selectors import model_version_active
 
@@ -84,7 +91,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _speed_line(*, job: ScoringJob, progress: dict) -> str:
+def _speed_line(*, job: ScoringJob | EmbeddingJob, progress: dict) -> str:
     rate, left = progress["per_second"], progress["eta_seconds"]
     if not rate:
         return ""
@@ -119,3 +126,40 @@ def review_list(*, viewer, model_version: ModelVersion | None = None) -> QuerySe
     return review_list_confident_disagreements(
         model_version=model_version, min_confidence=al_settings_get().review_min_confidence
     ).exclude(image__in=images_hidden_from(user=viewer).values("pk"))
+
+
+def embedding_job_list(*, limit: int = 5) -> list[EmbeddingJob]:
+    """The most recent embedding passes (the index), newest first."""
+    return list(EmbeddingJob.objects.select_related("space", "requested_by").order_by("-requested_at", "-id")[:limit])
+
+
+def embedding_job_get(*, job_id: int) -> EmbeddingJob | None:
+    return EmbeddingJob.objects.filter(pk=job_id).first()
+
+
+def embedding_job_progress(*, job: EmbeddingJob, now: datetime | None = None) -> dict:
+    """A pass's progress in images: the common job progress, the space and the speed line, as for scoring."""
+    progress = job_progress(job, now=now)
+    return {**progress, "space": job.space.key, "speed": _speed_line(job=job, progress=progress)}
+
+
+def index_space_list() -> list[EmbeddingSpace]:
+    """The index spaces with how many images each holds, for the Scoring page."""
+    return list(EmbeddingSpace.objects.annotate(images=Sum("shards__count")).order_by("id"))
+
+
+def head_refresh_list(*, limit: int = 10) -> list[HeadRefreshJob]:
+    """The most recent queue refreshes, newest first."""
+    return list(
+        HeadRefreshJob.objects.select_related("model_version", "requested_by").order_by("-requested_at", "-id")[:limit]
+    )
+
+
+def head_refresh_get(*, job_id: int) -> HeadRefreshJob | None:
+    return HeadRefreshJob.objects.filter(pk=job_id).first()
+
+
+def head_refresh_progress(*, job: HeadRefreshJob, now: datetime | None = None) -> dict:
+    """A refresh's progress (its Prediction rows once the head is trained) and what it did."""
+    progress = job_progress(job, now=now)
+    return {**progress, "outcome": job.outcome, "model_version": job.model_version_id, "speed": job.outcome}

@@ -3,6 +3,7 @@ label errors, and the admin's active-learning settings. Login is checked by the 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -13,10 +14,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.permissions import role_required
 from core.roles import Role
 from inference import selectors
-from inference.errors import ScoringRefused
+from inference.errors import RefreshRefused, ScoringRefused
 from inference.forms import ActiveLearningSettingsForm
 from inference.services.settings import al_settings_update
-from inference.services.starts import queue_priorities_refresh_start, scoring_start
+from inference.services.starts import head_refresh_start, queue_priorities_refresh_start, scoring_start
 from training.selectors import model_version_active
 
 # The review list shows final labels and the model's opinion: never for annotators (they label blind).
@@ -31,6 +32,10 @@ def scoring(request):
     context = {
         "active": model_version_active(),
         "rows": [(job, selectors.scoring_job_progress(job=job)) for job in jobs],
+        "spaces": selectors.index_space_list(),
+        "index_rows": [(job, selectors.embedding_job_progress(job=job)) for job in selectors.embedding_job_list()],
+        "refresh_rows": [(job, selectors.head_refresh_progress(job=job)) for job in selectors.head_refresh_list()],
+        "refresh_every": settings.HEMALOOP_HEAD_REFRESH_EVERY,
         "section": "scoring",
     }
     return render(request, "inference/scoring.html", context)
@@ -55,6 +60,36 @@ def scoring_progress(request, job_id: int):
     if job is None:
         raise Http404("No such scoring job.")
     return JsonResponse(selectors.scoring_job_progress(job=job))
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def refresh(request):
+    try:
+        job = head_refresh_start(actor=request.user)
+    except RefreshRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Refresh {job.pk} is queued: a head trained on every final label, then the queue.")
+    return redirect("inference:scoring")
+
+
+@require_GET
+@role_required(Role.ADMIN)
+def index_progress(request, job_id: int):
+    job = selectors.embedding_job_get(job_id=job_id)
+    if job is None:
+        raise Http404("No such embedding job.")
+    return JsonResponse(selectors.embedding_job_progress(job=job))
+
+
+@require_GET
+@role_required(Role.ADMIN)
+def refresh_progress(request, job_id: int):
+    job = selectors.head_refresh_get(job_id=job_id)
+    if job is None:
+        raise Http404("No such refresh.")
+    return JsonResponse(selectors.head_refresh_progress(job=job))
 
 
 @require_GET

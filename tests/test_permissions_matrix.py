@@ -140,6 +140,9 @@ url                                         method  anonymous annotator adjudica
 /inference/scoring/rescore/                 POST    login     403       403         403        302   403
 /inference/scoring/jobs/999999/progress/    GET     login     403       403         403        404   403
 /inference/scoring/jobs/{job}/progress/     GET     login     403       403         403        200   403
+/inference/scoring/refresh/                 POST    login     403       403         403        302   403
+/inference/scoring/index/999999/progress/   GET     login     403       403         403        404   403
+/inference/scoring/refreshes/999999/progress/ GET   login     403       403         403        404   403
 /inference/review/                          GET     login     403       200         200        200   403
 /inference/settings/                        GET     login     403       403         403        200   403
 /inference/settings/                        POST    login     403       403         403        200   403

@@ -60,15 +60,28 @@ class TrainingRun(Job):
 
 
 class ModelVersion(models.Model):
-    """A trained ensemble on disk with its test metrics; exactly one is active (the one inference uses)."""
+    """A trained ensemble on disk with its test metrics, or a light head on an embedding index (a refresh of the
+    queue, inference.services.heads); exactly one is active (the one inference uses)."""
 
     class Status(models.TextChoices):
         CANDIDATE = "candidate", "Candidate"
         ACTIVE = "active", "Active"
         RETIRED = "retired", "Retired"
 
-    run = models.OneToOneField(TrainingRun, on_delete=models.PROTECT, related_name="model_version")
-    out_dir = models.CharField(max_length=255, help_text="Folder of the ensemble, relative to MEDIA_ROOT.")
+    class Kind(models.TextChoices):
+        ENSEMBLE = "ensemble", "Trained ensemble"
+        HEAD = "head", "Head on the embedding index"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.ENSEMBLE)
+    # A head version has no training run: config["backbone"] names the backbone it reads, config["labels"] what
+    # it was trained on.
+    run = models.OneToOneField(
+        TrainingRun, null=True, blank=True, on_delete=models.PROTECT, related_name="model_version"
+    )
+    out_dir = models.CharField(
+        max_length=255,
+        help_text="Folder of the ensemble relative to MEDIA_ROOT; for a head, its file's name in default storage.",
+    )
     config = models.JSONField()
     temperature = models.FloatField()
     metrics = models.JSONField(help_text="metrics.json as the trainer wrote it.")
@@ -84,11 +97,21 @@ class ModelVersion(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_model_version"),
+            models.CheckConstraint(
+                condition=Q(kind="head") | Q(run__isnull=False), name="model_version_ensemble_has_run"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Model {self.pk} ({self.status})"
 
     @property
+    def is_head(self) -> bool:
+        return self.kind == self.Kind.HEAD
+
+    @property
     def macro_f1(self) -> float | None:
+        """Test macro-F1 of an ensemble; a head's case-grouped cross-validated macro-F1."""
+        if self.is_head:
+            return self.metrics.get("cv_macro_f1")
         return (self.metrics.get("ensemble") or {}).get("test", {}).get("macro_f1")

@@ -12,6 +12,7 @@ from django.utils import timezone
 from annotation.models import Annotation, CellClass, CellImage, FinalMethod, LabelEvent, LabelStatus
 from annotation.selectors.blinding import image_require_visible, self_adjudication_allowed
 from annotation.services.labeling import LabelingError
+from annotation.signals import labels_finalized
 from core.errors import AppError, PermissionRefused
 from core.roles import Role, role_require
 
@@ -65,6 +66,7 @@ def consensus_resolve(*, image_id: int, adjudicator, cell_class: CellClass | Non
     LabelEvent.objects.create(
         image=image, actor=adjudicator, kind=LabelEvent.Kind.ADJUDICATED, cell_class=cell_class, note=note
     )
+    transaction.on_commit(lambda: labels_finalized.send(sender=CellImage), robust=True)
     return image
 
 

@@ -28,6 +28,7 @@ from annotation.models import (
     Lease,
     Skip,
 )
+from annotation.signals import labels_finalized
 from core.errors import Conflict
 from core.roles import Role, role_require
 
@@ -222,6 +223,7 @@ def _decide(*, image: CellImage, labels: list[Annotation], now: datetime) -> Non
         image.final_method = FinalMethod.AGREEMENT
         image.finalized_at = now
         LabelEvent.objects.create(image=image, kind=LabelEvent.Kind.AGREEMENT, cell_class=labels[0].cell_class)
+        transaction.on_commit(lambda: labels_finalized.send(sender=CellImage), robust=True)
     else:
         image.label_status = LabelStatus.CONSENSUS
         LabelEvent.objects.create(image=image, kind=LabelEvent.Kind.DISAGREEMENT)

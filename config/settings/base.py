@@ -241,6 +241,16 @@ HEMALOOP_LABSCREEN_IMPORT_MAX_ROWS = env.int("HEMALOOP_LABSCREEN_IMPORT_MAX_ROWS
 HEMALOOP_LABSCREEN_TOP_K = env.int("HEMALOOP_LABSCREEN_TOP_K", default=20)
 HEMALOOP_LABSCREEN_TIME_LIMIT_S = env.int("HEMALOOP_LABSCREEN_TIME_LIMIT_S", default=2 * 3600)
 
+# The embedding index and the queue refresh (inference.services.index, .heads): the backbone embedded before any
+# fine-tuning (its bundled ImageNet weights, at its native size), how many new final labels trigger a refresh of the
+# light head, and whether a refreshed head becomes active on its own (never over an ensemble an admin activated).
+HEMALOOP_INDEX_AUTO = env.bool("HEMALOOP_INDEX_AUTO", default=True)
+HEMALOOP_INDEX_BACKBONE = env.str("HEMALOOP_INDEX_BACKBONE", default="tf_efficientnet_lite0")
+HEMALOOP_INDEX_IMAGE_SIZE = env.int("HEMALOOP_INDEX_IMAGE_SIZE", default=224)
+HEMALOOP_INDEX_SHARD_SIZE = env.int("HEMALOOP_INDEX_SHARD_SIZE", default=4096)
+HEMALOOP_HEAD_REFRESH_EVERY = env.int("HEMALOOP_HEAD_REFRESH_EVERY", default=100)
+HEMALOOP_HEAD_AUTO_ACTIVATE = env.bool("HEMALOOP_HEAD_AUTO_ACTIVATE", default=True)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

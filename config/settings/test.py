@@ -35,6 +35,9 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("HEMALOOP_CELERY_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_URL = redis_url_for_celery(REDIS_URL) if REDIS_URL else "memory://"  # noqa: F405
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL if REDIS_URL else "cache+memory://"  # noqa: F405
+# Most tests import images without caring for the index: embedding them all would cost minutes. Index and refresh
+# tests turn it on with the settings fixture.
+HEMALOOP_INDEX_AUTO = False
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

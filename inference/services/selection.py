@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 from django.db import transaction
 
 from annotation.models import CellImage, LabelStatus
 from inference.errors import SelectionRefused
 from inference.models import Prediction
 from inference.selectors import al_settings_get
+from training.ml.heads import uncertainty_rank
 from training.ml.uncertainty import STRATEGIES, queue_select, random_order
 from training.models import ModelVersion
 
@@ -35,6 +37,22 @@ def priorities_write(*, chosen: list[int]) -> int:
             batch_size=500,
         )
     return n
+
+
+def _selection_settings(
+    *, strategy: str | None, exploration: float | None, max_class_share: float | None, top_n: int | None
+) -> tuple[str, float, float, int]:
+    # None reads the admin's ActiveLearningSettings.
+    chosen_settings = al_settings_get()
+    strategy = chosen_settings.strategy if strategy is None else strategy
+    exploration = float(chosen_settings.exploration if exploration is None else exploration)
+    max_class_share = float(chosen_settings.max_class_share if max_class_share is None else max_class_share)
+    top_n = int(chosen_settings.top_n if top_n is None else top_n)
+    if strategy not in STRATEGIES:
+        raise SelectionRefused(f"Unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+    if not 0.0 <= exploration <= 1.0 or not 0.0 < max_class_share <= 1.0 or top_n < 0:
+        raise SelectionRefused("exploration must be in [0, 1], max_class_share in (0, 1] and top_n >= 0.")
+    return strategy, exploration, max_class_share, top_n
 
 
 def queue_priorities_update(
@@ -63,15 +81,9 @@ def queue_priorities_update(
         top_n: how many images get a priority.
         seed: makes the random parts reproducible.
     """
-    chosen_settings = al_settings_get()
-    strategy = chosen_settings.strategy if strategy is None else strategy
-    exploration = float(chosen_settings.exploration if exploration is None else exploration)
-    max_class_share = float(chosen_settings.max_class_share if max_class_share is None else max_class_share)
-    top_n = int(chosen_settings.top_n if top_n is None else top_n)
-    if strategy not in STRATEGIES:
-        raise SelectionRefused(f"Unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
-    if not 0.0 <= exploration <= 1.0 or not 0.0 < max_class_share <= 1.0 or top_n < 0:
-        raise SelectionRefused("exploration must be in [0, 1], max_class_share in (0, 1] and top_n >= 0.")
+    strategy, exploration, max_class_share, top_n = _selection_settings(
+        strategy=strategy, exploration=exploration, max_class_share=max_class_share, top_n=top_n
+    )
     model_version.refresh_from_db(fields=["status"])
     if model_version.status != ModelVersion.Status.ACTIVE:
         raise SelectionRefused(f"Model version {model_version.pk} is not active; only the active one sets priorities.")
@@ -92,6 +104,44 @@ def queue_priorities_update(
         ranked,
         pool_size=candidates.count(),
         rest=lambda taken: sorted(set(candidates.values_list("image_id", flat=True)) - taken),
+        count=top_n,
+        exploration=exploration,
+        max_class_share=max_class_share,
+        seed=seed,
+    )
+    priorities_write(chosen=chosen)
+    return chosen
+
+
+def queue_priorities_from_scores(
+    *,
+    image_ids: np.ndarray,
+    predicted_class_ids: np.ndarray,
+    confidence: np.ndarray,
+    margin: np.ndarray,
+    entropy: np.ndarray,
+    seed: int = 0,
+) -> list[int]:
+    """`queue_priorities_update` for scores held in memory (a refreshed head's rescoring of the whole index, before
+    any Prediction row is written): the same order (ties by image id), class cap, exploration draw and settings.
+
+    Args:
+        image_ids: the candidates (images that still need labels).
+        predicted_class_ids: CellClass id of each candidate's top-1.
+        confidence, margin, entropy: each candidate's calibrated uncertainty scores.
+        seed: makes the random parts reproducible.
+    """
+    strategy, exploration, max_class_share, top_n = _selection_settings(
+        strategy=None, exploration=None, max_class_share=None, top_n=None
+    )
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    order = uncertainty_rank(
+        image_ids, confidence=confidence, margin=margin, entropy=entropy, strategy=strategy, seed=seed
+    )
+    chosen = queue_select(
+        ((int(image_ids[row]), int(predicted_class_ids[row])) for row in order),
+        pool_size=len(image_ids),
+        rest=lambda taken: sorted(set(image_ids.tolist()) - taken),
         count=top_n,
         exploration=exploration,
         max_class_share=max_class_share,

@@ -1,20 +1,23 @@
-"""What queues work on the inference queue: a scoring job (Rescore, an activation, an import) and a re-order of the
-labeling queue (Apply now); both enqueue after the caller commits."""
+"""What queues work on the inference queue: a scoring job (Rescore, an activation, an import), a re-order of the
+labeling queue (Apply now), an embedding pass (the index; an import, an activation) and a queue refresh (new final
+labels, Refresh now); all enqueue after the caller commits."""
 
 from __future__ import annotations
 
 import logging
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from kombu.exceptions import OperationalError
 
 from core.jobs import JobStatus, job_finish
 from core.roles import Role, role_require
 from inference import tasks
-from inference.errors import ScoringRefused
-from inference.models import ScoringJob
+from inference.errors import RefreshRefused, ScoringRefused
+from inference.models import EmbeddingJob, EmbeddingSpace, HeadRefreshJob, ScoringJob
 from inference.selectors import scoring_job_unfinished
+from inference.services.heads import head_refresh_due, head_refresh_unfinished
+from inference.services.index import embedding_job_unfinished, index_pool, index_space_get, index_spec_for
 from inference.services.scoring import scoring_pool
 from training.models import ModelVersion
 from training.selectors import model_version_active
@@ -75,3 +78,76 @@ def queue_priorities_refresh_start(*, actor: AbstractBaseUser) -> ModelVersion |
     transaction.on_commit(tasks.queue_priorities_refresh.delay)
     _logger.info("labeling queue re-order queued by %s", actor)
     return model_version_active()
+
+
+def _embedding_job_send(job: EmbeddingJob) -> None:
+    try:
+        tasks.embedding_job_process_task.delay(job.pk)
+    except OperationalError as exc:
+        # As for scoring: no broker must not leave a queued row that no worker will ever claim.
+        _logger.exception("could not queue embedding job %s", job.pk)
+        job_finish(job=job, status=JobStatus.FAILED, error=f"Could not reach the task queue: {exc}")
+
+
+def index_enqueue(*, space: EmbeddingSpace, actor: AbstractBaseUser | None = None) -> EmbeddingJob | None:
+    """Queue a pass over the images not yet in the space (after the caller commits); None when there are none or a
+    pass of the space is already queued or running (it reaches images imported meanwhile: they sort after its
+    cursor)."""
+    with transaction.atomic():
+        EmbeddingSpace.objects.select_for_update().get(pk=space.pk)
+        if embedding_job_unfinished(space=space) is not None:
+            return None
+        total = index_pool(space=space).count()
+        if total == 0:
+            return None
+        job = EmbeddingJob.objects.create(space=space, requested_by=actor, total=total)
+        transaction.on_commit(lambda: _embedding_job_send(job), robust=True)
+    return job
+
+
+def index_enqueue_for(*, version: ModelVersion | None) -> EmbeddingJob | None:
+    """`index_enqueue` for the space that serves `version` (None: the bundled backbone's)."""
+    return index_enqueue(space=index_space_get(spec=index_spec_for(version)))
+
+
+def _head_refresh_send(job: HeadRefreshJob) -> None:
+    try:
+        tasks.head_refresh_task.delay(job.pk)
+    except OperationalError as exc:
+        _logger.exception("could not queue refresh %s", job.pk)
+        job_finish(job=job, status=JobStatus.FAILED, error=f"Could not reach the task queue: {exc}")
+
+
+def head_refresh_enqueue(*, reason: str, actor: AbstractBaseUser | None = None) -> HeadRefreshJob | None:
+    """Queue a refresh (after the caller commits); None while one is queued or running (it will see these labels
+    too, or the next one will)."""
+    if head_refresh_unfinished() is not None:
+        return None
+    try:
+        with transaction.atomic():
+            job = HeadRefreshJob.objects.create(reason=reason, requested_by=actor)
+    except IntegrityError:  # another request queued one between the check and the insert
+        return None
+    transaction.on_commit(lambda: _head_refresh_send(job), robust=True)
+    return job
+
+
+def head_refresh_if_due(*, reason: str = HeadRefreshJob.Reason.LABELS) -> HeadRefreshJob | None:
+    """Queue a refresh when HEMALOOP_HEAD_REFRESH_EVERY final labels came since the latest head (new final labels,
+    an import of trusted labels)."""
+    return head_refresh_enqueue(reason=reason) if head_refresh_due() else None
+
+
+def head_refresh_start(*, actor: AbstractBaseUser) -> HeadRefreshJob:
+    """The Refresh now button: queue a refresh whatever the count (it skips itself if no label changed)."""
+    role_require(actor, Role.ADMIN, action="refresh the queue's model")
+    job = head_refresh_enqueue(reason=HeadRefreshJob.Reason.REQUESTED, actor=actor)
+    if job is None:
+        busy = head_refresh_unfinished()
+        raise RefreshRefused(f"Refresh {busy.pk if busy else ''} is still queued or running; wait for it to finish.")
+    return job
+
+
+def head_rescore_enqueue(*, version: ModelVersion, missing_only: bool = False) -> None:
+    """Rescore the pool with an active head from the index and re-order the queue, on the inference queue."""
+    transaction.on_commit(lambda: tasks.head_rescore_task.delay(version.pk, missing_only), robust=True)

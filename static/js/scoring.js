@@ -1,8 +1,11 @@
-// The Scoring page: each unfinished job follows its progress endpoint; the page reloads when one finishes.
+// The Scoring page: each unfinished job (scoring, embedding, refresh) follows its progress endpoint; the page
+// reloads when one finishes.
 import { markReady } from "./hemaloop.js";
 import { followProgress, showError } from "./progress.js";
 
-for (const row of document.querySelectorAll("#scoring-jobs tr[data-progress-url]")) {
+for (const row of document.querySelectorAll(
+  "#scoring-jobs tr[data-progress-url], #index-jobs tr[data-progress-url], #refresh-jobs tr[data-progress-url]",
+)) {
   const field = (name) => row.querySelector(`[data-field="${name}"]`);
   followProgress(row.dataset.progressUrl, {
     bar: row.querySelector("[data-progress-bar]"),

@@ -15,6 +15,24 @@ from training.signals import model_version_activated
 def model_version_activate(*, version: ModelVersion, actor: AbstractBaseUser) -> ModelVersion:
     """Make `version` the model inference uses (a candidate, or an earlier one to roll back); the old one retires."""
     role_require(actor, Role.ADMIN, action="activate model versions")
+    return _activate(version=version, actor=actor)
+
+
+def model_version_activate_refreshed_head(*, version: ModelVersion) -> bool:
+    """Activate a head version that a queue refresh just registered, without an admin, unless an admin pinned a
+    fully trained ensemble by activating it (a head then stays a candidate on the Training page); returns whether
+    it became active. The refresh re-orders the queue itself, so subscribers see activated_by None."""
+    if not version.is_head:
+        raise ValueError(f"model version {version.pk} is not a head")
+    with transaction.atomic():
+        active = model_version_active(for_update=True)
+        if active is not None and not active.is_head:
+            return False
+        _activate(version=version, actor=None)
+    return True
+
+
+def _activate(*, version: ModelVersion, actor: AbstractBaseUser | None) -> ModelVersion:
     with transaction.atomic():
         current = list(ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE))
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
