@@ -309,3 +309,31 @@ def test_lab_screen_prints_wall_time_memory_baseline_and_ratio(tmp_path):
     figures = json.loads((tmp_path / "lab.json").read_text())
     assert figures["variables"] == 61
     assert figures["study_s"] > 0
+
+
+def test_refresh_benchmark_prints_the_refresh_the_baseline_and_the_ratio(tmp_path):
+    stdout = run_script(
+        "bench/refresh.py",
+        "--sizes",
+        "3000",
+        "--labeled",
+        "600",
+        "--dim",
+        "64",
+        "--threads",
+        "1",
+        "--shards-dir",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "refresh.json"),
+    )
+
+    line = re.search(
+        r"3,000 images, 600 labeled: refresh (\d+\.\d+) s .*bare matmul (\d+\.\d+) s; ratio (\d+\.\d); "
+        r"CV macro-F1 (\d\.\d+); index 0\.00 GB loads from shards in (\d+\.\d+) s",
+        stdout,
+    )
+    assert line is not None, stdout
+    assert float(line[1]) > 0
+    assert float(line[4]) > 0.5  # the synthetic classes are learnable
+    assert (tmp_path / "refresh.json").is_file()
