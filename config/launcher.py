@@ -167,6 +167,7 @@ def main() -> int:
         stack.manage("demo_users")  # first: the demo import is recorded as made by the demo admin
         stack.manage("load_demo")
         stack.manage("load_demo_labs")  # a synthetic CBC/CPD table for the demo cases (the lab screen)
+        stack.manage("demo_model")  # once: the index and a head on the trusted third, so the demo has a model
         stack.start_processes()
         print(f"\nHemaLoop is starting on http://127.0.0.1:{stack.port}/  (Ctrl-C stops everything)\n", flush=True)
         code = stack.wait()

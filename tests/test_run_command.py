@@ -51,7 +51,7 @@ class RunningStack:
             start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 300) -> None:
+    def wait_ready(self, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"launcher exited early:\n{self.log.read_text()[-4000:]}"
@@ -83,6 +83,27 @@ def _login(base: str, username: str, password: str) -> urllib.request.OpenerDire
     response = opener.open(base + "/accounts/login/", data=data.encode())
     assert response.url.rstrip("/") == base, "login did not redirect to the home page"
     return opener
+
+
+def _active_model(base: str, opener) -> dict:
+    versions = json.loads(opener.open(base + "/api/training/models/").read())["results"]
+    active = [version for version in versions if version["status"] == "active"]
+    assert len(active) == 1, versions
+    return active[0]
+
+
+def _assert_opinion_shown(base: str, admin, adjudicator, head: dict) -> None:
+    """The model's top-3 on an unlabeled cell's image page and its Grad-CAM, as an adjudicator sees them."""
+    cells = json.loads(admin.open(base + "/api/annotation/images/").read())["results"]
+    cell = next(row["id"] for row in cells if row["label_status"] == "needs_labels")
+    page = adjudicator.open(f"{base}/annotation/images/{cell}/").read().decode()
+    assert "Model opinion" in page
+    assert page.count('opinion-class">') == 3
+    opinion = json.loads(adjudicator.open(f"{base}/api/inference/images/{cell}/opinion/").read())
+    assert opinion["state"] == "ready"
+    assert opinion["model_version"]["id"] == head["id"]
+    with adjudicator.open(base + opinion["heatmap_url"]) as heatmap:
+        assert heatmap.read().startswith(b"\x89PNG")
 
 
 def _gone(pid: int) -> bool:
@@ -118,6 +139,12 @@ def test_run_serves_demo_answers_worker_ping_stops_cleanly_and_restarts(run_dir)
         assert images["count"] >= 100, "demo images missing"
         page = admin.open(stack.base + "/annotation/images/").read().decode()
         assert "/thumb" in page
+        # The demo starts with a model: a head trained on the trusted third, from weights never downloaded.
+        head = _active_model(stack.base, admin)
+        assert head["kind"] == "head"
+        assert head["macro_f1"] is not None
+        adjudicator = _login(stack.base, "adjudicator", credentials["adjudicator"])
+        _assert_opinion_shown(stack.base, admin, adjudicator, head)
 
         services = json.loads((var_dir / "services.json").read_text())
         broker = redis_url_for_celery(services["redis_url"])
@@ -139,6 +166,10 @@ def test_run_serves_demo_answers_worker_ping_stops_cleanly_and_restarts(run_dir)
         admin = _login(again.base, "admin", credentials["admin"])
         second = json.loads(admin.open(again.base + "/api/annotation/images/").read())
         assert second["count"] == images["count"], "demo loaded twice"
+        # The head is reused, not trained again.
+        assert _active_model(again.base, admin)["id"] == head["id"]
+        assert len(json.loads(admin.open(again.base + "/api/training/models/").read())["results"]) == 1
+        assert "demo model already trained" in again.log.read_text()
     finally:
         if again.process.poll() is None:
             again.stop()

@@ -152,12 +152,26 @@ class RunOutput(JobProgressOutput, RunFieldsOutput):
 class ModelVersionOutput(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     status = serializers.CharField(help_text="candidate, active or retired")
-    macro_f1 = serializers.FloatField(read_only=True, allow_null=True)
+    kind = serializers.CharField(help_text="ensemble (a training run's) or head (a queue refresh's, on the index)")
+    macro_f1 = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Test macro-F1; a head's case-grouped cross-validated macro-F1."
+    )
     activated_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = ModelVersion
-        fields = ["id", "url", "run", "status", "macro_f1", "temperature", "created_at", "activated_at", "activated_by"]
+        fields = [
+            "id",
+            "url",
+            "kind",
+            "run",
+            "status",
+            "macro_f1",
+            "temperature",
+            "created_at",
+            "activated_at",
+            "activated_by",
+        ]
         read_only_fields = fields
 
     def get_url(self, version: ModelVersion) -> str:

@@ -87,24 +87,32 @@ def test_import_cells_needs_an_admin_and_creates_none(annotator, media, tmp_path
     assert not ImportBatch.objects.exists()
 
 
-def test_load_demo_imports_the_sample_untrusted_once(admin_user, media):
+def test_load_demo_imports_a_third_of_each_class_trusted_and_the_rest_untrusted_once(admin_user, media):
     first = run("load_demo")
 
-    batch = ImportBatch.objects.get()
-    assert (batch.source_name, batch.status, batch.imported, batch.rejected, batch.trusted) == (
-        "demo",
+    trusted = ImportBatch.objects.get(source_name="demo-trusted")
+    untrusted = ImportBatch.objects.get(source_name="demo")
+    assert (trusted.status, trusted.trusted, untrusted.status, untrusted.trusted) == (
         "succeeded",
-        180,
-        0,
+        True,
+        "succeeded",
         False,
     )
-    assert "180 imported" in first
-    assert not CellImage.objects.filter(final_label__isnull=False).exists()
-    assert CellImage.objects.filter(reference_label__isnull=True).count() == 0
+    assert (trusted.imported + untrusted.imported, trusted.rejected + untrusted.rejected) == (180, 0)
+    assert "imported" in first
+    final = CellImage.objects.filter(final_label__isnull=False)
+    assert set(final.values_list("batch", flat=True)) == {trusted.pk}
+    assert final.count() == trusted.imported
+    assert 55 <= trusted.imported <= 65  # a third of every class
+    for cell in CellImage.objects.all():
+        assert cell.reference_label_id is not None
+        if cell.final_label_id is not None:
+            assert cell.final_label_id == cell.reference_label_id
+    assert len(set(final.values_list("final_label", flat=True))) == 9
     assert CellImage.objects.exclude(case=None).count() == 180
 
     second = run("load_demo")
 
     assert second.strip() == "demo already loaded"
-    assert ImportBatch.objects.count() == 1
+    assert ImportBatch.objects.count() == 2
     assert CellImage.objects.count() == 180

@@ -5,9 +5,12 @@ model's opinion and Grad-CAM of a head version go through backbone and head."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from django.core.files.storage import default_storage
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -216,3 +219,29 @@ def _client(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def test_the_demo_starts_with_an_active_head_on_its_trusted_third_and_reuses_it(
+    index_on, admin_user, django_capture_on_commit_callbacks
+):
+    index_on.HEMALOOP_HEAD_REFRESH_EVERY = 100  # the default: the demo's 60 trusted labels do not trigger one
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("load_demo", stdout=out)
+    assert not ModelVersion.objects.exists()
+    # The import's own embedding pass ran on commit; the command finds the index complete and trains the head.
+    call_command("demo_model", stdout=out)
+    head = model_version_active()
+    assert head is not None
+    assert head.is_head
+    assert head.config["labels"]["count"] == CellImage.objects.filter(label_status=LabelStatus.FINAL).count()
+    assert "demo model: model version" in out.getvalue()
+    queue = list(CellImage.objects.filter(priority__gt=0).values_list("label_status", flat=True))
+    assert queue
+    assert set(queue) == {LabelStatus.NEEDS_LABELS}
+    assert Prediction.objects.filter(model_version=head).count() == 180
+
+    again = io.StringIO()
+    call_command("demo_model", stdout=again)
+    assert again.getvalue().strip() == f"demo model already trained (model version {head.pk}, Active)"
+    assert ModelVersion.objects.count() == 1
