@@ -86,7 +86,7 @@ def _login(base: str, username: str, password: str) -> urllib.request.OpenerDire
 
 
 def _active_model(base: str, opener) -> dict:
-    versions = json.loads(opener.open(base + "/api/training/models/").read())["results"]
+    versions = json.loads(opener.open(base + "/api/training/models/").read())
     active = [version for version in versions if version["status"] == "active"]
     assert len(active) == 1, versions
     return active[0]
@@ -168,7 +168,7 @@ def test_run_serves_demo_answers_worker_ping_stops_cleanly_and_restarts(run_dir)
         assert second["count"] == images["count"], "demo loaded twice"
         # The head is reused, not trained again.
         assert _active_model(again.base, admin)["id"] == head["id"]
-        assert len(json.loads(admin.open(again.base + "/api/training/models/").read())["results"]) == 1
+        assert len(json.loads(admin.open(again.base + "/api/training/models/").read())) == 1
         assert "demo model already trained" in again.log.read_text()
     finally:
         if again.process.poll() is None:

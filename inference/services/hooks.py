@@ -49,7 +49,9 @@ def index_after_import(*, batch: ImportBatch) -> str:
         # A fully trained ensemble is indexed by the refresh that first needs its features (a whole pool pass).
         return f"model version {version.pk} is a trained ensemble: its index is built by the next refresh"
     job = index_enqueue_for(version=version)
-    return "index up to date" if job is None else f"embedding job {job.pk} queued"
+    return (
+        "no pass needed (index complete, or a pass already queued)" if job is None else f"embedding job {job.pk} queued"
+    )
 
 
 def inference_after_activation(*, model_version: ModelVersion) -> ScoringJob | None:
