@@ -94,8 +94,8 @@ def _active_model(base: str, opener) -> dict:
 
 def _assert_opinion_shown(base: str, admin, adjudicator, head: dict) -> None:
     """The model's top-3 on an unlabeled cell's image page and its Grad-CAM, as an adjudicator sees them."""
-    cells = json.loads(admin.open(base + "/api/annotation/images/").read())["results"]
-    cell = next(row["id"] for row in cells if row["label_status"] == "needs_labels")
+    cells = json.loads(admin.open(base + "/api/annotation/images/?status=unlabeled").read())["results"]
+    cell = cells[0]["id"]
     page = adjudicator.open(f"{base}/annotation/images/{cell}/").read().decode()
     assert "Model opinion" in page
     assert page.count('opinion-class">') == 3
