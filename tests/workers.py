@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import kombu.pools
 from django.db import connection
 
 from config.celery import app
@@ -38,8 +39,10 @@ def celery_app_restore(saved: dict) -> None:
 
 def _pools_reset() -> None:
     # Connection and producer pools are built lazily from broker_url; drop them so they are rebuilt for it.
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # kombu keeps them in global registries keyed by the broker URL: closing app._pool alone leaves a closed pool
+    # registered there, which the next user of the same URL (an eager test's apply_async) gets and fails on
+    # ("Acquire on closed pool"). pools.reset() closes them and empties the registries.
+    kombu.pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
     app.control.mailbox.producer_pool = None  # control (inspect, ping) caches its own pool

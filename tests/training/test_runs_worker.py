@@ -7,25 +7,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
-from config.celery import app
 from config.embedded import start_redis
 from core.jobs import UNFINISHED, JobStatus
+from tests.workers import celery_app_point_at, celery_app_restore, worker_database_url
 from training.models import ModelVersion, TrainingRun
 
 ROOT = Path(__file__).resolve().parents[2]
 FINISH_TIMEOUT_S = 150
-
-
-def _test_database_url() -> str:
-    # The throw-away cluster's URL (set by the test settings) pointed at pytest-django's test database.
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return parts._replace(path="/" + connection.settings_dict["NAME"]).geturl()
 
 
 @pytest.fixture
@@ -33,21 +25,10 @@ def broker(tmp_path):
     """The embedded Redis, with this process's Celery app sending to it for the duration of the test."""
     redis = start_redis(tmp_path / "redis")
     url = "redis+socket://" + str(redis.socket)
-    saved = {key: app.conf[key] for key in ("task_always_eager", "broker_url", "result_backend")}
-    app.conf.update(task_always_eager=False, broker_url=url, result_backend=url)
-    _pools_reset()
+    saved = celery_app_point_at(url)
     yield redis
-    app.conf.update(**saved)
-    _pools_reset()
+    celery_app_restore(saved)
     redis.stop()
-
-
-def _pools_reset() -> None:
-    # Connection and producer pools are built lazily from broker_url; drop them so they are rebuilt for it.
-    if app._pool is not None:
-        app._pool.force_close_all()
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 @pytest.fixture
@@ -59,7 +40,7 @@ def worker(broker, tmp_path):
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "DATABASE_URL": _test_database_url(),
+            "DATABASE_URL": worker_database_url(),
             "HEMALOOP_CELERY_EAGER": "0",
             "REDIS_URL": broker.url,
             "HEMALOOP_TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT),
