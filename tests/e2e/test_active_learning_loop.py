@@ -64,7 +64,8 @@ def test_admin_rescores_with_entropy_and_the_annotator_gets_the_most_uncertain_c
     page.get_by_role("button", name="Log out").click()
     log_in(annotator)
     page.goto(f"{live_server.url}/annotation/label/")
-    expect(page.locator("[data-image-id]")).to_have_attribute("data-image-id", str(most_uncertain.id))
+    # The label page knows the cell by its public id only (annotators never see database ids).
+    expect(page.locator("[data-cell]")).to_have_attribute("data-cell", most_uncertain.public_id)
     # Blind: nothing of the model reaches the annotator's page.
     body = page.content()
     assert "entropy" not in body.lower()
