@@ -24,6 +24,7 @@ from core.jobs import UNFINISHED, JobStatus, job_claim, job_finish, job_heartbea
 from core.storage import storage_local_paths
 from inference.ensembles import backbone_get, version_ensemble_spec
 from inference.models import Embedding, EmbeddingJob, EmbeddingShard, EmbeddingSpace
+from inference.services.scoring import image_id_chunks
 from training.ml.embedding import BackboneSpec, embed_paths, index_stack, shard_bytes, shard_read
 from training.models import ModelVersion
 
@@ -65,17 +66,6 @@ def embedding_job_unfinished(*, space: EmbeddingSpace) -> EmbeddingJob | None:
     return next((job for job in jobs if not job_is_stale(job)), None)
 
 
-def _id_chunks(*, images: QuerySet[CellImage], chunk: int) -> Iterator[list[tuple[int, str]]]:
-    # Keyset pagination over ids, as pool scoring does: images imported while the pass runs are reached too.
-    last = 0
-    while True:
-        rows = list(images.filter(id__gt=last).order_by("id").values_list("id", "file")[:chunk])
-        if not rows:
-            return
-        yield rows
-        last = rows[-1][0]
-
-
 def _shard_write(*, space: EmbeddingSpace, job: EmbeddingJob, rows: list[tuple[int, str]], vectors: np.ndarray) -> int:
     """One shard file and its Embedding rows, together: a crash between leaves the images to embed again."""
     ids = [image_id for image_id, _ in rows]
@@ -109,7 +99,7 @@ def embedding_job_run(*, job_id: int, batch_size: int = 64) -> EmbeddingJob | No
     try:
         job_heartbeat(job=job, done=0, total=total)
         backbone = backbone_get(spec=spec)
-        for rows in _id_chunks(images=images, chunk=settings.HEMALOOP_INDEX_SHARD_SIZE):
+        for rows in image_id_chunks(images=images, chunk=settings.HEMALOOP_INDEX_SHARD_SIZE):
             # As pool scoring does: local files (the stored ones, or this host's copies of what is in a bucket).
             paths = [str(path) for path in storage_local_paths(names=[file for _, file in rows])]
             vectors = np.concatenate(

@@ -34,9 +34,10 @@ def scoring_pool(*, model_version: ModelVersion, scope: str):
     return images
 
 
-def _id_chunks(*, images, chunk: int) -> Iterator[list[tuple[int, str]]]:
+def image_id_chunks(*, images, chunk: int) -> Iterator[list[tuple[int, str]]]:
+    """(id, file) pairs of `images` in id order, `chunk` at a time (pool scoring and the embedding index)."""
     # Keyset pagination over ids: only one chunk of (id, file) pairs is ever in memory, and images
-    # imported while scoring runs are picked up if their id is past the cursor.
+    # imported while a pass runs are picked up if their id is past the cursor.
     last = 0
     while True:
         rows = list(images.filter(id__gt=last).order_by("id").values_list("id", "file")[:chunk])
@@ -105,7 +106,7 @@ def scoring_job_run(
         if missing:
             raise ValueError(f"Model classes not in the taxonomy: {', '.join(missing)}")
         column_class = [class_ids[code] for code in ensemble.classes]
-        for rows in _id_chunks(images=images, chunk=max(chunk, SCORING_LOADER_CHUNK)):
+        for rows in image_id_chunks(images=images, chunk=max(chunk, SCORING_LOADER_CHUNK)):
             # One DataLoader per SCORING_LOADER_CHUNK images (starting decoding workers costs a pipeline's
             # worth of idle device time), written back and reported every `chunk` images. Decoding runs in the
             # workers (or, decoder "device", batched on the GPU), overlapped with the forward passes.
