@@ -78,6 +78,30 @@ IMAGES_PER_CASE = 20
 CPU_IMAGE_SIZE = 48
 
 
+def pool_items(folder: Path, classes: list[str], *, per_class: int | None, split_seed: int) -> list[tuple[Path, int]]:
+    """Every (path, class index) of an ImageFolder tree, or per_class of each class drawn with split_seed: the same
+    cells for every learner (--learner finetune and head)."""
+    from training.ml.data import scan_image_folder
+
+    splits = scan_image_folder(folder, classes, val_fraction=0.0, test_fraction=0.0)
+    items = sorted(splits.train + splits.val + splits.test)
+    if per_class:
+        rng = np.random.default_rng(split_seed)
+        by_class = defaultdict(list)
+        for item in items:
+            by_class[item[1]].append(item)
+        items = sorted(
+            x
+            for members in by_class.values()
+            for x in (
+                members
+                if len(members) <= per_class
+                else [members[i] for i in rng.choice(len(members), per_class, replace=False)]
+            )
+        )
+    return items
+
+
 def pseudo_cases(paths: list[str], n_cases: int) -> np.ndarray:
     """A stable pseudo-case id per file, from a hash of its name (the folder has no patient ids)."""
     return np.array([int(hashlib.sha256(Path(p).name.encode()).hexdigest()[:12], 16) % n_cases for p in paths])
@@ -229,7 +253,7 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
 
     from training.ml.calibration import apply_temperature, fit_temperature, probabilities_to_logits, softmax
     from training.ml.config import config_for_profile
-    from training.ml.data import folder_labels, scan_image_folder
+    from training.ml.data import folder_labels
     from training.ml.ensemble import ensemble_logits, soft_vote
     from training.ml.loop import class_weights_for, fit, predict_logits, resolve_device, use_channels_last
     from training.ml.metrics import accuracy, macro_f1
@@ -279,22 +303,7 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
 
     # --- data: pick, split, decode once ---------------------------------------------------------------
     classes = folder_labels(folder)
-    splits = scan_image_folder(folder, classes, val_fraction=0.0, test_fraction=0.0)
-    items = sorted(splits.train + splits.val + splits.test)
-    if args.per_class:
-        rng = np.random.default_rng(args.split_seed)
-        by_class = defaultdict(list)
-        for item in items:
-            by_class[item[1]].append(item)
-        items = sorted(
-            x
-            for members in by_class.values()
-            for x in (
-                members
-                if len(members) <= args.per_class
-                else [members[i] for i in rng.choice(len(members), args.per_class, replace=False)]
-            )
-        )
+    items = pool_items(folder, classes, per_class=args.per_class, split_seed=args.split_seed)
     paths = [path for path, _ in items]
     labels = np.array([label for _, label in items])
     n_cases = max(30, len(items) // IMAGES_PER_CASE)

@@ -84,13 +84,13 @@ def labels_to_reach(points: list[tuple[int, float]], target: float) -> float | N
 
 def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting it would only scatter the state
     import torch
-    from active_learning import pseudo_cases
+    from active_learning import pool_items, pseudo_cases
     from embedding_cache import embed_files
     from sklearn.decomposition import PCA
     from sklearn.model_selection import StratifiedGroupKFold
     from sklearn.preprocessing import StandardScaler
 
-    from training.ml.data import folder_labels, scan_image_folder
+    from training.ml.data import folder_labels
     from training.ml.metrics import accuracy, macro_f1
     from training.ml.selection import (
         diverse_uncertain_select,
@@ -111,19 +111,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     seeds = [int(s) for s in (args.seeds or "0,1,2,3,4").split(",")]
     folder = args.data.resolve()
     classes = folder_labels(folder)
-    splits = scan_image_folder(folder, classes, val_fraction=0.0, test_fraction=0.0)
-    items = sorted(splits.train + splits.val + splits.test)
-    if args.per_class:
-        rng = np.random.default_rng(args.split_seed)
-        by_class = defaultdict(list)
-        for item in items:
-            by_class[item[1]].append(item)
-        items = sorted(
-            x
-            for members in by_class.values()
-            for x in (members if len(members) <= args.per_class else rng.permutation(members)[: args.per_class])
-        )
-        items = [(str(p), int(label)) for p, label in items]
+    items = pool_items(folder, classes, per_class=args.per_class, split_seed=args.split_seed)
     paths = [p for p, _ in items]
     labels = np.array([label for _, label in items])
     n_classes = len(classes)
