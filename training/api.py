@@ -19,9 +19,9 @@ from training import selectors
 from training.models import ModelVersion, TrainingRun
 from training.services.runs import (
     PROFILES,
+    training_default_profile,
     training_run_cancel,
     training_run_start,
-    training_weights_plan,
     training_weights_plans,
 )
 from training.services.versions import model_version_activate
@@ -33,7 +33,12 @@ ADMIN_ONLY = roles_permission(Role.ADMIN)
 
 
 class RunStartInput(serializers.Serializer):
-    profile = serializers.ChoiceField(choices=PROFILES)
+    profile = serializers.ChoiceField(
+        choices=PROFILES,
+        required=False,
+        help_text="Omit for the default: paper where its members' ImageNet weights can be had, else lite "
+        "(GET weights/ says which, and why).",
+    )
     dataset_version = serializers.SlugRelatedField(
         slug_field="number",
         queryset=DatasetVersion.objects.all(),
@@ -59,6 +64,10 @@ class WeightsPlanOutput(serializers.Serializer):
     unavailable = serializers.BooleanField(help_text="Some member's weights cannot be had: the start is refused.")
     message = serializers.CharField()
     members = MemberWeightsOutput(many=True)
+    default = serializers.BooleanField(
+        required=False, help_text="The profile a run started without one gets now (absent on a run's record)."
+    )
+    default_reason = serializers.CharField(required=False, help_text="Why this profile is the default (or is not).")
 
 
 class WeightsPlanQuery(serializers.Serializer):
@@ -238,8 +247,14 @@ class WeightsPlanApi(APIView):
         query = WeightsPlanQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         profile = query.validated_data.get("profile")
-        plans = [training_weights_plan(profile=profile)] if profile else training_weights_plans()
-        return Response(WeightsPlanOutput([plan.to_dict() for plan in plans], many=True).data)
+        plans = training_weights_plans()
+        default = training_default_profile(plans=plans)
+        rows = [
+            {**plan.to_dict(), "default": plan.profile == default.profile, "default_reason": default.reason}
+            for plan in plans
+            if profile in (None, plan.profile)
+        ]
+        return Response(WeightsPlanOutput(rows, many=True).data)
 
 
 class RunDetailApi(APIView):

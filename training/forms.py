@@ -1,4 +1,5 @@
-"""Form of the Retrain page: which dataset version (or freeze now) and which profile."""
+"""Form of the Retrain page: which dataset version (or freeze now) and which profile (the page preselects
+training.services.runs.training_default_profile's)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ PROFILE_HELP = {
 
 class RunStartForm(forms.Form):
     dataset_version = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Dataset version")
-    profile = forms.ChoiceField(choices=[(name, PROFILE_HELP[name]) for name in PROFILES], initial="quick")
+    profile = forms.ChoiceField(choices=[(name, PROFILE_HELP[name]) for name in PROFILES])
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -15,7 +15,12 @@ from releases.services.versions import ReleaseEmpty
 from training import selectors
 from training.errors import TrainingRefused
 from training.forms import RunStartForm
-from training.services.runs import training_run_cancel, training_run_start, training_weights_plans
+from training.services.runs import (
+    training_default_profile,
+    training_run_cancel,
+    training_run_start,
+    training_weights_plans,
+)
 from training.services.versions import model_version_activate
 
 READ_ROLES = (Role.RESEARCHER, Role.ADMIN)
@@ -38,10 +43,13 @@ def _version_or_404(version_id: int):
 @require_GET
 @role_required(*READ_ROLES)
 def training_home(request):
+    # Said before anyone starts a run: which weights each profile's members would start from right now.
+    plans = training_weights_plans()
+    default = training_default_profile(plans=plans)
     context = {
-        "form": RunStartForm(),
-        # Said before anyone starts a run: which weights each profile's members would start from right now.
-        "weights_plans": training_weights_plans(),
+        "form": RunStartForm(initial={"profile": default.profile}),
+        "default_profile": default,
+        "weights_plans": plans,
         "runs": selectors.training_run_list()[:50],
         "versions": selectors.model_version_list()[:50],
         "active": selectors.model_version_active(),

@@ -21,7 +21,10 @@ from training.ml.sources import RANDOM, UNAVAILABLE, MemberWeights, plan_weights
 from training.models import TrainingRun
 
 PROFILES = ("smoke", "quick", "lite", "paper")
-# Offered when a run would start from random weights: ImageNet weights that come with the install.
+# The default wherever its members' ImageNet weights can be had (a local file, the timm cache or a reachable hub).
+PAPER_PROFILE = "paper"
+# Offered when a run would start from random weights, and the default then: ImageNet weights that come with the
+# install.
 OFFLINE_PROFILE = "lite"
 
 
@@ -99,19 +102,60 @@ def training_weights_plans() -> list[WeightsPlan]:
     return [training_weights_plan(profile=profile) for profile in PROFILES]
 
 
+@dataclass(frozen=True)
+class DefaultProfile:
+    """The profile a run gets when none is chosen, and the one line that says why."""
+
+    profile: str
+    reason: str
+
+
+def training_default_profile(*, plans: list[WeightsPlan] | None = None) -> DefaultProfile:
+    """The paper profile where its members' ImageNet weights can be had, else `lite` (bundled, offline).
+
+    Args:
+        plans: the plans already made for this request (`training_weights_plans`), so the hub is not asked again;
+            omitted, the paper and lite plans are made here (the hub probe is cached, see `hub_reachable`).
+    """
+    by_profile = {plan.profile: plan for plan in plans or ()}
+    paper = by_profile.get(PAPER_PROFILE) or training_weights_plan(profile=PAPER_PROFILE)
+    if not (paper.starts_random or paper.unavailable):
+        sources = ", ".join(sorted({m.source for m in paper.members}))
+        return DefaultProfile(
+            PAPER_PROFILE,
+            f"Default: {PAPER_PROFILE}, the paper's recipe; its members start from ImageNet weights ({sources}).",
+        )
+    offline = by_profile.get(OFFLINE_PROFILE) or training_weights_plan(profile=OFFLINE_PROFILE)
+    if offline.unavailable:
+        # Neither has its weights: the paper recipe stays the default and its plan says how weak it will be.
+        return DefaultProfile(
+            PAPER_PROFILE,
+            f"Default: {PAPER_PROFILE}, although it starts from random weights: the bundled weights of "
+            f"{OFFLINE_PROFILE} are missing too.",
+        )
+    why = next(m.detail for m in paper.members if not m.pretrained)
+    return DefaultProfile(
+        OFFLINE_PROFILE,
+        f"Default: {OFFLINE_PROFILE}, from the ImageNet weights installed with HemaLoop: the {PAPER_PROFILE} "
+        f"profile's weights cannot be had here ({why}).",
+    )
+
+
 def training_run_start(
     *,
     requested_by: AbstractBaseUser,
     dataset_version: DatasetVersion | None = None,
-    profile: str = "quick",
+    profile: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> TrainingRun:
     """Queue a retrain of the ensemble on `dataset_version`, or on a version frozen from the current labels now.
 
-    The run records where each member's weights come from (`training_weights_plan`); a profile whose weights are
-    unavailable is refused before anything is queued.
+    Without a `profile`, `training_default_profile`'s. The run records where each member's weights come from
+    (`training_weights_plan`); a profile whose weights are unavailable is refused before anything is queued.
     """
     role_require(requested_by, Role.ADMIN, action="start training runs")
+    if profile is None:
+        profile = training_default_profile().profile
     plan = training_weights_plan(profile=profile, overrides=overrides)
     if plan.unavailable:
         raise TrainingRefused(plan.message)
