@@ -62,6 +62,10 @@ def scoring_progress(request, job_id: int):
     return JsonResponse(selectors.scoring_job_progress(job=job))
 
 
+# The pages whose Refresh button posts here, by the `back` field they send: a fixed list, never a URL.
+REFRESH_RETURN_PAGES = {"training": "training:home"}
+
+
 @require_POST
 @role_required(Role.ADMIN)
 def refresh(request):
@@ -71,7 +75,7 @@ def refresh(request):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Refresh {job.pk} is queued: a head trained on every final label, then the queue.")
-    return redirect("inference:scoring")
+    return redirect(REFRESH_RETURN_PAGES.get(request.POST.get("back", ""), "inference:scoring"))
 
 
 @require_GET

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from core.jobs import UNFINISHED
@@ -39,6 +40,50 @@ def model_version_active(*, for_update: bool = False) -> ModelVersion | None:
     transaction) so two concurrent requests act on it one after the other."""
     versions = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)
     return (versions.select_for_update() if for_update else versions).first()
+
+
+def model_version_head_list() -> QuerySet[ModelVersion]:
+    """Head versions (queue refreshes on the embedding index), newest first."""
+    return model_version_list().filter(kind=ModelVersion.Kind.HEAD)
+
+
+@dataclass(frozen=True)
+class HeadPolicy:
+    """What happens to the next refreshed head, as the settings and the active version decide it."""
+
+    auto_activate: bool
+    refresh_every: int
+    automatic: bool  # a refresh follows new final labels by itself
+    pinned: ModelVersion | None  # the fully trained ensemble that keeps refreshed heads candidates
+    message: str
+
+
+def head_policy(*, active: ModelVersion | None) -> HeadPolicy:
+    """Whether refreshes run by themselves and whether their heads become active (HEMALOOP_HEAD_AUTO_ACTIVATE, and
+    an active fully trained ensemble pins itself: inference.services.heads), in one sentence for the page."""
+    every = settings.HEMALOOP_HEAD_REFRESH_EVERY
+    automatic = settings.HEMALOOP_INDEX_AUTO and every > 0
+    when = f"every {every} new final labels and on request" if automatic else "on request only (automatic refresh off)"
+    pinned = active if active is not None and not active.is_head else None
+    if not settings.HEMALOOP_HEAD_AUTO_ACTIVATE:
+        fate = "stays a candidate (HEMALOOP_HEAD_AUTO_ACTIVATE is off) until an admin activates it"
+    elif pinned is not None:
+        fate = (
+            f"stays a candidate and the queue keeps its order: version {pinned.pk}, a fully trained ensemble an admin "
+            "activated, is pinned (HEMALOOP_HEAD_AUTO_ACTIVATE is on, and applies again once a head is activated)"
+        )
+    else:
+        fate = (
+            "becomes active by itself and re-orders the queue (HEMALOOP_HEAD_AUTO_ACTIVATE is on), until an admin "
+            "activates a fully trained ensemble, which pins it"
+        )
+    return HeadPolicy(
+        auto_activate=settings.HEMALOOP_HEAD_AUTO_ACTIVATE,
+        refresh_every=every,
+        automatic=automatic,
+        pinned=pinned,
+        message=f"A head is refreshed {when}; a refreshed head {fate}.",
+    )
 
 
 def dataset_version_choices() -> QuerySet[DatasetVersion]:

@@ -46,13 +46,16 @@ def training_home(request):
     # Said before anyone starts a run: which weights each profile's members would start from right now.
     plans = training_weights_plans()
     default = training_default_profile(plans=plans)
+    active = selectors.model_version_active()
     context = {
         "form": RunStartForm(initial={"profile": default.profile}),
         "default_profile": default,
         "weights_plans": plans,
         "runs": selectors.training_run_list()[:50],
         "versions": selectors.model_version_list()[:50],
-        "active": selectors.model_version_active(),
+        "heads": selectors.model_version_head_list()[:20],
+        "head_policy": selectors.head_policy(active=active),
+        "active": active,
         "section": "training",
     }
     return render(request, "training/home.html", context)
