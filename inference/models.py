@@ -151,6 +151,9 @@ class EmbeddingShard(models.Model):
     space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="shards")
     file = models.CharField(max_length=255, help_text="Name in default storage.")
     count = models.PositiveIntegerField()
+    # Part of the key of the loaded index a worker keeps (inference.services.index.index_load); empty for shards
+    # written before it was recorded.
+    sha256 = models.CharField(max_length=64, blank=True, default="", help_text="SHA-256 of the file's bytes.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

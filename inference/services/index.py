@@ -9,6 +9,7 @@ embed). Loading reads the shards only: 1M x 1280 float16 is 2.6 GB in about 245 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 
@@ -25,10 +26,12 @@ from core.storage import storage_local_paths
 from inference.ensembles import backbone_get, version_ensemble_spec
 from inference.models import Embedding, EmbeddingJob, EmbeddingShard, EmbeddingSpace
 from inference.services.scoring import image_id_chunks
-from training.ml.embedding import BackboneSpec, embed_paths, index_stack, shard_bytes, shard_read
+from training.ml.embedding import BackboneSpec, IndexCache, embed_paths, index_stack, shard_bytes, shard_read
 from training.models import ModelVersion
 
 _logger = logging.getLogger(__name__)
+# This process's last loaded index (one space at most), re-read only when its shard rows change.
+_loaded = IndexCache()
 
 
 def index_spec_for(version: ModelVersion | None) -> BackboneSpec:
@@ -69,11 +72,12 @@ def embedding_job_unfinished(*, space: EmbeddingSpace) -> EmbeddingJob | None:
 def _shard_write(*, space: EmbeddingSpace, job: EmbeddingJob, rows: list[tuple[int, str]], vectors: np.ndarray) -> int:
     """One shard file and its Embedding rows, together: a crash between leaves the images to embed again."""
     ids = [image_id for image_id, _ in rows]
-    name = default_storage.save(
-        f"index/{space.pk}/job{job.pk}-{ids[0]}-{ids[-1]}.npz", ContentFile(shard_bytes(ids, vectors))
-    )
+    content = shard_bytes(ids, vectors)
+    name = default_storage.save(f"index/{space.pk}/job{job.pk}-{ids[0]}-{ids[-1]}.npz", ContentFile(content))
     with transaction.atomic():
-        shard = EmbeddingShard.objects.create(space=space, file=name, count=len(ids))
+        shard = EmbeddingShard.objects.create(
+            space=space, file=name, count=len(ids), sha256=hashlib.sha256(content).hexdigest()
+        )
         Embedding.objects.bulk_create(
             [Embedding(space=space, image_id=image_id, shard=shard, row=row) for row, image_id in enumerate(ids)],
             batch_size=2000,
@@ -119,16 +123,27 @@ def embedding_job_run(*, job_id: int, batch_size: int = 64) -> EmbeddingJob | No
 
 
 def index_load(*, space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids ascending, (N, D) float16 matrix) of the whole index, read shard by shard from default storage into
-    one preallocated matrix (training.ml.embedding.index_stack)."""
-    shards = list(EmbeddingShard.objects.filter(space=space).order_by("id").values_list("file", "count"))
+    """(image ids ascending, (N, D) float16 matrix) of the whole index, read-only: read shard by shard from default
+    storage into one preallocated matrix (training.ml.embedding.index_stack), or this process's copy from the last
+    load while no shard row of the space was added, removed or changed (id, file, count, SHA-256)."""
+    shards = tuple(
+        EmbeddingShard.objects.filter(space=space).order_by("id").values_list("id", "file", "count", "sha256")
+    )
 
     def read() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for name, _ in shards:
+        for _, name, _, _ in shards:
             with default_storage.open(name, "rb") as handle:
                 yield shard_read(handle)
 
-    return index_stack(read(), dim=space.dim, count=sum(count for _, count in shards))
+    def load() -> tuple[np.ndarray, np.ndarray]:
+        return index_stack(read(), dim=space.dim, count=sum(count for _, _, count, _ in shards))
+
+    return _loaded.get((space.pk, space.dim, shards), load)
+
+
+def index_cache_clear() -> None:
+    """Forget the loaded index (tests; a process that needs the memory back)."""
+    _loaded.clear()
 
 
 def index_size(*, space: EmbeddingSpace) -> int:

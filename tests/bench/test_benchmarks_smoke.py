@@ -330,10 +330,13 @@ def test_refresh_benchmark_prints_the_refresh_the_baseline_and_the_ratio(tmp_pat
 
     line = re.search(
         r"3,000 images, 600 labeled: refresh (\d+\.\d+) s .*bare matmul (\d+\.\d+) s; ratio (\d+\.\d); "
-        r"CV macro-F1 (\d\.\d+); index 0\.00 GB loads from shards in (\d+\.\d+) s",
+        r"CV macro-F1 (\d\.\d+); index 0\.00 GB loads from shards in (\d+\.\d+) s .*"
+        r"again with unchanged shards: (\d+) µs",
         stdout,
     )
     assert line is not None, stdout
     assert float(line[1]) > 0
     assert float(line[4]) > 0.5  # the synthetic classes are learnable
     assert (tmp_path / "refresh.json").is_file()
+    run = json.loads((tmp_path / "refresh.json").read_text())["runs"][0]
+    assert 0 < run["load_cached_s"] < run["load_shards_s"]

@@ -5,6 +5,7 @@ model's opinion and Grad-CAM of a head version go through backbone and head."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -22,7 +23,7 @@ from core.jobs import JobStatus
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
 from inference.models import Embedding, EmbeddingJob, EmbeddingShard, HeadRefreshJob, Prediction
-from inference.services.index import index_load, index_space_get, index_spec_for
+from inference.services.index import index_cache_clear, index_load, index_space_get, index_spec_for
 from inference.services.settings import al_settings_update
 from inference.services.starts import head_refresh_start
 from tests.factories.annotation import hold
@@ -42,8 +43,10 @@ def index_on(settings, media):
     settings.HEMALOOP_INDEX_SHARD_SIZE = 5
     settings.HEMALOOP_HEAD_REFRESH_EVERY = 4
     settings.HEMALOOP_HEAD_AUTO_ACTIVATE = True
+    index_cache_clear()
     yield settings
     ensemble_cache_clear()
+    index_cache_clear()
 
 
 def _folder(root, counts: dict[str, int], *, start: int):
@@ -88,7 +91,8 @@ def test_the_index_grows_with_each_import_and_holds_float16_vectors(
     assert np.isfinite(matrix.astype(np.float32)).all()
     assert matrix.std() > 0
     for shard in EmbeddingShard.objects.all():
-        assert default_storage.exists(shard.file)
+        with default_storage.open(shard.file, "rb") as handle:
+            assert shard.sha256 == hashlib.sha256(handle.read()).hexdigest()
 
     with django_capture_on_commit_callbacks(execute=True):
         second = _import(admin_user, _folder(tmp_path / "b", {"case-c": 3}, start=71_000))
