@@ -36,7 +36,15 @@ _loaded = IndexCache()
 
 def index_spec_for(version: ModelVersion | None) -> BackboneSpec:
     """The backbone whose index serves `version`: a head's own backbone; a fully trained ensemble's member with the
-    largest vote weight (fine-tuned features); with no version, the bundled ImageNet backbone of the settings."""
+    largest vote weight (fine-tuned features); with no version, the bundled ImageNet backbone of the settings.
+
+    One member of an ensemble, not each: while an ensemble is active the queue is ordered by the ensemble itself (the
+    whole-pool scoring job after its activation, every member voting), and the heads trained on its index stay
+    candidates until an admin activates one (training.services.versions.model_version_activate_refreshed_head).
+    Every member's features side by side would double the one-time embedding pass, the index (1280 + 1408 dims for
+    the paper's pair: 5.4 GB at 1M images instead of 2.6) and the refresh, which grows with the vector length and
+    already takes 42-53 s at 1M images on 2 cores against a 60 s goal (bench/README.md), for a head that only ranks.
+    """
     if version is None:
         size = settings.HEMALOOP_INDEX_IMAGE_SIZE
         return BackboneSpec(name=settings.HEMALOOP_INDEX_BACKBONE, image_size=(size, size))
