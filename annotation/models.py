@@ -292,3 +292,27 @@ class LabelEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image_id} {self.kind} by {self.actor_id}"
+
+
+class NearDuplicate(models.Model):
+    """Two cells whose index vectors are nearly identical (cosine at least HEMALOOP_NEAR_DUPLICATE_SIMILARITY): most
+    likely the same cell imaged or exported twice with different bytes (byte-identical files are caught by SHA-256
+    at import). Written by inference after an embedding pass; reported on the import that brought `image`, and
+    flagged by a dataset version's leakage check when the two fall in different splits. Never blocks anything."""
+
+    # The later cell (higher id: the one the reporting import brought) and the earlier one it duplicates.
+    image = models.ForeignKey(CellImage, on_delete=models.CASCADE, related_name="near_duplicates")
+    duplicate_of = models.ForeignKey(CellImage, on_delete=models.CASCADE, related_name="+")
+    similarity = models.FloatField(help_text="Cosine similarity of the two index vectors.")
+    space_key = models.CharField(max_length=200, help_text="The embedding space that measured it.")
+    detected_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-similarity", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "duplicate_of"], name="one_near_duplicate_per_pair"),
+            models.CheckConstraint(condition=models.Q(image__gt=models.F("duplicate_of")), name="near_duplicate_later"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image_id} ~ {self.duplicate_of_id} ({self.similarity:.3f})"

@@ -28,6 +28,7 @@ from core.roles import Role
 IMAGES_PER_PAGE = 48
 BATCHES_PER_PAGE = 25
 REPORT_ROWS_PER_PAGE = 200
+NEAR_DUPLICATES_SHOWN = 200
 # Every role sees pixels (annotators label them); labels and metadata stay on the role-checked pages.
 ANY_ROLE = tuple(Role)
 
@@ -110,6 +111,10 @@ def batch_detail(request, batch_id: int):
         "progress": selectors.batch_progress(batch=batch),
         "outcome": outcome or "",
         "items": items.get_page(request.GET.get("page")),
+        "near_duplicate_threshold": settings.HEMALOOP_NEAR_DUPLICATE_SIMILARITY,
+        "near_duplicates": selectors.batch_near_duplicates(batch=batch, hidden_from=request.user)[
+            :NEAR_DUPLICATES_SHOWN
+        ],
     }
     return render(request, "annotation/batch_detail.html", context)
 

@@ -1,6 +1,7 @@
 """Pages that combine several floors: the home page (a tile per thing the user's roles allow), the image page
-for adjudicators, researchers and admins, and the consensus page, both with the model's opinion. They keep the
-URLs they had under /annotation/ (config/urls.py mounts them in the annotation namespace)."""
+for adjudicators, researchers and admins, and the consensus page, both with the model's opinion and the similar
+cells of the index. They keep the URLs they had under /annotation/ (config/urls.py mounts them in the annotation
+namespace)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from inference.explain.links import heatmap_url
 from inference.explain.opinion import image_opinion_state
 from inference.explain.policy import EXPLAIN_ROLES, opinion_visible_to
 from inference.selectors import review_list
+from inference.services.neighbours import image_similar_cells
 from releases.selectors import version_latest
 from training.selectors import model_version_active, training_run_current
 
@@ -56,13 +58,17 @@ def home(request):
 
 def _image_detail_context(request, image: CellImage, *, reopen_form: ReopenForm | None = None) -> dict:
     can_reopen = user_has_role(request.user, Role.ADJUDICATOR, Role.ADMIN)
-    return {
-        "image": image,
-        "history": selectors.image_history(image=image),
-        "live_labels": selectors.annotation_list_for_image(image=image),
-        "can_reopen": can_reopen and image.label_status == LabelStatus.FINAL,
-        "reopen_form": reopen_form or ReopenForm(),
-    } | _model_opinion_context(request, image)
+    return (
+        {
+            "image": image,
+            "history": selectors.image_history(image=image),
+            "live_labels": selectors.annotation_list_for_image(image=image),
+            "can_reopen": can_reopen and image.label_status == LabelStatus.FINAL,
+            "reopen_form": reopen_form or ReopenForm(),
+        }
+        | _model_opinion_context(request, image)
+        | _similar_context(request, image)
+    )
 
 
 def _model_opinion_context(request, image: CellImage) -> dict:
@@ -72,6 +78,14 @@ def _model_opinion_context(request, image: CellImage) -> dict:
     state = image_opinion_state(image=image)
     url = heatmap_url(image_id=image.id, opinion=state.opinion) if state.opinion else ""
     return {"show_opinion": True, "opinion_state": state, "heatmap_url": url}
+
+
+def _similar_context(request, image: CellImage) -> dict:
+    """The similar cells with a final class, for those who may see the model's opinion on this cell; for anyone
+    else not even an empty panel."""
+    if not opinion_visible_to(user=request.user, image=image):
+        return {"show_similar": False}
+    return {"show_similar": True, "similar": image_similar_cells(image=image, viewer=request.user)}
 
 
 @require_GET
@@ -123,8 +137,10 @@ def consensus(request):
             "resolve": reverse("annotation_api:consensus_resolve", kwargs={"image_id": 0}),
             "detail": reverse("annotation:image_detail", kwargs={"image_id": 0}),
             "opinion": reverse("inference_api:image_opinion", kwargs={"image_id": 0}),
+            "similar": reverse("inference_api:image_similar", kwargs={"image_id": 0}),
         },
-        # Every cell here has both blind labels, so the model's opinion can no longer bias a label.
+        # Every cell here has both blind labels, so the model's opinion (and the similar cells) can no longer bias a
+        # label.
         "show_opinion": user_has_role(request.user, *EXPLAIN_ROLES),
     }
     return render(request, "dashboard/consensus.html", context)

@@ -1,5 +1,6 @@
 """Inference API: predictions on uploaded images (researchers, admins) and the active model's opinion on a
-stored image with its Grad-CAM overlay (adjudicators, researchers, admins; never annotators)."""
+stored image with its Grad-CAM overlay and the similar cells of the index (adjudicators, researchers, admins; never
+annotators)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from inference.explain.policy import EXPLAIN_ROLES
 from inference.models import ScoringJob
 from inference.predict import PredictLimits, images_predict
 from inference.selectors import scoring_job_get, scoring_job_list, scoring_job_progress
-from inference.serializers import OpinionOutput, PredictInput, PredictOutput
+from inference.serializers import OpinionOutput, PredictInput, PredictOutput, SimilarCellsOutput
+from inference.services.neighbours import image_similar_cells
 from inference.services.starts import scoring_start
 
 CanPredict = roles_permission(Role.RESEARCHER, Role.ADMIN)
@@ -136,6 +138,28 @@ class ImageOpinionApi(APIView):
                 }
             ).data
         )
+
+
+class ImageSimilarCellsApi(APIView):
+    """The cells with a final class most similar to a stored image in the embedding index (cosine similarity), with
+    their final labels: a reference atlas from the lab's own cells. No index holding the cell yet is a state
+    (`no_index`), not an error. Annotators never get this; a cell hidden from the caller answers as every hidden cell
+    does. Rate-limited per user (scope "explain", shared with the opinion)."""
+
+    permission_classes = [CanSeeOpinion]
+    throttle_classes = [SettingsScopedRateThrottle]
+    throttle_scope = "explain"
+
+    @extend_schema(
+        responses={
+            200: SimilarCellsOutput,
+            403: OpenApiResponse(description="Not for annotators; a cell hidden from you."),
+            429: _EXPLAIN_THROTTLED,
+        }
+    )
+    def get(self, request, image_id: int):
+        image = _image_for(request, image_id)
+        return Response(SimilarCellsOutput(image_similar_cells(image=image, viewer=request.user)).data)
 
 
 class ImageHeatmapApi(APIView):

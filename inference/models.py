@@ -149,6 +149,8 @@ class EmbeddingShard(models.Model):
     is the same on a local disk and on S3-compatible storage; an embedding pass writes one per chunk of images."""
 
     space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="shards")
+    # The pass that wrote it: what its near-duplicate check compares (inference.services.neighbours).
+    job = models.ForeignKey("EmbeddingJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="shards")
     file = models.CharField(max_length=255, help_text="Name in default storage.")
     count = models.PositiveIntegerField()
     # Part of the key of the loaded index a worker keeps (inference.services.index.index_load); empty for shards

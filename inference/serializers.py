@@ -1,9 +1,11 @@
-"""Input and output shapes of the inference API (predictions on uploads, and the model's opinion on a stored image)."""
+"""Input and output shapes of the inference API (predictions on uploads, the model's opinion on a stored image and
+the similar cells beside it)."""
 
 from __future__ import annotations
 
 import base64
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -72,3 +74,31 @@ class OpinionOutput(serializers.Serializer):
     top = ClassScoreOutput(many=True, help_text="The three most probable classes, best first (calibrated).")
     source = serializers.CharField(allow_blank=True, help_text="stored (the pool's scoring) or computed (now).")
     heatmap_url = serializers.CharField(allow_blank=True, help_text="Grad-CAM overlay PNG of the top class.")
+
+
+class SimilarCellOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="image_id", help_text="Database id (the image page's).")
+    final_label = serializers.SerializerMethodField()
+    similarity = serializers.FloatField(help_text="Cosine similarity of the two index vectors.")
+    thumbnail_url = serializers.SerializerMethodField()
+    detail_url = serializers.SerializerMethodField()
+
+    @extend_schema_field({"type": "object", "properties": {"code": {"type": "string"}, "name": {"type": "string"}}})
+    def get_final_label(self, cell) -> dict:
+        return {"code": cell.class_code, "name": cell.class_name}
+
+    def get_thumbnail_url(self, cell) -> str:
+        return reverse("annotation:image_thumbnail", kwargs={"image_id": cell.image_id})
+
+    def get_detail_url(self, cell) -> str:
+        return reverse("annotation:image_detail", kwargs={"image_id": cell.image_id})
+
+
+class SimilarCellsOutput(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["ready", "no_index"],
+        help_text="ready: the cell is in the embedding index (cells may still be empty: none has a final label); "
+        "no_index: no index holds this cell yet.",
+    )
+    message = serializers.CharField(allow_blank=True)
+    cells = SimilarCellOutput(many=True, help_text="Cells with a final class, most similar first.")

@@ -81,12 +81,25 @@ class VersionOutput(serializers.ModelSerializer):
         return ArchiveOutput(selectors.archive_progress(archive=version.archive), context=self.context).data
 
 
+class NearDuplicateAcrossOutput(serializers.Serializer):
+    sha256 = serializers.CharField()
+    split = serializers.CharField()
+    other_sha256 = serializers.CharField()
+    other_split = serializers.CharField()
+    similarity = serializers.FloatField()
+
+
 class LeakageOutput(serializers.Serializer):
     cases_in_several_splits = serializers.IntegerField(help_text="Must be 0.")
     shared_cases = serializers.ListField(child=serializers.CharField(), help_text="The first few such cases.")
     earlier_test_in_training = serializers.IntegerField(
         help_text="Images in train or validation whose case or image was in an earlier version's test set; must be 0."
     )
+    near_duplicates_across_splits = serializers.IntegerField(
+        help_text="Near-duplicate pairs (the same cell imaged twice, found in the embedding index) with the two "
+        "cells in different splits; must be 0."
+    )
+    near_duplicate_pairs = NearDuplicateAcrossOutput(many=True, help_text="The first few such pairs.")
     clean = serializers.BooleanField()
 
 

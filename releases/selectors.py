@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Collate
 from django.shortcuts import get_object_or_404
 
-from annotation.models import CellImage, LabelStatus
+from annotation.models import CellImage, LabelStatus, NearDuplicate
 from core.jobs import job_progress
 from releases import conf
 from releases.models import DatasetArchive, DatasetVersion, ManifestEntry, Split
@@ -93,14 +93,27 @@ def version_balance(*, version: DatasetVersion) -> Balance:
 
 
 @dataclass(frozen=True)
+class NearDuplicateAcross:
+    """A near-duplicate pair (annotation.models.NearDuplicate) of this version whose cells are in different splits."""
+
+    sha256: str
+    split: str
+    other_sha256: str
+    other_split: str
+    similarity: float
+
+
+@dataclass(frozen=True)
 class Leakage:
     cases_in_several_splits: int
     shared_cases: list[str]
     earlier_test_in_training: int  # images of this version outside test whose case or image was in an earlier test set
+    near_duplicates_across_splits: int = 0
+    near_duplicate_pairs: list[NearDuplicateAcross] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not self.cases_in_several_splits and not self.earlier_test_in_training
+        return not (self.cases_in_several_splits or self.earlier_test_in_training or self.near_duplicates_across_splits)
 
 
 def version_leakage(*, version: DatasetVersion) -> Leakage:
@@ -119,10 +132,38 @@ def version_leakage(*, version: DatasetVersion) -> Leakage:
     leaked = entries.exclude(split=Split.TEST).filter(
         Q(sha256__in=earlier_test.values("sha256")) | Q(case_id__in=earlier_test.exclude(case_id="").values("case_id"))
     )
+    across = _near_duplicates_across_splits(entries=entries)
     return Leakage(
         cases_in_several_splits=shared.count(),
         shared_cases=list(shared[:SHARED_CASES_SHOWN]),
         earlier_test_in_training=leaked.count(),
+        near_duplicates_across_splits=across.count(),
+        near_duplicate_pairs=[
+            NearDuplicateAcross(
+                sha256=pair.image.sha256,
+                split=pair.split,
+                other_sha256=pair.duplicate_of.sha256,
+                other_split=pair.other_split,
+                similarity=pair.similarity,
+            )
+            for pair in across.select_related("image", "duplicate_of")[:SHARED_CASES_SHOWN]
+        ],
+    )
+
+
+def _near_duplicates_across_splits(*, entries: QuerySet[ManifestEntry]) -> QuerySet[NearDuplicate]:
+    """Near-duplicate pairs with both cells in the version (matched by SHA-256, which the manifest freezes) and in two
+    different splits: the same cell imaged twice would be trained on and tested on. Pairs are found after import, so
+    a version cut earlier is checked against what is known now."""
+
+    def split_of(image_field: str) -> Subquery:
+        return Subquery(entries.filter(sha256=OuterRef(f"{image_field}__sha256")).values("split")[:1])
+
+    return (
+        NearDuplicate.objects.annotate(split=split_of("image"), other_split=split_of("duplicate_of"))
+        .filter(split__isnull=False, other_split__isnull=False)
+        .exclude(split=F("other_split"))
+        .order_by("-similarity", "id")
     )
 
 

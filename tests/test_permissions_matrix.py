@@ -106,6 +106,7 @@ url                                         method  anonymous annotator adjudica
 /api/inference/predict/                     POST    403       403       403         400        400   403
 /api/inference/predict/                     POST:image 403    403       403         409        409   403
 /api/inference/images/{image}/opinion/      GET     403       403       200         200        200   403
+/api/inference/images/{image}/similar/      GET     403       403       200         200        200   403
 /api/inference/images/{image}/gradcam.png   GET     403       403       409         409        409   403
 /api/inference/scoring/jobs/                 GET     403       403       403         403        200   403
 /api/inference/scoring/jobs/                 POST    403       403       403         403        409   403

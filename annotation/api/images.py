@@ -160,6 +160,10 @@ class BatchProgressOutput(JobProgressOutput):
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
     skipped = serializers.IntegerField(help_text="Companion files (README, CSV, hidden files) that are not images.")
+    near_duplicates = serializers.IntegerField(
+        help_text="Cells of this import nearly identical in the embedding index to another cell (the same cell imaged "
+        "twice, other bytes); found after the import's embedding pass, never blocking it."
+    )
 
 
 # --- views -----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from annotation.selectors.images import (  # noqa: F401
     batch_get,
     batch_items,
     batch_list,
+    batch_near_duplicates,
     batch_progress,
     case_list,
     image_count,

@@ -9,7 +9,16 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from annotation.models import Case, CellClass, CellImage, ImageFileProblem, ImportBatch, ImportItem, LabelStatus
+from annotation.models import (
+    Case,
+    CellClass,
+    CellImage,
+    ImageFileProblem,
+    ImportBatch,
+    ImportItem,
+    LabelStatus,
+    NearDuplicate,
+)
 from annotation.selectors.blinding import images_hidden_from
 from core.jobs import UNFINISHED, job_progress
 
@@ -135,7 +144,19 @@ def batch_progress(*, batch: ImportBatch) -> dict[str, Any]:
         "duplicates": batch.duplicates,
         "rejected": batch.rejected,
         "skipped": batch.skipped,
+        "near_duplicates": batch_near_duplicates(batch=batch).count(),
     }
+
+
+def batch_near_duplicates(*, batch: ImportBatch, hidden_from=None) -> QuerySet[NearDuplicate]:
+    """The near-duplicates this batch brought: pairs whose later cell it imported (the earlier one may be from any
+    import, this one included), most similar first. Found after the batch's embedding pass, so none before.
+    `hidden_from`: leave out pairs with a cell hidden from that user (the pair would say what the other cell is)."""
+    pairs = NearDuplicate.objects.filter(image__batch=batch).select_related("image", "duplicate_of")
+    if hidden_from is not None:
+        hidden = images_hidden_from(user=hidden_from)
+        pairs = pairs.exclude(image__in=hidden).exclude(duplicate_of__in=hidden)
+    return pairs
 
 
 def batch_active_count() -> int:

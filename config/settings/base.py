@@ -250,6 +250,9 @@ HEMALOOP_INDEX_IMAGE_SIZE = env.int("HEMALOOP_INDEX_IMAGE_SIZE", default=224)
 HEMALOOP_INDEX_SHARD_SIZE = env.int("HEMALOOP_INDEX_SHARD_SIZE", default=4096)
 HEMALOOP_HEAD_REFRESH_EVERY = env.int("HEMALOOP_HEAD_REFRESH_EVERY", default=100)
 HEMALOOP_HEAD_AUTO_ACTIVATE = env.bool("HEMALOOP_HEAD_AUTO_ACTIVATE", default=True)
+# Two cells whose bundled-backbone index vectors have at least this cosine similarity are reported as near-duplicates
+# (the same cell imaged twice with different bytes); measured on pbc-dev copies vs distinct cells (bench/README.md).
+HEMALOOP_NEAR_DUPLICATE_SIMILARITY = env.float("HEMALOOP_NEAR_DUPLICATE_SIMILARITY", default=0.965)
 
 LOGGING = {
     "version": 1,

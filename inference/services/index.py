@@ -84,7 +84,7 @@ def _shard_write(*, space: EmbeddingSpace, job: EmbeddingJob, rows: list[tuple[i
     name = default_storage.save(f"index/{space.pk}/job{job.pk}-{ids[0]}-{ids[-1]}.npz", ContentFile(content))
     with transaction.atomic():
         shard = EmbeddingShard.objects.create(
-            space=space, file=name, count=len(ids), sha256=hashlib.sha256(content).hexdigest()
+            space=space, job=job, file=name, count=len(ids), sha256=hashlib.sha256(content).hexdigest()
         )
         Embedding.objects.bulk_create(
             [Embedding(space=space, image_id=image_id, shard=shard, row=row) for row, image_id in enumerate(ids)],

@@ -1,6 +1,6 @@
-"""What the index and refresh tasks do, with their follow-ups: an embedding pass that grew the index rescores the new
-images with an active head and queues a refresh if labels came with them; a refresh that finds the index behind
-queues the missing images too.
+"""What the index and refresh tasks do, with their follow-ups: an embedding pass that grew the index records the
+near-duplicates it brought, rescores the new images with an active head and queues a refresh if labels came with
+them; a refresh that finds the index behind queues the missing images too.
 
 `starts` is imported as a module: it imports the tasks, which import this module, so its functions are looked up
 when called, not when either module loads.
@@ -15,6 +15,7 @@ from inference.models import HeadRefreshJob
 from inference.services import starts
 from inference.services.heads import head_refresh_run, head_rescore
 from inference.services.index import embedding_job_run, index_pool, index_space_get, index_spec_for
+from inference.services.neighbours import near_duplicates_detect
 from training.models import ModelVersion
 from training.selectors import model_version_active
 
@@ -30,6 +31,10 @@ def embedding_job_process(*, job_id: int) -> str:
     if job.status != JobStatus.SUCCEEDED:
         return f"embedded {job.done} ({job.status})"
     said = f"embedded {job.done}"
+    try:
+        said += f", {near_duplicates_detect(job=job)} near-duplicate pairs"
+    except Exception:  # a report, not a step: the new images' scores and the refresh below must still come
+        _logger.exception("near-duplicate check after embedding job %s failed", job.pk)
     active = model_version_active()
     if active is not None and active.is_head and index_spec_for(active).key == job.space.key:
         said += f", prioritised {len(head_rescore(version=active, missing_only=True))}"

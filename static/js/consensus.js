@@ -3,6 +3,7 @@
 import { Alert, api, errorMessage, flash, formatDateTime, markReady, Toasts } from "./hemaloop.js";
 import { hasModifier, holdKeys, hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";
 import { ModelOpinion } from "./inference/model-opinion.js";
+import { SimilarCells } from "./inference/similar-cells.js";
 import { CellViewer } from "./viewer.js";
 
 const root = document.getElementById("consensus-app");
@@ -11,6 +12,7 @@ const urls = {
   resolve: (id) => root.dataset.apiResolve.replace("/0/", `/${id}/`),
   detail: (id) => root.dataset.detailUrl.replace("/0/", `/${id}/`),
   opinion: (id) => root.dataset.apiOpinion.replace("/0/", `/${id}/`),
+  similar: (id) => root.dataset.apiSimilar.replace("/0/", `/${id}/`),
 };
 const { names, hotkeys } = readTaxonomy();
 
@@ -40,6 +42,8 @@ const opinion = opinionSlot
   ? new ModelOpinion(opinionSlot.querySelector("[data-model-opinion]"), el.stage.querySelector("[data-opinion-heatmap]"),
     el.stage)
   : null;
+const similarSlot = root.querySelector("[data-similar-slot]");
+const similar = similarSlot ? new SimilarCells(similarSlot.querySelector("[data-similar-cells]")) : null;
 
 const state = { item: null, selected: null, busy: false };
 
@@ -155,6 +159,10 @@ function showEmpty() {
     opinion.clear("empty");
     opinionSlot.hidden = true;
   }
+  if (similar) {
+    similar.clear("empty");
+    similarSlot.hidden = true;
+  }
   el.status.textContent = "Queue empty";
   setBusy(false);
 }
@@ -174,6 +182,10 @@ async function show(item) {
   if (opinion) {
     opinionSlot.hidden = false;
     opinion.load(urls.opinion(item.image)); // not awaited: the cell and the keys never wait for the model
+  }
+  if (similar) {
+    similarSlot.hidden = false;
+    similar.load(urls.similar(item.image)); // not awaited either
   }
   el.status.textContent = "Loading cell…";
   await viewer.show(item.image_url);

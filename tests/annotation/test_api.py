@@ -146,6 +146,7 @@ def test_batch_list_detail_items_and_progress(api_client_for, admin_user, batch)
         "duplicates": 1,
         "rejected": 1,
         "skipped": 3,
+        "near_duplicates": 0,
     }
 
 

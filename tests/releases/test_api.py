@@ -39,6 +39,8 @@ def test_cut_a_version_and_read_it_back(api, labeled):
         "cases_in_several_splits": 0,
         "shared_cases": [],
         "earlier_test_in_training": 0,
+        "near_duplicates_across_splits": 0,
+        "near_duplicate_pairs": [],
         "clean": True,
     }
     assert body["archive"]["status"] == "not_built"
