@@ -96,9 +96,9 @@ class SimilarCellOutput(serializers.Serializer):
 
 class SimilarCellsOutput(serializers.Serializer):
     state = serializers.ChoiceField(
-        choices=["ready", "no_index"],
+        choices=["ready", "no_index", "unavailable"],
         help_text="ready: the cell is in the embedding index (cells may still be empty: none has a final label); "
-        "no_index: no index holds this cell yet.",
+        "no_index: no index holds this cell yet; unavailable: the index's files cannot be read (message says why).",
     )
     message = serializers.CharField(allow_blank=True)
     cells = SimilarCellOutput(many=True, help_text="Cells with a final class, most similar first.")

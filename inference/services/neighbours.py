@@ -52,7 +52,8 @@ class SimilarCell:
 
 @dataclass(frozen=True)
 class SimilarCells:
-    """`state`: "ready" (cells, possibly none with a final label yet), "no_index" (no index holds this cell yet)."""
+    """`state`: "ready" (cells, possibly none with a final label yet), "no_index" (no index holds this cell yet),
+    "unavailable" (the index's files cannot be read)."""
 
     state: str
     message: str
@@ -99,7 +100,11 @@ def image_similar_cells(*, image: CellImage, viewer, k: int = SIMILAR_CELLS) -> 
     for space in _spaces():
         if not Embedding.objects.filter(space=space, image=image).exists():
             continue
-        ids, unit = _index_cached(space)
+        try:
+            ids, unit = _index_cached(space)
+        except (OSError, ValueError) as exc:  # a shard missing or unreadable in storage: the page still renders
+            _logger.exception("index %s could not be read for similar cells", space.key)
+            return SimilarCells(state="unavailable", message=f"The embedding index could not be read: {exc}", cells=[])
         row = int(np.searchsorted(ids, image.pk))
         if row >= len(ids) or ids[row] != image.pk:
             continue  # embedded after the cached load's shards were counted

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 from PIL import Image
@@ -22,6 +23,7 @@ from annotation.services.imports.runner import import_batch_process
 from annotation.services.labeling import annotation_submit
 from core.roles import Role
 from inference.ensembles import ensemble_cache_clear
+from inference.models import EmbeddingShard
 from inference.services.neighbours import SIMILAR_CELLS, similar_cells_cache_clear
 from releases.models import ManifestEntry, SplitAssignment
 from releases.selectors import version_leakage
@@ -184,6 +186,22 @@ def test_no_index_yet_says_so(index_on, admin_user, adjudicator, labeled_demo, d
     }
     page = _client(adjudicator).get(reverse("annotation:image_detail", kwargs={"image_id": image.id}))
     assert "No similar cells yet: the embedding index is being built" in page.content.decode()
+
+
+def test_an_unreadable_index_is_said_on_the_page_not_a_server_error(
+    index_on, admin_user, adjudicator, labeled_demo, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        labeled_demo()
+    similar_cells_cache_clear()
+    shard = EmbeddingShard.objects.order_by("id").first()
+    default_storage.delete(shard.file)
+    image = CellImage.objects.order_by("id").first()
+    page = _client(adjudicator).get(reverse("annotation:image_detail", kwargs={"image_id": image.id}))
+    assert page.status_code == 200
+    assert 'data-similar-cells data-state="unavailable"' in page.content.decode()
+    body = _client(adjudicator).get(reverse("inference_api:image_similar", kwargs={"image_id": image.id})).json()
+    assert (body["state"], body["cells"]) == ("unavailable", [])
 
 
 def test_near_duplicates_are_reported_at_import_and_flagged_across_splits(
