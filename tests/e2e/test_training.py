@@ -28,9 +28,9 @@ def test_admin_retrains_from_the_page(
     page.goto(f"{live_server.url}/training/")
     page.get_by_label("Profile").select_option("smoke")
     screenshot("training-home")
-    page.get_by_role("button", name="Start training").click()
     # Eager Celery: the POST trains the smoke ensemble before it redirects; on a loaded 2-core machine that takes
-    # longer than the page's default 15 s.
+    # longer than the page's default 15 s, and the click itself waits for the navigation it starts.
+    page.get_by_role("button", name="Start training").click(timeout=180_000)
     page.wait_for_url("**/training/runs/*/", timeout=180_000)
     expect(page.locator('[data-field="status"]')).to_have_text("Succeeded")
     expect(page.locator("#curves polyline")).to_have_count(4)
@@ -45,7 +45,7 @@ def test_admin_retrains_from_the_page(
     assert natural
     assert all(w > 0 for w in natural), natural
     screenshot("training-model")
-    page.get_by_role("button", name="Activate").click()
+    page.get_by_role("button", name="Activate").click(timeout=120_000)
     # Eager Celery again: activation scores the pool inside the request.
     expect(page.locator("h1 .badge")).to_have_text("Active", timeout=120_000)
     # Live polling: a running run's page follows the row.
