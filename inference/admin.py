@@ -35,6 +35,7 @@ class ActiveLearningSettingsAdmin(admin.ModelAdmin):
     form its range errors."""
 
     fields = (
+        "cold_start",
         "strategy",
         "exploration",
         "max_class_share",

@@ -13,6 +13,7 @@ class ActiveLearningSettingsForm(forms.ModelForm):
         model = ActiveLearningSettings
         fields = AL_SETTINGS_FIELDS
         labels = {
+            "cold_start": "Cold start",
             "strategy": "Selection strategy",
             "exploration": "Exploration share",
             "max_class_share": "Class cap (share per predicted class)",

@@ -79,6 +79,10 @@ class ActiveLearningSettings(models.Model):
         LEAST_CONFIDENCE = "least_confidence", "Least confidence"
         RANDOM = "random", "Random"
 
+    class ColdStart(models.TextChoices):
+        TYPICAL = "typical", "Typical and diverse cells from the embedding index (TypiClust)"
+        STRATIFIED = "stratified", "Stratified random across cases"
+
     id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
     strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MARGIN)
     exploration = models.FloatField(
@@ -89,12 +93,20 @@ class ActiveLearningSettings(models.Model):
     max_class_share = models.FloatField(
         default=0.3,
         validators=[_share_positive, MaxValueValidator(1.0)],
-        help_text="Most of the prioritised images one predicted class may take, more than 0 and at most 1.",
+        help_text="Most of the prioritised images one predicted class may take, more than 0 and at most 1 (a fully "
+        "trained model's queue; a head's queue takes at most one of each group of look-alike cells instead).",
     )
     top_n = models.PositiveIntegerField(
         default=1000,
         validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
         help_text="How many images get a priority; the rest of the queue follows in import order.",
+    )
+    cold_start = models.CharField(
+        max_length=10,
+        choices=ColdStart.choices,
+        default=ColdStart.TYPICAL,
+        help_text="The queue's order before a head has enough labels per class; the typical cells need the embedding "
+        "index of every image that needs labels, and stratified random is used until it has them.",
     )
     review_min_confidence = models.FloatField(
         default=0.9,
@@ -213,6 +225,8 @@ class HeadRefreshJob(Job):
         "training.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     outcome = models.CharField(max_length=300, blank=True)
+    # Which branch of training.ml.selection.select_next ordered the queue (blank: the refresh did not re-order it).
+    selection = models.CharField(max_length=10, blank=True)
 
     STALE_AFTER = timedelta(minutes=30)
     JOB_KIND = "head_refresh"

@@ -34,6 +34,7 @@ def al_settings_get() -> ActiveLearningSettings:
             "max_class_share": settings.HEMALOOP_AL_MAX_CLASS_SHARE,
             "top_n": settings.HEMALOOP_AL_TOP_N,
             "review_min_confidence": settings.HEMALOOP_AL_REVIEW_MIN_CONFIDENCE,
+            "cold_start": settings.HEMALOOP_AL_COLD_START,
         },
     )
     return row
@@ -160,6 +161,13 @@ def head_refresh_get(*, job_id: int) -> HeadRefreshJob | None:
 
 
 def head_refresh_progress(*, job: HeadRefreshJob, now: datetime | None = None) -> dict:
-    """A refresh's progress (its Prediction rows once the head is trained) and what it did."""
+    """A refresh's progress (its Prediction rows once the head is trained) and what it did (`selection`: which branch
+    of training.ml.selection.select_next ordered the queue)."""
     progress = job_progress(job, now=now)
-    return {**progress, "outcome": job.outcome, "model_version": job.model_version_id, "speed": job.outcome}
+    return {
+        **progress,
+        "outcome": job.outcome,
+        "model_version": job.model_version_id,
+        "selection": job.selection,
+        "speed": job.outcome,
+    }

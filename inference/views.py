@@ -16,6 +16,7 @@ from core.roles import Role
 from inference import selectors
 from inference.errors import RefreshRefused, ScoringRefused
 from inference.forms import ActiveLearningSettingsForm
+from inference.models import ActiveLearningSettings
 from inference.services.settings import al_settings_update
 from inference.services.starts import head_refresh_start, queue_priorities_refresh_start, scoring_start
 from training.selectors import model_version_active
@@ -122,7 +123,13 @@ def al_settings(request):
             if "apply" in request.POST:
                 _priorities_apply(request)
             return redirect("inference:settings")
-    context = {"form": form, "current": current, "active": model_version_active(), "section": "settings"}
+    context = {
+        "form": form,
+        "current": current,
+        "active": model_version_active(),
+        "cold_start": _cold_start_words(),
+        "section": "settings",
+    }
     return render(request, "inference/settings.html", context)
 
 
@@ -133,13 +140,19 @@ def priorities_apply(request):
     return redirect("inference:settings")
 
 
+def _cold_start_words() -> str:
+    if selectors.al_settings_get().cold_start == ActiveLearningSettings.ColdStart.TYPICAL:
+        return "cold start (typical cells from the embedding index; stratified random across cases until it has them)"
+    return "cold start (stratified random across cases)"
+
+
 def _priorities_apply(request) -> None:
     # Re-ordering a large pool takes longer than a request should: the inference queue does it.
     version = queue_priorities_refresh_start(actor=request.user)
     done = "each cell's new priority shows on its image page once the inference queue has run it."
     if version is None:
         messages.info(
-            request, f"No model is active: re-ordering the queue by the cold-start order across cases is queued; {done}"
+            request, f"No model is active: re-ordering the queue by the {_cold_start_words()} is queued; {done}"
         )
     else:
         messages.success(

@@ -177,6 +177,7 @@ DELEGATED_NAMESPACES = {"admin"}
 
 # The active-learning form as the settings page posts it.
 AL_FORM = {
+    "cold_start": "typical",
     "strategy": "margin",
     "exploration": "0",
     "max_class_share": "1",

@@ -230,6 +230,7 @@ HEMALOOP_AL_EXPLORATION = env.float("HEMALOOP_AL_EXPLORATION", default=0.1)
 HEMALOOP_AL_MAX_CLASS_SHARE = env.float("HEMALOOP_AL_MAX_CLASS_SHARE", default=0.3)
 HEMALOOP_AL_TOP_N = env.int("HEMALOOP_AL_TOP_N", default=1000)
 HEMALOOP_AL_REVIEW_MIN_CONFIDENCE = env.float("HEMALOOP_AL_REVIEW_MIN_CONFIDENCE", default=0.9)
+HEMALOOP_AL_COLD_START = env.str("HEMALOOP_AL_COLD_START", default="typical")
 
 # Logs: "text" for people, "json" (one object per line) for log shippers; both carry the request and task ids.
 HEMALOOP_LOG_FORMAT = env.str("HEMALOOP_LOG_FORMAT", default="text")

@@ -20,8 +20,8 @@ from annotation.models import CellClass, CellImage, LabelStatus
 from core.jobs import UNFINISHED, JobStatus, job_claim, job_finish, job_heartbeat, job_is_stale
 from inference.models import EmbeddingSpace, HeadRefreshJob, Prediction
 from inference.services.index import index_load, index_space_get, index_spec_for
-from inference.services.selection import queue_priorities_from_scores
-from training.ml.heads import HeadConfig, head_bytes, head_from_bytes, head_probabilities, rescore_stats, train_head
+from inference.services.selection import queue_priorities_select
+from training.ml.heads import HeadConfig, LinearHead, head_bytes, head_from_bytes, head_probabilities, train_head
 from training.ml.uncertainty import prediction_stats
 from training.models import ModelVersion
 from training.selectors import model_version_active
@@ -31,17 +31,23 @@ _logger = logging.getLogger(__name__)
 
 MIN_LABELS = 10  # fewer final labels in the index than this train no head (nothing to hold out)
 PREDICTION_CHUNK = 2000
-_NEEDS, _FINAL, _OTHER = 0, 1, 2
+NEEDS, FINAL, OTHER = 0, 1, 2  # ImageTable.status codes
 
 
 @dataclass(frozen=True)
 class ImageTable:
-    """The pool as arrays in id order: status (_NEEDS, _FINAL, _OTHER), final CellClass id (-1 none), case id (-1)."""
+    """The pool as arrays in id order: status (NEEDS, FINAL, OTHER), final CellClass id (-1 none), case id (-1)."""
 
     ids: np.ndarray
     status: np.ndarray
     final_class: np.ndarray
     case: np.ndarray
+
+    def take(self, rows: np.ndarray) -> ImageTable:
+        """The table's rows `rows`, in that order."""
+        return ImageTable(
+            ids=self.ids[rows], status=self.status[rows], final_class=self.final_class[rows], case=self.case[rows]
+        )
 
     def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For index ids: (mask of those still in the pool, their rows in this table)."""
@@ -57,9 +63,9 @@ def image_table() -> ImageTable:
         CellImage.objects.order_by("id")
         .annotate(
             status_code=Case(
-                When(label_status=LabelStatus.NEEDS_LABELS, then=Value(_NEEDS)),
-                When(label_status=LabelStatus.FINAL, then=Value(_FINAL)),
-                default=Value(_OTHER),
+                When(label_status=LabelStatus.NEEDS_LABELS, then=Value(NEEDS)),
+                When(label_status=LabelStatus.FINAL, then=Value(FINAL)),
+                default=Value(OTHER),
                 output_field=IntegerField(),
             ),
             final_code=Coalesce("final_label_id", Value(-1)),
@@ -163,7 +169,7 @@ def head_refresh_run(*, job_id: int, config: HeadConfig | None = None) -> HeadRe
         classes = _classes()
         column = {class_id: i for i, (class_id, _) in enumerate(classes)}
         final = table.final_class[rows]
-        labeled = (table.status[rows] == _FINAL) & np.isin(final, list(column))
+        labeled = (table.status[rows] == FINAL) & np.isin(final, list(column))
         if labeled.sum() < MIN_LABELS or len(np.unique(final[labeled])) < 2:
             return _skip(
                 job, f"{int(labeled.sum())} final labels of {len(np.unique(final[labeled]))} classes in the index"
@@ -178,8 +184,8 @@ def head_refresh_run(*, job_id: int, config: HeadConfig | None = None) -> HeadRe
         activated = settings.HEMALOOP_HEAD_AUTO_ACTIVATE and model_version_activate_refreshed_head(version=version)
         outcome = f"model version {version.pk}, CV macro-F1 {_score(result.metrics['cv_macro_f1'])}"
         if activated:
-            chosen = _rescore(version=version, ids=ids, matrix=matrix, status=table.status[rows], job=job)
-            outcome += f", active, prioritised {len(chosen)}"
+            mode, chosen = _rescore(version=version, ids=ids, matrix=matrix, pool=table.take(rows), job=job)
+            outcome += f", active, prioritised {len(chosen)} ({mode} cells)"
         else:
             outcome += (
                 ", candidate (an admin pinned a trained ensemble)" if settings.HEMALOOP_HEAD_AUTO_ACTIVATE else ""
@@ -198,13 +204,56 @@ def _score(value: float | None) -> str:
 def head_rescore(*, version: ModelVersion, missing_only: bool = False) -> list[int]:
     """Rescore the pool with an active head from the index and re-order the queue (after an admin activates a head,
     or the index grew); `missing_only` writes Prediction rows only for images without one."""
-    space = index_space_get(spec=index_spec_for(version))
-    ids, matrix = index_load(space=space)
+    ids, matrix, pool = _index_pool(version=version)
+    return _rescore(version=version, ids=ids, matrix=matrix, pool=pool, missing_only=missing_only)[1]
+
+
+def head_queue_order(*, version: ModelVersion) -> tuple[str, list[int]]:
+    """Re-order the queue with an active head's probabilities from the index, writing no Prediction (Apply now)."""
+    ids, matrix, pool = _index_pool(version=version)
+    head, column_class = _head_load(version=version)
+    return _queue_order(version=version, ids=ids, matrix=matrix, pool=pool, head=head, column_class=column_class)[:2]
+
+
+def _index_pool(*, version: ModelVersion) -> tuple[np.ndarray, np.ndarray, ImageTable]:
+    # The index rows of images still in the pool, with their table rows aligned to them.
+    ids, matrix = index_load(space=index_space_get(spec=index_spec_for(version)))
     table = image_table()
     present, rows = table.rows_of(ids)
-    return _rescore(
-        version=version, ids=ids[present], matrix=matrix[present], status=table.status[rows], missing_only=missing_only
+    return ids[present], matrix[present], table.take(rows)
+
+
+def _head_load(*, version: ModelVersion) -> tuple[LinearHead, np.ndarray]:
+    # The head and the CellClass id of each of its columns.
+    with default_storage.open(version.out_dir, "rb") as handle:
+        head, meta = head_from_bytes(handle.read())
+    class_ids = dict(CellClass.objects.values_list("code", "id"))
+    return head, np.array([class_ids[code] for code in meta["classes"]], dtype=np.int64)
+
+
+def head_round(*, version: ModelVersion) -> int:
+    """Which head this is, counting from 1 in registration order: its queue's selection round (`round_seed`)."""
+    return ModelVersion.objects.filter(kind=ModelVersion.Kind.HEAD, pk__lte=version.pk).count()
+
+
+def _queue_order(
+    *, version: ModelVersion, ids: np.ndarray, matrix: np.ndarray, pool: ImageTable, head: LinearHead, column_class
+) -> tuple[str, list[int], np.ndarray]:
+    """`queue_priorities_select` with the head's calibrated probabilities and the final labels as its class indices;
+    returns (branch, chosen image ids, the (N, C) probabilities)."""
+    probabilities = head_probabilities(head, version.temperature, matrix)
+    column = {int(class_id): i for i, class_id in enumerate(column_class)}
+    labeled = (pool.status == FINAL) & np.isin(pool.final_class, column_class)
+    mode, chosen = queue_priorities_select(
+        ids=ids,
+        vectors=matrix,
+        candidate=pool.status == NEEDS,
+        labels=np.array([column[int(c)] for c in pool.final_class[labeled]], dtype=np.int64),
+        cases=pool.case,
+        round_=head_round(version=version),
+        probabilities=probabilities,
     )
+    return mode, chosen, probabilities
 
 
 def _rescore(
@@ -212,25 +261,19 @@ def _rescore(
     version: ModelVersion,
     ids: np.ndarray,
     matrix: np.ndarray,
-    status: np.ndarray,
+    pool: ImageTable,
     job: HeadRefreshJob | None = None,
     missing_only: bool = False,
-) -> list[int]:
-    """Score every index row with the head, order the queue by the rows that still need labels, then upsert
-    Prediction rows (all, or those missing) for the review list and the model's opinion."""
-    with default_storage.open(version.out_dir, "rb") as handle:
-        head, meta = head_from_bytes(handle.read())
-    class_ids = dict(CellClass.objects.values_list("code", "id"))
-    column_class = np.array([class_ids[code] for code in meta["classes"]], dtype=np.int64)
-    top, confidence, margin, entropy = rescore_stats(head, version.temperature, matrix)
-    needs = status == _NEEDS
-    chosen = queue_priorities_from_scores(
-        image_ids=ids[needs],
-        predicted_class_ids=column_class[top[needs]],
-        confidence=confidence[needs],
-        margin=margin[needs],
-        entropy=entropy[needs],
+) -> tuple[str, list[int]]:
+    """Score every index row with the head, order the queue by the rows that still need labels (recording the branch
+    on the job), then upsert Prediction rows (all, or those missing) for the review list and the model's opinion;
+    returns (branch, chosen image ids)."""
+    head, column_class = _head_load(version=version)
+    mode, chosen, probabilities = _queue_order(
+        version=version, ids=ids, matrix=matrix, pool=pool, head=head, column_class=column_class
     )
+    if job is not None:
+        job_heartbeat(job=job, selection=mode)
     write = np.ones(len(ids), dtype=bool)
     if missing_only:
         scored = set(Prediction.objects.filter(model_version=version).values_list("image_id", flat=True))
@@ -238,15 +281,10 @@ def _rescore(
     rows = np.flatnonzero(write)
     for done, start in enumerate(range(0, len(rows), PREDICTION_CHUNK), start=1):
         part = rows[start : start + PREDICTION_CHUNK]
-        _predictions_write(
-            version=version,
-            ids=ids[part],
-            probabilities=head_probabilities(head, version.temperature, matrix[part]),
-            column_class=column_class,
-        )
+        _predictions_write(version=version, ids=ids[part], probabilities=probabilities[part], column_class=column_class)
         if job is not None:
             job_heartbeat(job=job, done=min(done * PREDICTION_CHUNK, len(rows)), total=len(rows))
-    return chosen
+    return mode, chosen
 
 
 def _predictions_write(

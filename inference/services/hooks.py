@@ -22,12 +22,14 @@ _logger = logging.getLogger(__name__)
 
 def queue_after_import(*, batch: ImportBatch) -> str:
     """After an import: with an active version, queue scoring of the images it has not scored yet (the task then
-    re-orders the queue); without one, a cold-start order across cases. Returns what it did, for the log."""
+    re-orders the queue); without one, the cold-start order (stratified until the new images' embedding pass has run,
+    which orders the queue again). Returns what it did, for the log."""
     if not batch.imported:
         return "nothing imported"
     version = model_version_active()
     if version is None:
-        return f"cold start over {len(queue_priorities_cold_start(seed=batch.pk))} images"
+        mode, chosen = queue_priorities_cold_start(seed=batch.pk)
+        return f"cold start ({mode}) over {len(chosen)} images"
     if version.is_head:
         # A head scores from the index: the new images' embedding pass gives them predictions (index_after_import).
         return f"model version {version.pk} is a head: its index pass scores the new images"

@@ -1,6 +1,7 @@
 """What the index and refresh tasks do, with their follow-ups: an embedding pass that grew the index records the
-near-duplicates it brought, rescores the new images with an active head and queues a refresh if labels came with
-them; a refresh that finds the index behind queues the missing images too.
+near-duplicates it brought, rescores the new images with an active head (without one: orders the cold start from the
+index) and queues a refresh if labels came with them; a refresh that finds the index behind queues the missing images
+too, and one that leaves no model active orders the cold start again.
 
 `starts` is imported as a module: it imports the tasks, which import this module, so its functions are looked up
 when called, not when either module loads.
@@ -13,6 +14,7 @@ import logging
 from core.jobs import JobStatus
 from inference.models import HeadRefreshJob
 from inference.services import starts
+from inference.services.cold_start import queue_priorities_cold_start
 from inference.services.heads import head_refresh_run, head_rescore
 from inference.services.index import embedding_job_run, index_pool, index_space_get, index_spec_for
 from inference.services.neighbours import near_duplicates_detect
@@ -36,6 +38,9 @@ def embedding_job_process(*, job_id: int) -> str:
     except Exception:  # a report, not a step: the new images' scores and the refresh below must still come
         _logger.exception("near-duplicate check after embedding job %s failed", job.pk)
     active = model_version_active()
+    if active is None and index_spec_for(None).key == job.space.key:
+        mode, chosen = queue_priorities_cold_start()
+        said += f", cold start ({mode}) over {len(chosen)}"
     if active is not None and active.is_head and index_spec_for(active).key == job.space.key:
         said += f", prioritised {len(head_rescore(version=active, missing_only=True))}"
     if starts.head_refresh_if_due(reason=HeadRefreshJob.Reason.INDEX) is not None:
@@ -50,7 +55,14 @@ def head_refresh_process(*, job_id: int) -> str:
     if index_pool(space=space).exists():
         starts.index_enqueue(space=space)
     job = head_refresh_run(job_id=job_id)
-    return "not queued" if job is None else f"{job.status}: {job.outcome or job.error}"
+    if job is None:
+        return "not queued"
+    said = f"{job.status}: {job.outcome or job.error}"
+    if job.status == JobStatus.SUCCEEDED and model_version_active() is None:
+        # No head yet (too few labels, or none activated): the cold start again, now that labels cover some cells.
+        mode, chosen = queue_priorities_cold_start()
+        said += f"; cold start ({mode}) over {len(chosen)}"
+    return said
 
 
 def head_rescore_process(*, version_id: int, missing_only: bool = False) -> str:

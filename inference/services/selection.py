@@ -1,5 +1,6 @@
-"""The active-learning order of the labeling queue: the ACTIVE version's uncertainty, with the class cap and the
-exploration draw of training.ml.uncertainty.queue_select (the benchmark's selection), written as CellImage.priority."""
+"""The active-learning order of the labeling queue, written as CellImage.priority: from the embedding index with
+training.ml.selection.select_next (the cold start and a head's queue: the benchmark's selection), or a fully trained
+version's stored predictions with the class cap and exploration draw of training.ml.uncertainty.queue_select."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from annotation.models import CellImage, LabelStatus
 from inference.errors import SelectionRefused
 from inference.models import Prediction
 from inference.selectors import al_settings_get
-from training.ml.heads import uncertainty_rank
+from training.ml.selection import SELECTION_SEED, embedding_space, round_seed, select_next
 from training.ml.uncertainty import STRATEGIES, queue_select, random_order
 from training.models import ModelVersion
 
@@ -37,6 +38,51 @@ def priorities_write(*, chosen: list[int]) -> int:
             batch_size=500,
         )
     return n
+
+
+def queue_priorities_select(
+    *,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    candidate: np.ndarray,
+    labels: np.ndarray,
+    cases: np.ndarray,
+    round_: int,
+    probabilities: np.ndarray | None = None,
+) -> tuple[str, list[int]]:
+    """Order the queue from the embedding index with `select_next` (typical cells while a class has fewer than
+    TYPICAL_UNTIL_PER_CLASS final labels or there is no head, then uncertainty with diversity), with the admin's
+    strategy, exploration and queue length, and the benchmark's seeding; returns (the branch, image ids in queue
+    order).
+
+    Args:
+        ids: (N,) image ids of the index rows.
+        vectors: (N, D) their index vectors.
+        candidate: (N,) bool, the images that still need labels.
+        labels: class indices (the head's columns) of the final labels among the rows.
+        cases: (N,) case id of each row (-1: none; such a cell is a case of its own).
+        round_: which selection this is (0: the cold start; r: the r-th head), for `round_seed`.
+        probabilities: (N, C) the head's calibrated probabilities, None before a head.
+    """
+    strategy, exploration, _, top_n = _selection_settings(
+        strategy=None, exploration=None, max_class_share=None, top_n=None
+    )
+    ids = np.asarray(ids, dtype=np.int64)
+    cases = np.where(np.asarray(cases) >= 0, cases, -ids - 1)
+    mode, picks = select_next(
+        embedding_space(vectors, seed=SELECTION_SEED),
+        candidate=candidate,
+        labels=labels,
+        count=top_n,
+        probabilities=probabilities,
+        cases=cases,
+        strategy=strategy,
+        exploration=exploration,
+        seed=round_seed(SELECTION_SEED, round_),
+    )
+    chosen = ids[picks].tolist()
+    priorities_write(chosen=chosen)
+    return mode, chosen
 
 
 def _selection_settings(
@@ -104,44 +150,6 @@ def queue_priorities_update(
         ranked,
         pool_size=candidates.count(),
         rest=lambda taken: sorted(set(candidates.values_list("image_id", flat=True)) - taken),
-        count=top_n,
-        exploration=exploration,
-        max_class_share=max_class_share,
-        seed=seed,
-    )
-    priorities_write(chosen=chosen)
-    return chosen
-
-
-def queue_priorities_from_scores(
-    *,
-    image_ids: np.ndarray,
-    predicted_class_ids: np.ndarray,
-    confidence: np.ndarray,
-    margin: np.ndarray,
-    entropy: np.ndarray,
-    seed: int = 0,
-) -> list[int]:
-    """`queue_priorities_update` for scores held in memory (a refreshed head's rescoring of the whole index, before
-    any Prediction row is written): the same order (ties by image id), class cap, exploration draw and settings.
-
-    Args:
-        image_ids: the candidates (images that still need labels).
-        predicted_class_ids: CellClass id of each candidate's top-1.
-        confidence, margin, entropy: each candidate's calibrated uncertainty scores.
-        seed: makes the random parts reproducible.
-    """
-    strategy, exploration, max_class_share, top_n = _selection_settings(
-        strategy=None, exploration=None, max_class_share=None, top_n=None
-    )
-    image_ids = np.asarray(image_ids, dtype=np.int64)
-    order = uncertainty_rank(
-        image_ids, confidence=confidence, margin=margin, entropy=entropy, strategy=strategy, seed=seed
-    )
-    chosen = queue_select(
-        ((int(image_ids[row]), int(predicted_class_ids[row])) for row in order),
-        pool_size=len(image_ids),
-        rest=lambda taken: sorted(set(image_ids.tolist()) - taken),
         count=top_n,
         exploration=exploration,
         max_class_share=max_class_share,

@@ -1,4 +1,5 @@
-"""The admin's active-learning settings (strategy, exploration, class cap, queue length, review threshold)."""
+"""The admin's active-learning settings (cold start, strategy, exploration, class cap, queue length, review
+threshold)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from inference.selectors import al_settings_get
 
 _logger = logging.getLogger(__name__)
 
-AL_SETTINGS_FIELDS = ("strategy", "exploration", "max_class_share", "top_n", "review_min_confidence")
+AL_SETTINGS_FIELDS = ("cold_start", "strategy", "exploration", "max_class_share", "top_n", "review_min_confidence")
 
 
 def al_settings_update(*, actor: AbstractBaseUser, **values) -> ActiveLearningSettings:

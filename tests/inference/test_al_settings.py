@@ -14,11 +14,10 @@ from inference.services.selection import queue_priorities_update
 from inference.services.settings import al_settings_update
 from inference.services.starts import queue_priorities_refresh_start
 from tests.factories.annotation import image_make
+from tests.test_permissions_matrix import AL_FORM as FORM
 from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
-
-FORM = {"strategy": "margin", "exploration": "0", "max_class_share": "1", "top_n": "2", "review_min_confidence": "0.9"}
 
 
 @pytest.fixture
@@ -109,7 +108,7 @@ def test_apply_now_without_a_model_uses_the_cold_start(
     with django_capture_on_commit_callbacks(execute=True):
         response = client_for(admin_user).post("/inference/settings/apply/", follow=True)
 
-    assert "cold-start order across cases is queued" in response.content.decode()
+    assert "by the cold start (typical cells from the embedding index; stratified" in response.content.decode()
     assert sorted(CellImage.objects.filter(priority__gt=0).values_list("pk", flat=True)) == [i.pk for i in images]
 
 

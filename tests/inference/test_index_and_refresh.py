@@ -15,55 +15,19 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from annotation.models import CellClass, CellImage, LabelStatus
-from annotation.services.imports.batches import import_batch_create
-from annotation.services.imports.runner import import_batch_process
-from annotation.services.labeling import annotation_submit
+from annotation.models import CellImage, LabelStatus
 from core.jobs import JobStatus
 from core.roles import Role
-from inference.ensembles import ensemble_cache_clear
 from inference.models import Embedding, EmbeddingJob, EmbeddingShard, HeadRefreshJob, Prediction
-from inference.services.index import index_cache_clear, index_load, index_space_get, index_spec_for
+from inference.services.index import index_load, index_space_get, index_spec_for
 from inference.services.settings import al_settings_update
 from inference.services.starts import head_refresh_start
-from tests.factories.annotation import hold
-from tests.helpers import cell_png
+from tests.inference.pool import folder, import_folder, label_to_final
 from tests.test_permissions_matrix import ROWS
 from training.models import ModelVersion
 from training.selectors import model_version_active
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def index_on(settings, media):
-    """The automatic index and refresh at test sizes: 32 px images, shards of 5, a refresh every 4 final labels."""
-    settings.HEMALOOP_INDEX_AUTO = True
-    settings.HEMALOOP_INDEX_IMAGE_SIZE = 32
-    settings.HEMALOOP_INDEX_SHARD_SIZE = 5
-    settings.HEMALOOP_HEAD_REFRESH_EVERY = 4
-    settings.HEMALOOP_HEAD_AUTO_ACTIVATE = True
-    index_cache_clear()
-    yield settings
-    ensemble_cache_clear()
-    index_cache_clear()
-
-
-def _folder(root, counts: dict[str, int], *, start: int):
-    variant = start
-    for case, count in counts.items():
-        (root / case).mkdir(parents=True)
-        for n in range(count):
-            variant += 1
-            (root / case / f"cell_{n}.png").write_bytes(cell_png(variant=variant))
-    return root
-
-
-def _import(admin_user, source):
-    batch = import_batch_create(
-        created_by=admin_user, source=source, source_name="cells", case_from_folder=True, enqueue=False
-    )
-    return import_batch_process(batch=batch)
 
 
 def _priorities() -> dict[int, float]:
@@ -78,7 +42,7 @@ def test_the_index_grows_with_each_import_and_holds_float16_vectors(
     index_on, admin_user, tmp_path, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        first = _import(admin_user, _folder(tmp_path / "a", {"case-a": 4, "case-b": 3}, start=70_000))
+        first = import_folder(admin_user, folder(tmp_path / "a", {"case-a": 4, "case-b": 3}, start=70_000))
     space = _space()
     job = EmbeddingJob.objects.get()
     assert (job.status, job.done, job.total) == (JobStatus.SUCCEEDED, 7, 7)
@@ -95,7 +59,7 @@ def test_the_index_grows_with_each_import_and_holds_float16_vectors(
             assert shard.sha256 == hashlib.sha256(handle.read()).hexdigest()
 
     with django_capture_on_commit_callbacks(execute=True):
-        second = _import(admin_user, _folder(tmp_path / "b", {"case-c": 3}, start=71_000))
+        second = import_folder(admin_user, folder(tmp_path / "b", {"case-c": 3}, start=71_000))
     latest = EmbeddingJob.objects.order_by("-id").first()
     assert (latest.status, latest.done, latest.total) == (JobStatus.SUCCEEDED, 3, 3)  # only the new images
     grown_ids, grown = index_load(space=space)
@@ -106,20 +70,13 @@ def test_the_index_grows_with_each_import_and_holds_float16_vectors(
     assert np.array_equal(grown[np.isin(grown_ids, ids)], matrix)
 
 
-def _label_to_final(image: CellImage, code: str, annotators) -> None:
-    cell_class = CellClass.objects.get(code=code)
-    for annotator in annotators:
-        hold(image=image, annotator=annotator)
-        annotation_submit(image_id=image.id, annotator=annotator, cell_class=cell_class)
-
-
 def test_the_queue_follows_the_final_labels(
     index_on, admin_user, tmp_path, labeled_demo, make_user, django_capture_on_commit_callbacks
 ):
     # Every unlabeled cell gets a priority whatever the head predicts (an untrained backbone may favour one class).
     al_settings_update(actor=admin_user, max_class_share=1.0)
     with django_capture_on_commit_callbacks(execute=True):
-        unlabeled = _import(admin_user, _folder(tmp_path / "cells", {"case-u": 6, "case-v": 6}, start=72_000))
+        unlabeled = import_folder(admin_user, folder(tmp_path / "cells", {"case-u": 6, "case-v": 6}, start=72_000))
     cold_start = _priorities()
     assert len(cold_start) == 12
     assert not ModelVersion.objects.exists()
@@ -149,7 +106,7 @@ def test_the_queue_follows_the_final_labels(
     cells = list(CellImage.objects.filter(batch=unlabeled).order_by("-priority")[:4])
     with django_capture_on_commit_callbacks(execute=True):
         for image, code in zip(cells, ["neutrophil", "lymphocyte", "eosinophil", "neutrophil"], strict=True):
-            _label_to_final(image, code, annotators)
+            label_to_final(image, code, annotators)
     second = model_version_active()
     assert second.pk != first.pk
     assert second.is_head

@@ -8,43 +8,23 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation.models import Case, CellImage, ImportBatch
-from annotation.services.imports.batches import import_batch_create
-from annotation.services.imports.runner import import_batch_process
+from annotation.models import Case, CellImage
 from core.jobs import JobStatus
 from inference.models import Prediction, ScoringJob
 from inference.services.settings import al_settings_update
 from tests.factories.annotation import image_make
-from tests.helpers import cell_png
 from tests.inference.fakes import FakeEnsemble
+from tests.inference.pool import folder, import_folder
 from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
-
-
-def _folder(tmp_path, counts: dict[str, int], *, start: int = 50_000):
-    """A folder with one sub-folder per case (case_from_folder) holding that many distinct cell PNGs."""
-    variant = start
-    for case, count in counts.items():
-        (tmp_path / case).mkdir(parents=True)
-        for n in range(count):
-            variant += 1
-            (tmp_path / case / f"cell_{n}.png").write_bytes(cell_png(variant=variant))
-    return tmp_path
-
-
-def _import(admin_user, source) -> ImportBatch:
-    batch = import_batch_create(
-        created_by=admin_user, source=source, source_name="cells", case_from_folder=True, enqueue=False
-    )
-    return import_batch_process(batch=batch)
 
 
 def test_an_import_without_a_model_gets_a_cold_start_order_across_cases(
     admin_user, tmp_path, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        batch = _import(admin_user, _folder(tmp_path, {"case-a": 5, "case-b": 2, "case-c": 1}))
+        batch = import_folder(admin_user, folder(tmp_path, {"case-a": 5, "case-b": 2, "case-c": 1}))
 
     assert batch.status == JobStatus.SUCCEEDED
     assert batch.imported == 8
@@ -66,7 +46,7 @@ def test_an_import_with_an_active_model_scores_only_the_new_images(
     al_settings_update(actor=admin_user, max_class_share=1.0)  # the fake predicts one class for everything
 
     with django_capture_on_commit_callbacks(execute=True):
-        batch = _import(admin_user, _folder(tmp_path, {"case-x": 3}))
+        batch = import_folder(admin_user, folder(tmp_path, {"case-x": 3}))
 
     job = ScoringJob.objects.get()
     assert (job.scope, job.status, job.done, job.total) == ("missing", "succeeded", 3, 3)
@@ -85,7 +65,7 @@ def test_an_import_while_the_model_is_scoring_queues_nothing_more(
     running = ScoringJob.objects.create(model_version=active, status=JobStatus.RUNNING)
 
     with django_capture_on_commit_callbacks(execute=True):
-        _import(admin_user, _folder(tmp_path, {"case-y": 2}))
+        import_folder(admin_user, folder(tmp_path, {"case-y": 2}))
 
     assert list(ScoringJob.objects.values_list("pk", flat=True)) == [running.pk]
 
@@ -99,7 +79,7 @@ def test_a_pass_whose_worker_died_does_not_keep_an_import_from_being_scored(
     FakeEnsemble().install(monkeypatch)
 
     with django_capture_on_commit_callbacks(execute=True):
-        _import(admin_user, _folder(tmp_path, {"case-z": 2}))
+        import_folder(admin_user, folder(tmp_path, {"case-z": 2}))
 
     new = ScoringJob.objects.exclude(pk=dead.pk).get()
     # Nothing had a prediction of the version yet: the fixture's two labeled images are scored too.
@@ -115,6 +95,6 @@ def test_a_batch_that_imported_nothing_changes_no_priority(
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
 
     with django_capture_on_commit_callbacks(execute=True):
-        _import(admin_user, tmp_path)
+        import_folder(admin_user, tmp_path)
 
     assert CellImage.objects.get(pk=image.pk).priority == 0.0

@@ -12,7 +12,7 @@ from annotation.services.labeling import queue_next
 from inference.errors import SelectionRefused
 from inference.models import Prediction
 from inference.selectors import review_list_confident_disagreements
-from inference.services.cold_start import queue_priorities_cold_start
+from inference.services.cold_start import queue_priorities_stratified
 from inference.services.selection import queue_priorities_update
 from tests.factories.annotation import image_make
 from training.ml.uncertainty import select_for_queue
@@ -180,7 +180,7 @@ def test_review_list_shows_confident_disagreements_only(make_version, predict, b
     assert rows[0].image.final_label.code == "neutrophil"
 
 
-def test_cold_start_spreads_the_first_picks_across_cases(batch, annotator):
+def test_the_stratified_cold_start_spreads_the_first_picks_across_cases(batch, annotator):
     cases = [Case.objects.create(code=f"case-{n}") for n in range(3)]
     case_of = {}
     for case, count in zip(cases, (6, 3, 1), strict=True):
@@ -188,10 +188,10 @@ def test_cold_start_spreads_the_first_picks_across_cases(batch, annotator):
             case_of[image_make(batch=batch, case=case).pk] = case.pk
     image_make(batch=batch, case=cases[0], final_label="neutrophil")  # final: never queued
 
-    chosen = queue_priorities_cold_start(seed=7)
+    chosen = queue_priorities_stratified(seed=7)
 
     assert sorted(chosen) == sorted(case_of)
     assert len({case_of[pk] for pk in chosen[:3]}) == 3
     assert len({case_of[pk] for pk in chosen[3:5]}) == 2  # the single-image case is used up, the others alternate
-    assert chosen == queue_priorities_cold_start(seed=7)
+    assert chosen == queue_priorities_stratified(seed=7)
     assert queue_next(annotator=annotator).image.pk == chosen[0]

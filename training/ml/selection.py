@@ -34,18 +34,37 @@ PER_CLUSTER = 1
 # bench/README.md "Active learning with a head").
 TYPICAL_UNTIL_PER_CLASS = 10
 EMBEDDING_DIMS = 64
+PCA_FIT_ROWS = 50_000
+_CHUNK = 65_536  # rows converted to float32 at a time
+# The platform's seed: `embedding_space` and, through `round_seed`, every round's selection.
+SELECTION_SEED = 0
 
 
-def embedding_space(vectors: np.ndarray, *, dims: int = EMBEDDING_DIMS, seed: int = 0) -> np.ndarray:
+def embedding_space(
+    vectors: np.ndarray, *, dims: int = EMBEDDING_DIMS, seed: int = 0, fit_rows: int = PCA_FIT_ROWS
+) -> np.ndarray:
     """The index vectors as the selection measures them: L2-normalised (cosine geometry), then PCA to `dims`
-    (k-means and neighbour distances cost dims, and the leading components carry the cell-type structure)."""
+    (k-means and neighbour distances cost dims, and the leading components carry the cell-type structure).
+
+    The PCA is fitted on at most `fit_rows` rows (a seeded sample: a million cells' leading components are those of
+    fifty thousand) and applied chunk by chunk, so a float16 index is never copied whole as float32 (5 GB at 1M).
+    """
     from sklearn.decomposition import PCA
 
+    n = len(vectors)
+    if vectors.shape[1] <= dims or n <= dims:
+        return _unit_rows(vectors)
+    sample = slice(None) if n <= fit_rows else np.sort(np.random.default_rng([seed, 5]).choice(n, fit_rows, False))
+    pca = PCA(n_components=dims, random_state=_sub_seed(seed, 3)).fit(_unit_rows(vectors[sample]))
+    out = np.empty((n, dims), dtype=np.float32)
+    for start in range(0, n, _CHUNK):
+        out[start : start + _CHUNK] = pca.transform(_unit_rows(vectors[start : start + _CHUNK]))
+    return out
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     x = np.asarray(vectors, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    if x.shape[1] <= dims or len(x) <= dims:
-        return x
-    return PCA(n_components=dims, random_state=_sub_seed(seed, 3)).fit_transform(x).astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def kmeans_clusters(vectors: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
@@ -252,6 +271,12 @@ def select_next(
         seed=seed,
     )
     return "uncertain", picks
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """The selection seed of round `round_` of a run seeded `seed`: the benchmark's round of a seed, the platform's
+    r-th head (round 0: the cold start) of its SELECTION_SEED, so the two draw the same picks from the same inputs."""
+    return seed * 100 + round_
 
 
 def _sub_seed(seed: int, stream: int) -> int:

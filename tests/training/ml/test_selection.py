@@ -215,3 +215,21 @@ def test_a_round_that_the_caps_cannot_fill_is_topped_up_in_uncertainty_order():
 
     # 3 groups over 4 blobs of 10 (20, 10, 10) capped at 14 take 34; the other 6 follow, none twice.
     assert sorted(picks) == list(range(40))
+
+
+def test_the_embedding_space_of_a_large_index_is_fitted_on_a_sample_and_keeps_its_geometry():
+    vectors, truth = blobs(per_cluster=60, outliers=0)
+    wide = np.concatenate([vectors, np.random.default_rng(1).normal(size=(len(vectors), 70))], 1).astype(np.float16)
+
+    whole = embedding_space(wide, dims=8)
+    sampled = embedding_space(wide, dims=8, fit_rows=len(wide) // 4)
+
+    assert sampled.shape == whole.shape == (len(wide), 8)
+    assert sampled.dtype == np.float32
+    assert not np.allclose(sampled, whole)  # the sample gave other components
+    assert np.array_equal(embedding_space(wide, dims=8, fit_rows=len(wide) // 4), sampled)  # seeded
+    # Both keep the clusters apart: every cell is nearer its own cluster's centre than any other's.
+    for space in (whole, sampled):
+        centres = np.stack([space[truth == c].mean(axis=0) for c in np.unique(truth)])
+        nearest = np.argmin(((space[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+        assert (nearest == truth).mean() > 0.95
