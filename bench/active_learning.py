@@ -8,8 +8,9 @@ Usage: python bench/active_learning.py --data FOLDER [--out bench/out/active_lea
        python bench/active_learning.py --learner head --data FOLDER [--cache DIR] [--backbone tf_efficientnet_lite0]
        [--embed-size 224] [--labels-per-class 10,15,...,320] [--seeds 0,1,2,3,4] [--typical-until N] [--prefilter N]
 
---learner head (bench/active_learning_head.py): frozen bundled-backbone embeddings cached by content hash, a logistic
-head per round, the selection functions of training.ml.selection; see that module's docstring. The rest of this text
+--learner head (bench/active_learning_head.py): frozen bundled-backbone embeddings cached by content hash, the
+platform's head per round (training.ml.heads.train_head) and the selection functions of training.ml.selection,
+seeded as the platform seeds them; see that module's docstring. The rest of this text
 is about --learner finetune (the default).
 
 FOLDER is an ImageFolder tree (<label>/<file> or <split>/<label>/<file>; existing splits are pooled). The
@@ -134,6 +135,37 @@ def stratified_sample(labels: np.ndarray, count: int, rng: np.random.Generator) 
     return np.sort(np.concatenate(picks))
 
 
+def labels_to_reach(points: list[tuple[int, float]], target: float) -> float | None:
+    """Labels at which a curve first reaches `target`, interpolated on log2(labels) between the last point below it
+    and the first at or above it; None if it never does."""
+    for i, (n, f1) in enumerate(points):
+        if f1 >= target:
+            if i == 0:
+                return float(n)
+            n0, f0 = points[i - 1]
+            share = (target - f0) / (f1 - f0)
+            return 2 ** (math.log2(n0) + share * (math.log2(n) - math.log2(n0)))
+    return None
+
+
+def capped_picks(
+    scores: np.ndarray, wanted: int, strategy: str, *, exploration: float, max_class_share: float, seed: int
+) -> tuple[np.ndarray, int]:
+    """The platform's previous queue on the unlabeled rows' probabilities (`select_for_queue`: class cap and
+    exploration share), topped up at random when the cap leaves too few, as annotators would go on; returns (row
+    positions, how many the top-up added)."""
+    from training.ml.uncertainty import select_for_queue
+
+    picks = select_for_queue(
+        scores, wanted, strategy, exploration=exploration, max_class_share=max_class_share, seed=seed
+    )
+    short = wanted - len(picks)
+    if short > 0:
+        rest = np.setdiff1d(np.arange(len(scores)), picks)
+        picks = np.concatenate([picks, np.random.default_rng([seed, 2]).choice(rest, short, replace=False)])
+    return picks, max(0, short)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder tree with reference labels")
@@ -202,7 +234,7 @@ def parse_args() -> argparse.Namespace:
         "--learner",
         choices=("finetune", "head"),
         default="finetune",
-        help="finetune: the ensemble retrained per round; head: a logistic head on cached bundled-backbone embeddings",
+        help="finetune: the ensemble retrained per round; head: the platform's head on cached embeddings",
     )
     head = parser.add_argument_group("--learner head")
     head.add_argument(
@@ -215,8 +247,6 @@ def parse_args() -> argparse.Namespace:
         default="10,15,20,30,40,60,80,120,160,240,320",
         help="budgets in labels per class (times the number of classes); the whole pool is always the last",
     )
-    head.add_argument("--head-c", type=float, default=1.0, help="inverse L2 strength of the logistic head")
-    head.add_argument("--head-dims", type=int, default=128, help="principal components the head sees")
     head.add_argument(
         "--typical-until",
         type=int,
@@ -258,8 +288,9 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     from training.ml.loop import class_weights_for, fit, predict_logits, resolve_device, use_channels_last
     from training.ml.metrics import accuracy, macro_f1
     from training.ml.models import create_classifier
+    from training.ml.selection import round_seed as selection_round_seed
     from training.ml.tensor_data import TensorBatches, decode_items
-    from training.ml.uncertainty import select_for_queue, select_uncertain
+    from training.ml.uncertainty import select_uncertain
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -451,11 +482,11 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
                 if round_:
                     unlabeled = np.setdiff1d(np.arange(len(pool_idx)), labeled)
                     scores = ensemble_probabilities(models, temperature, evaluation_batches(pool_idx[unlabeled]))
-                    wanted, round_seed = count - len(labeled), seed * 100 + round_
+                    wanted, round_seed = count - len(labeled), selection_round_seed(seed, round_)
                     if strategy == "random":
                         picks = select_uncertain(scores, wanted, strategy, seed=round_seed)
                     else:
-                        picks = select_for_queue(
+                        picks, short = capped_picks(
                             scores,
                             wanted,
                             strategy,
@@ -463,14 +494,11 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
                             max_class_share=args.max_class_share,
                             seed=round_seed,
                         )
-                    if len(picks) < wanted:
-                        log(
-                            f"{strategy:8s} seed {seed} round {round_}: the class cap left {len(picks)} of "
-                            f"{wanted} picks; {wanted - len(picks)} more at random"
-                        )
-                        rest = np.setdiff1d(np.arange(len(unlabeled)), picks)
-                        extra = np.random.default_rng([round_seed, 2]).choice(rest, wanted - len(picks), replace=False)
-                        picks = np.concatenate([picks, extra])
+                        if short:
+                            log(
+                                f"{strategy:8s} seed {seed} round {round_}: the class cap left {wanted - short} of "
+                                f"{wanted} picks; {short} more at random"
+                            )
                     labeled = np.sort(np.concatenate([labeled, unlabeled[picks]]))
                     warm = [m.state_dict() for m in models] if args.warm_start else None
                     models, temperature, epochs, seconds = train_round(labeled, seed, warm)
@@ -506,20 +534,10 @@ def summarise(csv_path: Path, png_path: Path, settings: str, reference_f1: float
     target = TARGET_SHARE * reference_f1
     log(f"reference macro-F1 {reference_f1:.4f} ({reference_source}); target {TARGET_SHARE:.0%}: {target:.4f}")
 
-    needed: dict[str, float | None] = {}
-    for strategy in strategies:
-        points = sorted((n, float(np.mean(f))) for n, f in curves[strategy].items())
-        needed[strategy] = None
-        for i, (n, f1) in enumerate(points):
-            if f1 >= target:
-                # Interpolated on log2(labels) between the last point below the target and the first above it.
-                if i == 0:
-                    needed[strategy] = n
-                else:
-                    n0, f0 = points[i - 1]
-                    share = (target - f0) / (f1 - f0)
-                    needed[strategy] = 2 ** (math.log2(n0) + share * (math.log2(n) - math.log2(n0)))
-                break
+    needed = {
+        strategy: labels_to_reach(sorted((n, float(np.mean(f))) for n, f in curves[strategy].items()), target)
+        for strategy in strategies
+    }
     baseline = needed.get("random")
     for strategy in strategies:
         points = sorted((n, float(np.mean(f))) for n, f in curves[strategy].items())

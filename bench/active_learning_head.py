@@ -1,5 +1,7 @@
-"""`active_learning.py --learner head`: the oracle simulation with frozen bundled-backbone embeddings and a light
-head (logistic regression) per round, selecting with training.ml.selection, the functions the platform's queue uses.
+"""`active_learning.py --learner head`: the oracle simulation with frozen bundled-backbone embeddings and the
+platform's head per round (training.ml.heads.train_head: logistic regression on the raw pooled features, its
+temperature fitted on case-grouped folds), selecting with training.ml.selection, the functions the platform's queue
+uses, seeded as the platform seeds them (training.ml.selection.round_seed).
 
 One fixed test split (20 %, stratified by class, grouped by hash pseudo-cases); the rest is the pool. Budgets are
 labels per class times the number of classes, up to the whole pool. Per seed, random/margin/entropy start from the
@@ -7,7 +9,7 @@ same uniform random sample; hybrid and default start from the typical cells (Typ
 
 - random: uniform.
 - margin, entropy: the platform's previous queue (training.ml.uncertainty.select_for_queue: class cap and
-  exploration share, --max-class-share and --exploration).
+  exploration share, --max-class-share and --exploration; a fully trained version's queue still orders this way).
 - hybrid: typical cells for the first budget only, then uncertainty (margin) with diversity
   (training.ml.selection.diverse_uncertain_select).
 - typical: typical cells every round (training.ml.selection.typical_select).
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import math
 import os
 import platform
 import time
@@ -54,52 +55,23 @@ TARGETS = (0.95, 0.98)
 STRATEGIES = ("random", "margin", "entropy", "hybrid", "typical", "default")
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, n_classes: int, *, c: float):
-    """A multinomial logistic regression on standardised features (class-balanced: the target is macro-F1)."""
-    from sklearn.linear_model import LogisticRegression
-
-    head = LogisticRegression(C=c, max_iter=300, class_weight="balanced", tol=1e-3)
-    head.fit(features, labels)
-    return head
-
-
-def head_probabilities(head, features: np.ndarray, n_classes: int) -> np.ndarray:
-    """(N, n_classes) probabilities; classes the head never saw get 0 (the early rounds may miss one)."""
-    probabilities = np.zeros((len(features), n_classes))
-    probabilities[:, head.classes_] = head.predict_proba(features)
-    return probabilities
-
-
-def labels_to_reach(points: list[tuple[int, float]], target: float) -> float | None:
-    """Labels at which a curve first reaches `target`, interpolated on log2(labels); None if it never does."""
-    for i, (n, f1) in enumerate(points):
-        if f1 >= target:
-            if i == 0:
-                return float(n)
-            n0, f0 = points[i - 1]
-            share = (target - f0) / (f1 - f0)
-            return 2 ** (math.log2(n0) + share * (math.log2(n) - math.log2(n0)))
-    return None
-
-
 def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting it would only scatter the state
     import torch
-    from active_learning import pool_items, pseudo_cases
+    from active_learning import capped_picks, pool_items, pseudo_cases
     from embedding_cache import embed_files
-    from sklearn.decomposition import PCA
     from sklearn.model_selection import StratifiedGroupKFold
-    from sklearn.preprocessing import StandardScaler
 
     from training.ml.data import folder_labels
+    from training.ml.heads import HeadConfig, head_probabilities, train_head
     from training.ml.metrics import accuracy, macro_f1
     from training.ml.selection import (
         diverse_uncertain_select,
         embedding_space,
         min_labels_per_class,
+        round_seed,
         select_next,
         typical_select,
     )
-    from training.ml.uncertainty import select_for_queue
 
     started = time.perf_counter()
     if args.threads:
@@ -126,15 +98,10 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     cases = pseudo_cases(paths, max(30, len(items) // 20))
     folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=args.split_seed)
     pool_idx, test_idx = next(folds.split(vectors, labels, cases))
-    # The head's features: standardised vectors projected on their leading principal components (fitted on the
-    # pool, which the platform has unlabeled), in units of the first one's SD. At 128 of 1280 dimensions the whole-pool
-    # head loses about 0.01 macro-F1 and fits several times faster, which keeps the run within its time goal.
-    scaler = StandardScaler().fit(vectors[pool_idx])
-    projection = PCA(n_components=min(args.head_dims, *scaler.mean_.shape, len(pool_idx)), random_state=0)
-    projection.fit(scaler.transform(vectors[pool_idx]))
-    pool_x, test_x = (projection.transform(scaler.transform(vectors[rows])) for rows in (pool_idx, test_idx))
-    unit = pool_x[:, 0].std()
-    pool_x, test_x = pool_x / unit, test_x / unit
+    # The head is the platform's, on the raw pooled features (float16 as the index stores them: the cache holds them
+    # so), its temperature fitted on folds grouped by the pseudo-cases, as the platform groups by case.
+    head_config = HeadConfig()
+    pool_x, test_x = vectors[pool_idx], vectors[test_idx]
     pool_y, test_y, pool_cases = labels[pool_idx], labels[test_idx], cases[pool_idx]
     # The selection's geometry is the platform's: the index vectors of every cell (here: the pool), normalised.
     space = embedding_space(vectors[pool_idx], seed=args.split_seed)
@@ -142,7 +109,8 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     counts = sorted({min(n_pool, int(b) * n_classes) for b in args.labels_per_class.split(",")} | {n_pool})
     settings = (
         f"{folder.name}|head|{args.backbone} {args.embed_size}px|per-class {args.per_class or 'all'}|"
-        f"C {args.head_c:g}|{args.head_dims} dims|split {args.split_seed}|explore {args.exploration:g}|"
+        f"platform head l2 {head_config.l2:g} folds {head_config.folds}|split {args.split_seed}|"
+        f"explore {args.exploration:g}|"
         f"cap {args.max_class_share:g}|"
         f"typical-until {args.typical_until}|prefilter {args.prefilter}"
     )
@@ -160,8 +128,10 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
 
     def evaluate(labeled: np.ndarray):
         fit_started = time.perf_counter()
-        head = fit_head(pool_x[labeled], pool_y[labeled], n_classes, c=args.head_c)
-        predictions = head.predict(test_x)
+        head = train_head(
+            pool_x[labeled], pool_y[labeled], pool_cases[labeled], num_classes=n_classes, config=head_config
+        )
+        predictions = head.head.logits(test_x).argmax(axis=1)
         return head, macro_f1(test_y, predictions), accuracy(test_y, predictions), time.perf_counter() - fit_started
 
     def record(strategy, seed, round_, labeled, mode, f1, acc, select_s, fit_s) -> None:
@@ -202,7 +172,9 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                 t = time.perf_counter()
                 everyone = np.ones(n_pool, bool)
                 typical_start = np.sort(
-                    typical_select(space, candidate=everyone, count=counts[0], cases=pool_cases, seed=seed)
+                    typical_select(
+                        space, candidate=everyone, count=counts[0], cases=pool_cases, seed=round_seed(seed, 0)
+                    )
                 )
                 select_s = time.perf_counter() - t
             labeled = typical_start if typical_first else random_start
@@ -213,27 +185,23 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                     t = time.perf_counter()
                     candidate = np.ones(n_pool, bool)
                     candidate[labeled] = False
-                    wanted, round_seed = count - len(labeled), seed * 100 + round_
-                    probabilities = head_probabilities(head, pool_x, n_classes)
+                    wanted, this_seed = count - len(labeled), round_seed(seed, round_)
+                    probabilities = head_probabilities(head.head, head.temperature, pool_x)
                     if strategy == "random":
                         picks = np.flatnonzero(candidate)[
-                            np.random.default_rng([round_seed, 1]).permutation(int(candidate.sum()))[:wanted]
+                            np.random.default_rng([this_seed, 1]).permutation(int(candidate.sum()))[:wanted]
                         ]
                         mode = "random"
                     elif strategy in ("margin", "entropy"):
                         rows = np.flatnonzero(candidate)
-                        chosen = select_for_queue(
+                        chosen, _ = capped_picks(
                             probabilities[rows],
                             wanted,
                             strategy,
                             exploration=args.exploration,
                             max_class_share=args.max_class_share,
-                            seed=round_seed,
+                            seed=this_seed,
                         )
-                        if len(chosen) < wanted:  # the class cap left too few: go on at random, as annotators would
-                            rest = np.setdiff1d(np.arange(len(rows)), chosen)
-                            extra = np.random.default_rng([round_seed, 2]).choice(rest, wanted - len(chosen), False)
-                            chosen = np.concatenate([chosen, extra])
                         picks, mode = rows[chosen], "uncertain"
                     elif strategy == "hybrid":
                         picks = diverse_uncertain_select(
@@ -243,12 +211,12 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                             count=wanted,
                             exploration=args.exploration,
                             prefilter=args.prefilter,
-                            seed=round_seed,
+                            seed=this_seed,
                         )
                         mode = "uncertain"
                     elif strategy == "typical":
                         picks = typical_select(
-                            space, candidate=candidate, count=wanted, cases=pool_cases, seed=round_seed
+                            space, candidate=candidate, count=wanted, cases=pool_cases, seed=this_seed
                         )
                         mode = "typical"
                     else:
@@ -262,7 +230,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                             exploration=args.exploration,
                             typical_until=args.typical_until,
                             prefilter=args.prefilter,
-                            seed=round_seed,
+                            seed=this_seed,
                         )
                     select_s = time.perf_counter() - t
                     labeled = np.sort(np.concatenate([labeled, picks]))
@@ -281,6 +249,8 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
 
 def summarise(csv_path: Path, png_path: Path, settings: str, log) -> dict:
     """Labels to 95 % / 98 % of the whole pool per seed, mean ± SD, ratio to random; the seed-band check; the PNG."""
+    from active_learning import labels_to_reach
+
     with csv_path.open(newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.DictReader(handle) if row["settings"] == settings]
     reference = float(np.mean([float(r["macro_f1"]) for r in rows if r["strategy"] == "full"]))
@@ -347,7 +317,7 @@ def plot(curves, strategies, png_path: Path, reference: float, settings: str) ->
     axes.set_xscale("log", base=2)
     axes.set_ylim(max(0.0, 0.6 * reference), min(1.0, reference + 0.05))
     axes.set_xlabel("labeled cells")
-    axes.set_ylabel("test macro-F1 (logistic head on frozen features)")
+    axes.set_ylabel("test macro-F1 (the platform's head on frozen features)")
     axes.set_title(settings.replace("|", "  "), fontsize=7)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

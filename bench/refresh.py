@@ -1,6 +1,7 @@
 """The queue refresh without the one-time embedding: train the head on the labeled rows of an index (3 case-grouped
-folds + the final fit), fit its temperature, rescore every row, and choose the queue (uncertainty order, class cap,
-exploration) as inference.services.heads does; plus loading the index from its shard files.
+folds + the final fit), fit its temperature, rescore every row, and choose the queue (training.ml.selection.select_next
+in the index's embedding space: margin with diversity and exploration at these label counts) as
+inference.services.heads does; plus loading the index from its shard files.
 
 Usage: python bench/refresh.py [--sizes 42000,1000000] [--labeled 10000,50000] [--dim 1280] [--classes 12]
                                [--threads 2] [--shards-dir DIR] [--json FILE]
@@ -53,30 +54,30 @@ def bare_product(matrix, weight) -> float:
 def refresh(matrix, labels, cases, labeled: int, classes: int) -> dict:
     import numpy as np
 
-    from training.ml.heads import rescore_stats, train_head, uncertainty_rank
-    from training.ml.uncertainty import queue_select
+    from training.ml.heads import head_probabilities, train_head
+    from training.ml.selection import SELECTION_SEED, embedding_space, round_seed, select_next
 
     n = len(matrix)
     # Warm-up: torch's first LBFGS step and thread pool start-up are not part of a refresh in a running worker.
     train_head(matrix[:60], labels[:60], np.arange(60) % 3, num_classes=classes)
     rows = np.random.default_rng(1).permutation(n)
-    train_rows, pool_rows = np.sort(rows[:labeled]), np.sort(rows[labeled:])
+    train_rows = np.sort(rows[:labeled])
     started = time.perf_counter()
     result = train_head(matrix[train_rows], labels[train_rows], cases[train_rows], num_classes=classes)
     trained = time.perf_counter()
-    top, confidence, margin, entropy = rescore_stats(result.head, result.temperature, matrix)
+    probabilities = head_probabilities(result.head, result.temperature, matrix)
     rescored = time.perf_counter()
-    ids = pool_rows.astype(np.int64)
-    order = uncertainty_rank(
-        ids, confidence=confidence[pool_rows], margin=margin[pool_rows], entropy=entropy[pool_rows], strategy="margin"
-    )
-    chosen = queue_select(
-        ((int(ids[r]), int(top[pool_rows[r]])) for r in order),
-        pool_size=len(ids),
-        rest=lambda taken: sorted(set(ids.tolist()) - taken),
+    candidate = np.ones(n, dtype=bool)
+    candidate[train_rows] = False
+    mode, chosen = select_next(
+        embedding_space(matrix, seed=SELECTION_SEED),
+        candidate=candidate,
+        labels=labels[train_rows],
         count=1000,
+        probabilities=probabilities,
+        cases=cases,
         exploration=0.1,
-        max_class_share=0.3,
+        seed=round_seed(SELECTION_SEED, 1),
     )
     selected = time.perf_counter()
     return {
@@ -84,6 +85,7 @@ def refresh(matrix, labels, cases, labeled: int, classes: int) -> dict:
         "rescore_s": rescored - trained,
         "select_s": selected - rescored,
         "total_s": selected - started,
+        "selection": mode,
         "chosen": len(chosen),
         "cv_macro_f1": result.metrics["cv_macro_f1"],
         "temperature": result.temperature,
@@ -177,7 +179,8 @@ def main() -> None:
         print(
             f"{n:>9,} images, {n_labeled:,} labeled: refresh {run['total_s']:.2f} s "
             f"(train+calibrate {run['train_calibrate_s']:.2f}, rescore {run['rescore_s']:.2f}, "
-            f"select {run['select_s']:.2f}); bare matmul {baseline:.3f} s; ratio {run['ratio']:.1f}; "
+            f"select {run['select_s']:.2f}, {run['selection']}); bare matmul {baseline:.3f} s; "
+            f"ratio {run['ratio']:.1f}; "
             f"CV macro-F1 {run['cv_macro_f1']:.3f}; index {run['index_gb']:.2f} GB loads from shards in "
             f"{shards_s:.2f} s (one raw file: {raw_s:.2f} s; again with unchanged shards: {cached_s * 1e6:.0f} µs)",
             flush=True,
