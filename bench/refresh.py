@@ -55,7 +55,7 @@ def refresh(matrix, labels, cases, labeled: int, classes: int) -> dict:
     import numpy as np
 
     from training.ml.heads import head_probabilities, train_head
-    from training.ml.selection import SELECTION_SEED, embedding_space, round_seed, select_next
+    from training.ml.selection import SELECTION_SEED, Projection, round_seed, select_next
 
     n = len(matrix)
     # Warm-up: torch's first LBFGS step and thread pool start-up are not part of a refresh in a running worker.
@@ -70,7 +70,7 @@ def refresh(matrix, labels, cases, labeled: int, classes: int) -> dict:
     candidate = np.ones(n, dtype=bool)
     candidate[train_rows] = False
     mode, chosen = select_next(
-        embedding_space(matrix, seed=SELECTION_SEED),
+        Projection(matrix, seed=SELECTION_SEED),
         candidate=candidate,
         labels=labels[train_rows],
         count=1000,

@@ -13,7 +13,7 @@ from annotation.models import CellImage, LabelStatus
 from inference.errors import SelectionRefused
 from inference.models import Prediction
 from inference.selectors import al_settings_get
-from training.ml.selection import SELECTION_SEED, embedding_space, round_seed, select_next
+from training.ml.selection import SELECTION_SEED, Projection, round_seed, select_next
 from training.ml.uncertainty import STRATEGIES, queue_select, random_order
 from training.models import ModelVersion
 
@@ -70,7 +70,7 @@ def queue_priorities_select(
     ids = np.asarray(ids, dtype=np.int64)
     cases = np.where(np.asarray(cases) >= 0, cases, -ids - 1)
     mode, picks = select_next(
-        embedding_space(vectors, seed=SELECTION_SEED),
+        Projection(vectors, seed=SELECTION_SEED),
         candidate=candidate,
         labels=labels,
         count=top_n,

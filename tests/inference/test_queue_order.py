@@ -20,7 +20,7 @@ from inference.services.refresh import queue_priorities_refresh
 from inference.services.settings import al_settings_update
 from tests.inference.pool import folder, import_folder, label_to_final, queue_order
 from training.ml.heads import head_from_bytes, head_probabilities
-from training.ml.selection import SELECTION_SEED, embedding_space, round_seed, select_next
+from training.ml.selection import SELECTION_SEED, Projection, round_seed, select_next
 from training.selectors import model_version_active
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +48,7 @@ def _expected(*, version=None, round_: int) -> tuple[str, list[int]]:
         labels = [column[code] for status, code, _ in rows if status == LabelStatus.FINAL and code in column]
     chosen = al_settings_get()
     mode, picks = select_next(
-        embedding_space(matrix, seed=SELECTION_SEED),
+        Projection(matrix, seed=SELECTION_SEED),
         candidate=candidate,
         labels=labels,
         count=chosen.top_n,
@@ -75,8 +75,9 @@ def test_the_cold_start_from_the_index_is_the_pure_typical_selection(
     assert queue_order() == expected
     assert len(expected) == 9
     case_of = dict(CellImage.objects.values_list("id", "case__code"))
-    # Spread across cases: no case gives the round more than its share (9 picks over 3 cases).
-    assert sorted(Counter(case_of[i] for i in expected).values()) == [3, 3, 3]
+    # Spread across cases: every case gives the round some of its cells. (Exactly 3 each is not promised: a k-means
+    # group whose cells all come from a case that gave its share still gives its most typical cell.)
+    assert set(Counter(case_of[i] for i in expected)) == set(CASES)
 
     # Labels cover some of the typical cells: Apply now picks others, as the pure function does with them covered.
     annotators = [make_user(Role.ANNOTATOR), make_user(Role.ANNOTATOR)]

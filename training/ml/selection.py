@@ -48,18 +48,51 @@ def embedding_space(
 
     The PCA is fitted on at most `fit_rows` rows (a seeded sample: a million cells' leading components are those of
     ten thousand) and applied chunk by chunk, so a float16 index is never copied whole as float32 (5 GB at 1M).
+    `Projection` is the same map applied only to the rows a selection reads.
     """
-    from sklearn.decomposition import PCA
+    return np.asarray(Projection(vectors, dims=dims, seed=seed, fit_rows=fit_rows))
 
-    n = len(vectors)
-    if vectors.shape[1] <= dims or n <= dims:
-        return _unit_rows(vectors)
-    sample = slice(None) if n <= fit_rows else np.sort(np.random.default_rng([seed, 5]).choice(n, fit_rows, False))
-    pca = PCA(n_components=dims, random_state=_sub_seed(seed, 3)).fit(_unit_rows(vectors[sample]))
-    out = np.empty((n, dims), dtype=np.float32)
-    for start in range(0, n, _CHUNK):
-        out[start : start + _CHUNK] = pca.transform(_unit_rows(vectors[start : start + _CHUNK]))
-    return out
+
+class Projection:
+    """`embedding_space` on demand: fitted once, it projects only the rows it is indexed with.
+
+    The uncertainty branch of `select_next` reads the vectors of its prefiltered candidates only (a few times the
+    round), so at 1M images projecting the whole index (about 40 s on one core) was most of a refresh; the typical
+    branch clusters every row and projects them all (`np.asarray`).
+    """
+
+    def __init__(
+        self, vectors: np.ndarray, *, dims: int = EMBEDDING_DIMS, seed: int = 0, fit_rows: int = PCA_FIT_ROWS
+    ) -> None:
+        from sklearn.decomposition import PCA
+
+        self.vectors = vectors
+        n = len(vectors)
+        self.pca = None
+        if vectors.shape[1] > dims and n > dims:
+            sample = (
+                slice(None) if n <= fit_rows else np.sort(np.random.default_rng([seed, 5]).choice(n, fit_rows, False))
+            )
+            self.pca = PCA(n_components=dims, random_state=_sub_seed(seed, 3)).fit(_unit_rows(vectors[sample]))
+        self.dims = dims if self.pca is not None else vectors.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def _project(self, rows: np.ndarray) -> np.ndarray:
+        unit = _unit_rows(rows)
+        return unit if self.pca is None else self.pca.transform(unit).astype(np.float32, copy=False)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """The projected vectors of `rows` (row numbers, a boolean mask or a slice)."""
+        return self._project(self.vectors[rows])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        n = len(self.vectors)
+        out = np.empty((n, self.dims), dtype=np.float32)
+        for start in range(0, n, _CHUNK):
+            out[start : start + _CHUNK] = self._project(self.vectors[start : start + _CHUNK])
+        return out if dtype is None else out.astype(dtype, copy=False)
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -110,7 +143,7 @@ def typical_select(
     (a candidate whose case already gave this round its share is passed over for the next most typical one).
 
     Args:
-        vectors: (N, D) index vectors in `embedding_space`.
+        vectors: (N, D) index vectors in `embedding_space`, or a `Projection` of them.
         candidate: (N,) bool, the rows that may be picked; the others (labeled, in labeling) count as covering
             their group.
         count: how many rows to pick.
@@ -123,6 +156,7 @@ def typical_select(
     count = min(max(0, count), n_candidates)
     if count == 0:
         return np.zeros(0, dtype=int)
+    vectors = np.asarray(vectors)  # a Projection: every row is clustered
     covered = len(vectors) - n_candidates
     clusters = kmeans_clusters(vectors, min(covered + count, max_clusters), seed=seed)
     k = int(clusters.max()) + 1
@@ -178,7 +212,7 @@ def diverse_uncertain_select(
 
     Args:
         probabilities: (N, C) the head's probabilities for every row (only candidates' rows are read).
-        vectors: (N, D) index vectors in `embedding_space`.
+        vectors: (N, D) index vectors in `embedding_space`, or a `Projection` of them.
         candidate: (N,) bool, the rows that may be picked.
         count: how many rows to pick.
         strategy: margin, entropy or least_confidence (`training.ml.uncertainty.uncertainty_order`).
@@ -246,7 +280,7 @@ def select_next(
     (`diverse_uncertain_select`). Returns (which of the two, "typical" or "uncertain", rows in queue order).
 
     Args:
-        vectors: (N, D) index vectors in `embedding_space`.
+        vectors: (N, D) index vectors in `embedding_space`, or a `Projection` of them.
         candidate: (N,) bool, the rows that may be picked.
         labels: the final labels so far (class indices).
         count: how many rows to pick.

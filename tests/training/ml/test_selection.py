@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from training.ml.selection import (
+    Projection,
     diverse_uncertain_select,
     embedding_space,
     select_next,
@@ -233,3 +234,33 @@ def test_the_embedding_space_of_a_large_index_is_fitted_on_a_sample_and_keeps_it
         centres = np.stack([space[truth == c].mean(axis=0) for c in np.unique(truth)])
         nearest = np.argmin(((space[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
         assert (nearest == truth).mean() > 0.95
+
+
+def test_a_projection_reads_only_the_rows_it_is_asked_for_and_selects_as_the_whole_space_does():
+    rng = np.random.default_rng(7)
+    wide = np.concatenate([rng.normal(size=(600, 8)) * 3, rng.normal(size=(600, 70))], 1).astype(np.float16)
+    lazy = Projection(wide, dims=8)
+    whole = embedding_space(wide, dims=8)
+    rows = np.array([5, 3, 599, 0])
+    assert len(lazy) == len(wide)
+    assert np.allclose(lazy[rows], whole[rows], atol=1e-5)
+    assert np.allclose(np.asarray(lazy), whole, atol=1e-6)
+    probabilities = rng.dirichlet(np.ones(4), size=len(wide))
+    candidate = np.ones(len(wide), dtype=bool)
+    candidate[:80] = False
+    labels = np.arange(80) % 4
+    for typical_until in (0, 100):  # the uncertainty branch and the typical branch
+        picked = [
+            select_next(
+                space,
+                candidate=candidate,
+                labels=labels,
+                count=40,
+                probabilities=probabilities,
+                typical_until=typical_until,
+                seed=3,
+            )
+            for space in (lazy, whole)
+        ]
+        assert picked[0][0] == picked[1][0]
+        assert np.array_equal(picked[0][1], picked[1][1])
