@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from annotation.services.near_duplicates import near_duplicates_record
 from core.errors import PermissionRefused
 from core.roles import user_has_role
 from inference.explain.policy import EXPLAIN_ROLES
-from inference.models import Embedding, EmbeddingJob, EmbeddingShard, EmbeddingSpace
+from inference.models import Embedding, EmbeddingJob, EmbeddingSpace
 from inference.services.index import index_load, index_spec_for
 from training.ml.neighbours import cosine_similarities, cosine_top_k, unit_rows
 from training.selectors import model_version_active
@@ -39,7 +40,7 @@ _FIRST_CANDIDATES = 64
 _GROWTH = 8
 
 _cache_lock = threading.Lock()
-_cache: dict[str, tuple[tuple, np.ndarray, np.ndarray]] = {}
+_cache: dict[str, tuple[weakref.ref, np.ndarray]] = {}
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,19 @@ def _spaces() -> list[EmbeddingSpace]:
 
 
 def _index_cached(space: EmbeddingSpace) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, float16 rows scaled to length 1) of `space`, loaded again only when its shards changed."""
-    shards = EmbeddingShard.objects.filter(space=space)
-    stamp = (shards.count(), max(shards.values_list("id", flat=True), default=0))
+    """(ids, float16 rows scaled to length 1) of `space`, scaled again only when `index_load` hands out another
+    matrix (its cache decides when the shards changed: added, removed or rewritten)."""
+    ids, matrix = index_load(space=space)
     with _cache_lock:
         cached = _cache.get(space.key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1], cached[2]
-        ids, matrix = index_load(space=space)
+        if cached is not None and cached[0]() is matrix:
+            return ids, cached[1]
         unit = np.empty_like(matrix)
         for start in range(0, len(matrix), 65_536):
             unit[start : start + 65_536] = unit_rows(matrix[start : start + 65_536])
         _cache.clear()  # one index in memory per process
-        _cache[space.key] = (stamp, ids, unit)
+        # A weak reference: the scaled copy must not keep a matrix alive that index_load's cache has dropped.
+        _cache[space.key] = (weakref.ref(matrix), unit)
         return ids, unit
 
 
