@@ -54,7 +54,10 @@ class TrainConfig:
     without a lower validation loss; "cosine" decays it per batch from `lr` to zero over `max_epochs`, after a
     linear warm-up over the first `warmup_fraction` of the batches. `frozen_blocks` > 0 freezes the stem and
     the first `frozen_blocks` stages of an EfficientNet-family backbone (partial fine-tuning: no gradients
-    through the high-resolution early layers, which cost most on a CPU).
+    through the high-resolution early layers, which cost most on a CPU). `decode_once` decodes every split into
+    memory once (uint8 at the training size) and augments batches there, instead of decoding and rotating each
+    image with PIL every epoch: on a CPU that was most of a small-image run's time; runs whose decoded images
+    would exceed `decode_once_max_gb` fall back to decoding per epoch.
     """
 
     models: tuple[str, ...] = ("efficientnet_b1", "tf_efficientnetv2_b2")
@@ -83,6 +86,8 @@ class TrainConfig:
     mixed_precision: bool = True
     channels_last: bool = True
     num_workers: int | None = None
+    decode_once: bool = False
+    decode_once_max_gb: float = 4.0
     pretrained: str = "timm"
     weights_dir: str | None = None
     bootstrap_samples: int = 1000
@@ -127,6 +132,8 @@ class TrainConfig:
             problems.append("frozen_blocks must be >= 0")
         if self.class_weighting not in CLASS_WEIGHTING_MODES:
             problems.append(f"class_weighting must be one of {CLASS_WEIGHTING_MODES}")
+        if self.decode_once_max_gb <= 0:
+            problems.append("decode_once_max_gb must be positive")
         if self.num_workers is not None and self.num_workers < 0:
             problems.append("num_workers must be >= 0 (or None for automatic)")
         if problems:

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from training.ml.config import TrainConfig
 from training.ml.data import Item, create_loader, default_num_workers
 from training.ml.loop import CallbackList, fit, predict_logits, use_channels_last
 from training.ml.models import create_classifier, freeze_leading_blocks
+from training.ml.tensor_data import TensorBatches, decode_items
 from training.ml.transforms import build_transform
+
+_logger = logging.getLogger(__name__)
+
+# What `fit` and `predict_logits` iterate: a DataLoader, or TensorBatches over images decoded once.
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class RunLoaders:
     """The three loaders of a run: augmented and shuffled for training, plain and in order for evaluation."""
 
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader
+    train: Batches
+    val: Batches
+    test: Batches
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,11 @@ def create_run_loaders(
     val_items: Sequence[Item],
     test_items: Sequence[Item],
 ) -> RunLoaders:
-    """Build the run's loaders.
+    """Build the run's loaders: DataLoaders that decode every epoch, or with `config.decode_once` (and the decoded
+    images within `config.decode_once_max_gb`) batches over images decoded once (see `decode_once_loaders`).
 
     Args:
-        config: batch sizes, augmentation, workers (None: `default_num_workers` for the device) and seed.
+        config: batch sizes, augmentation, workers (None: `default_num_workers` for the device), seed, decode_once.
         device: where the models run; CUDA pins host memory.
         image_size: (height, width) every image is resized to.
         train_items: (image path, class index) pairs, augmented and shuffled.
@@ -72,6 +80,25 @@ def create_run_loaders(
         test_items: pairs for test, in order.
     """
     workers = default_num_workers(device.type) if config.num_workers is None else config.num_workers
+    if config.decode_once:
+        count = len(train_items) + len(val_items) + len(test_items)
+        gigabytes = count * 3 * image_size[0] * image_size[1] / 1e9
+        if gigabytes <= config.decode_once_max_gb:
+            return decode_once_loaders(
+                config=config,
+                image_size=image_size,
+                workers=workers,
+                train_items=train_items,
+                val_items=val_items,
+                test_items=test_items,
+            )
+        _logger.warning(
+            "decoding per epoch: %d images at %dx%d would take %.1f GB decoded (decode_once_max_gb %.1f)",
+            count,
+            *image_size,
+            gigabytes,
+            config.decode_once_max_gb,
+        )
     options: dict[str, Any] = {"num_workers": workers, "seed": config.seed, "pin_memory": device.type == "cuda"}
     train_transform = build_transform(
         image_size,
@@ -92,6 +119,43 @@ def create_run_loaders(
         test=create_loader(
             test_items, transform=eval_transform, batch_size=config.eval_batch_size, shuffle=False, **options
         ),
+    )
+
+
+def decode_once_loaders(
+    *,
+    config: TrainConfig,
+    image_size: tuple[int, int],
+    workers: int,
+    train_items: Sequence[Item],
+    val_items: Sequence[Item],
+    test_items: Sequence[Item],
+) -> RunLoaders:
+    """Every split decoded once into uint8 tensors at `image_size` (as the evaluation DataLoader decodes), training
+    batches reshuffled every epoch and augmented in torch (flips, rotation with edge fill: `augment_batch`)."""
+    started = time.perf_counter()
+    decoded = [decode_items(items, image_size, num_workers=workers) for items in (train_items, val_items, test_items)]
+    _logger.info(
+        "decoded %d images once at %dx%d in %.1f s",
+        sum(len(images) for images, _ in decoded),
+        *image_size,
+        time.perf_counter() - started,
+    )
+    (train_images, train_labels), (val_images, val_labels), (test_images, test_labels) = decoded
+    return RunLoaders(
+        train=TensorBatches(
+            train_images,
+            train_labels,
+            batch_size=config.batch_size,
+            shuffle=True,
+            augment=config.augment,
+            rotation_degrees=config.rotation_degrees,
+            hflip=config.hflip,
+            vflip=config.vflip,
+            seed=config.seed,
+        ),
+        val=TensorBatches(val_images, val_labels, batch_size=config.eval_batch_size, shuffle=False),
+        test=TensorBatches(test_images, test_labels, batch_size=config.eval_batch_size, shuffle=False),
     )
 
 

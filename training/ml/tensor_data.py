@@ -31,6 +31,8 @@ def decode_items(
         num_workers: decoding processes.
         batch_size: images per decoding batch.
     """
+    if not items:
+        return torch.empty((0, 3, *size), dtype=torch.uint8), torch.empty((0,), dtype=torch.int64)
     loader = create_loader(
         items,
         transform=build_transform(size, train=False),

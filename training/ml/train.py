@@ -268,6 +268,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, dest="early_stopping_patience")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--frozen-blocks", type=int, help="freeze the stem and N leading stages (0: all)")
+    parser.add_argument(
+        "--decode-once",
+        action=argparse.BooleanOptionalAction,
+        help="decode every image once into memory and augment there (default: the profile's)",
+    )
     parser.add_argument("--pretrained", choices=list(PRETRAINED_SOURCES))
     parser.add_argument("--weights-dir", help="folder of <model>.safetensors ImageNet weights (--pretrained local)")
     parser.add_argument("--class-weighting", choices=["off", "on", "auto"])
@@ -294,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "early_stopping_patience",
             "batch_size",
             "lr",
+            "frozen_blocks",
+            "decode_once",
             "pretrained",
             "weights_dir",
             "class_weighting",

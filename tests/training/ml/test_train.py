@@ -142,6 +142,9 @@ def test_command_line_trains_from_an_image_folder(tmp_path, blob_folder):
             ",".join(CLASSES),
             "--seed",
             "3",
+            "--decode-once",
+            "--frozen-blocks",
+            "1",
         ],
         cwd=REPO,
         capture_output=True,
@@ -163,7 +166,8 @@ def test_command_line_trains_from_an_image_folder(tmp_path, blob_folder):
         "plots/reliability_ensemble.png",
     ):
         assert (out / name).is_file(), name
-    assert json.loads((out / "config.json").read_text())["seed"] == 3
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["seed"], saved["decode_once"], saved["frozen_blocks"]) == (3, True, 1)
 
 
 def test_the_ml_package_never_imports_django():
@@ -177,3 +181,44 @@ def test_the_ml_package_never_imports_django():
             else:
                 continue
             assert not any(name == "django" or name.startswith("django.") for name in names), path
+
+
+def test_a_decode_once_run_evaluates_as_the_saved_ensemble_predicts_from_files(tmp_path, blob_folder, caplog):
+    """Decoding every split once into memory (the lite profile's default) must not change what the run measures:
+    its test metrics are those of the saved ensemble scoring the image files."""
+    splits = scan_image_folder(blob_folder, CLASSES)
+    config = config_for_profile("smoke", max_epochs=2, decode_once=True)
+    with caplog.at_level("INFO", logger="training.ml.members"):
+        result = train_ensemble(
+            config=config,
+            train_items=splits.train,
+            val_items=splits.val,
+            test_items=splits.test,
+            classes=CLASSES,
+            out_dir=tmp_path / "run",
+        )
+    total = len(splits.train) + len(splits.val) + len(splits.test)
+    assert f"decoded {total} images once at 32x32" in caplog.text
+    metrics = json.loads(result.metrics_path.read_text())
+    loaded = load_ensemble(tmp_path / "run", device="cpu")
+    probs = loaded.predict_proba([path for path, _ in splits.test], batch_size=2)
+    labels = np.array([label for _, label in splits.test])
+    assert np.mean(probs.argmax(axis=1) == labels) == pytest.approx(metrics["ensemble"]["test"]["accuracy"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["decode_once"] is True
+
+
+def test_decode_once_falls_back_to_decoding_per_epoch_beyond_its_memory_cap(tmp_path, blob_folder, caplog):
+    splits = scan_image_folder(blob_folder, CLASSES)
+    config = config_for_profile("smoke", decode_once=True, decode_once_max_gb=1e-9)
+    with caplog.at_level("INFO", logger="training.ml.members"):
+        result = train_ensemble(
+            config=config,
+            train_items=splits.train,
+            val_items=splits.val,
+            test_items=splits.test,
+            classes=CLASSES,
+            out_dir=tmp_path / "run",
+        )
+    assert "decoding per epoch" in caplog.text
+    assert "images once" not in caplog.text
+    assert result.metrics_path.is_file()
