@@ -75,6 +75,7 @@ def head_ensemble_load(head_file: str, backbone_json: str) -> Ensemble:
         classes=meta["classes"],
         image_size=spec.image_size,
         device=resolve_device("auto"),
+        center_crop=spec.crop,
     )
 
 

@@ -59,6 +59,7 @@ def index_spec_for(version: ModelVersion | None) -> BackboneSpec:
         source="version",
         version_id=version.pk,
         member=member,
+        crop=float(spec.get("center_crop", 1.0)),
     )
 
 
@@ -115,7 +116,7 @@ def embedding_job_run(*, job_id: int, batch_size: int = 64) -> EmbeddingJob | No
             # As pool scoring does: local files (the stored ones, or this host's copies of what is in a bucket).
             paths = [str(path) for path in storage_local_paths(names=[file for _, file in rows])]
             vectors = np.concatenate(
-                list(embed_paths(backbone, paths, image_size=spec.image_size, batch_size=batch_size))
+                list(embed_paths(backbone, paths, image_size=spec.image_size, batch_size=batch_size, crop=spec.crop))
             )
             done += _shard_write(space=space, job=job, rows=rows, vectors=vectors)
             total = max(total, done)

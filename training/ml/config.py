@@ -57,7 +57,9 @@ class TrainConfig:
     through the high-resolution early layers, which cost most on a CPU). `decode_once` decodes every split into
     memory once (uint8 at the training size) and augments batches there, instead of decoding and rotating each
     image with PIL every epoch: on a CPU that was most of a small-image run's time; runs whose decoded images
-    would exceed `decode_once_max_gb` fall back to decoding per epoch.
+    would exceed `decode_once_max_gb` fall back to decoding per epoch. `center_crop` < 1 keeps that centred
+    fraction of each side before resizing (training, evaluation and every later use of the model alike: it is
+    written to ensemble.json).
     """
 
     models: tuple[str, ...] = ("efficientnet_b1", "tf_efficientnetv2_b2")
@@ -87,6 +89,7 @@ class TrainConfig:
     channels_last: bool = True
     num_workers: int | None = None
     decode_once: bool = False
+    center_crop: float = 1.0
     decode_once_max_gb: float = 4.0
     pretrained: str = "timm"
     weights_dir: str | None = None
@@ -132,6 +135,8 @@ class TrainConfig:
             problems.append("frozen_blocks must be >= 0")
         if self.class_weighting not in CLASS_WEIGHTING_MODES:
             problems.append(f"class_weighting must be one of {CLASS_WEIGHTING_MODES}")
+        if not 0.0 < self.center_crop <= 1.0:
+            problems.append("center_crop must be in (0, 1]")
         if self.decode_once_max_gb <= 0:
             problems.append("decode_once_max_gb must be positive")
         if self.num_workers is not None and self.num_workers < 0:

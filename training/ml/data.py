@@ -262,7 +262,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[position]
-        return self.transform(load_image(path, self.transform.size)), label
+        return self.transform(load_image(path, self.transform.size, crop=self.transform.crop)), label
 
 
 def default_num_workers(device_type: str) -> int:

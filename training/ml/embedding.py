@@ -40,6 +40,7 @@ class BackboneSpec:
         source: "bundled" or "version".
         version_id: the model version whose member is used (source "version").
         member: index of that member in the version's ensemble.
+        crop: the centred fraction of each side kept before resizing (the version's `center_crop`).
     """
 
     name: str = DEFAULT_BACKBONE
@@ -47,11 +48,14 @@ class BackboneSpec:
     source: str = "bundled"
     version_id: int | None = None
     member: int = 0
+    crop: float = 1.0
 
     @property
     def key(self) -> str:
         """A stable name of the space: one index per key."""
         size = "x".join(str(s) for s in self.image_size)
+        if self.crop < 1.0:  # spaces without a crop keep the keys they had before the crop existed
+            size += f"@crop{self.crop:g}"
         if self.source == "bundled":
             return f"bundled:{self.name}@{size}"
         return f"version:{self.version_id}:{self.member}:{self.name}@{size}"
@@ -63,6 +67,7 @@ class BackboneSpec:
             "source": self.source,
             "version_id": self.version_id,
             "member": self.member,
+            "crop": self.crop,
         }
 
     @classmethod
@@ -73,6 +78,7 @@ class BackboneSpec:
             source=data["source"],
             version_id=data.get("version_id"),
             member=int(data.get("member", 0)),
+            crop=float(data.get("crop", 1.0)),
         )
 
 
@@ -102,6 +108,7 @@ def embed_paths(
     batch_size: int = 64,
     num_workers: int | None = None,
     device: str | torch.device = "auto",
+    crop: float = 1.0,
 ) -> Iterator[np.ndarray]:
     """(n, D) float16 pooled features of image files, one array per batch in file order, decoded exactly as the
     scoring of the pool decodes them (training.ml.scoring.input_batches, decoder "pil").
@@ -113,12 +120,19 @@ def embed_paths(
         batch_size: images per forward pass.
         num_workers: decoding processes (None: `default_num_workers`).
         device: "auto" (CUDA when present), "cpu", ...
+        crop: the centred fraction of each side kept before resizing.
     """
     target = resolve_device(device) if isinstance(device, str) else device
     backbone = backbone.to(target).eval()
     workers = default_num_workers(target.type) if num_workers is None else num_workers
     batches = input_batches(
-        paths, size=tuple(image_size), device=target, batch_size=batch_size, num_workers=workers, decoder="pil"
+        paths,
+        size=tuple(image_size),
+        device=target,
+        batch_size=batch_size,
+        num_workers=workers,
+        decoder="pil",
+        crop=crop,
     )
     with torch.no_grad():
         for images in batches:

@@ -69,6 +69,7 @@ def write_ensemble_file(
     image_size: tuple[int, int],
     members: Sequence[MemberSpec],
     temperature: float,
+    center_crop: float = 1.0,
 ) -> Path:
     """Write ensemble.json: what `load_ensemble` needs besides the checkpoints (paths relative to out_dir)."""
     path = Path(out_dir) / ENSEMBLE_FILE
@@ -76,6 +77,7 @@ def write_ensemble_file(
         "format": 1,
         "classes": list(classes),
         "image_size": list(image_size),
+        "center_crop": center_crop,
         "temperature": temperature,
         "calibration": "one temperature on log(soft vote), fitted on the validation split",
         "members": [member.__dict__ for member in members],
@@ -97,6 +99,7 @@ class Ensemble:
         image_size: tuple[int, int],
         device: torch.device,
         mixed_precision: bool = True,
+        center_crop: float = 1.0,
     ) -> None:
         if len(models) != len(weights):
             raise ValueError("need one weight per model")
@@ -107,13 +110,16 @@ class Ensemble:
         self.image_size = tuple(image_size)
         self.device = device
         self.mixed_precision = mixed_precision
-        self._transform = CellTransform(self.image_size, train=False, rotation_degrees=0, hflip=False, vflip=False)
+        self.center_crop = float(center_crop)
+        self._transform = CellTransform(
+            self.image_size, train=False, rotation_degrees=0, hflip=False, vflip=False, crop=self.center_crop
+        )
 
     def _batch(self, images: Sequence[Image.Image | str | Path]) -> torch.Tensor:
         tensors = []
         for image in images:
             if not isinstance(image, Image.Image):
-                image = load_image(image, self.image_size)
+                image = load_image(image, self.image_size, crop=self.center_crop)
             tensors.append(self._transform(image))
         return torch.stack(tensors).to(self.device)
 
@@ -179,4 +185,5 @@ def load_ensemble(out_dir: str | Path, *, device: str | torch.device = "auto") -
         classes=spec["classes"],
         image_size=tuple(spec["image_size"]),
         device=target,
+        center_crop=spec.get("center_crop", 1.0),  # absent from files written before the crop existed
     )

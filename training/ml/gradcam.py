@@ -19,7 +19,7 @@ from torch import nn
 
 from training.ml.ensemble import Ensemble
 from training.ml.models import CellClassifier
-from training.ml.transforms import CellTransform
+from training.ml.transforms import CellTransform, crop_box
 
 _logger = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def ensemble_cam(ensemble: Ensemble, image: Image.Image, class_index: int) -> np
     """
     if not 0 <= class_index < len(ensemble.classes):
         raise ValueError(f"class index {class_index} outside 0..{len(ensemble.classes) - 1}")
-    transform = CellTransform(ensemble.image_size, train=False, rotation_degrees=0, hflip=False, vflip=False)
+    transform = CellTransform(
+        ensemble.image_size, train=False, rotation_degrees=0, hflip=False, vflip=False, crop=ensemble.center_crop
+    )
     batch = transform(image).unsqueeze(0).to(ensemble.device).float().div_(255.0)
     weights = np.asarray(ensemble.weights, dtype=np.float64)
     weights = weights / weights.sum()
@@ -82,8 +84,12 @@ def ensemble_cam(ensemble: Ensemble, image: Image.Image, class_index: int) -> np
             combined += float(weight) * member_cam(model, batch, class_index)[0]
     peak = float(combined.max())
     cam = (combined / peak if peak > 0 else combined).cpu().numpy()
-    resized = Image.fromarray(cam.astype(np.float32)).resize(image.size, Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    # The members saw the centre crop only: the map covers that box of the image and nothing outside it.
+    top, left, bottom, right = crop_box(image.height, image.width, ensemble.center_crop)
+    resized = Image.fromarray(cam.astype(np.float32)).resize((right - left, bottom - top), Image.Resampling.BILINEAR)
+    full = np.zeros((image.height, image.width), dtype=np.float32)
+    full[top:bottom, left:right] = np.asarray(resized, dtype=np.float32)
+    return np.clip(full, 0.0, 1.0)
 
 
 def overlay_png(

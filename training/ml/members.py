@@ -107,8 +107,9 @@ def create_run_loaders(
         rotation_degrees=config.rotation_degrees,
         hflip=config.hflip,
         vflip=config.vflip,
+        crop=config.center_crop,
     )
-    eval_transform = build_transform(image_size, train=False)
+    eval_transform = build_transform(image_size, train=False, crop=config.center_crop)
     return RunLoaders(
         train=create_loader(
             train_items, transform=train_transform, batch_size=config.batch_size, shuffle=True, **options
@@ -134,7 +135,10 @@ def decode_once_loaders(
     """Every split decoded once into uint8 tensors at `image_size` (as the evaluation DataLoader decodes), training
     batches reshuffled every epoch and augmented in torch (flips, rotation with edge fill: `augment_batch`)."""
     started = time.perf_counter()
-    decoded = [decode_items(items, image_size, num_workers=workers) for items in (train_items, val_items, test_items)]
+    decoded = [
+        decode_items(items, image_size, num_workers=workers, crop=config.center_crop)
+        for items in (train_items, val_items, test_items)
+    ]
     _logger.info(
         "decoded %d images once at %dx%d in %.1f s",
         sum(len(images) for images, _ in decoded),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from training.ml.calibration import apply_temperature, probabilities_to_logits
 from training.ml.data import create_loader, default_num_workers
 from training.ml.ensemble import Ensemble, soft_vote
 from training.ml.loop import autocast
-from training.ml.transforms import CellTransform, Size, build_transform, load_image
+from training.ml.transforms import CellTransform, Size, build_transform, center_crop, load_image
 
 _logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class EncodedFiles(Dataset):
         data = Path(path).read_bytes()
         if data[:3] == _JPEG_MAGIC and not self._reduced_by_libjpeg(data):
             return path, torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return path, self.transform(load_image(path, self.transform.size))
+        return path, self.transform(load_image(path, self.transform.size, crop=self.transform.crop))
 
     def _reduced_by_libjpeg(self, data: bytes) -> bool:
         # Training decodes a JPEG at least twice the model size at a reduced DCT scale (`load_image`), which a
@@ -60,7 +61,7 @@ class EncodedFiles(Dataset):
         try:
             with Image.open(io.BytesIO(data)) as image:
                 full = image.size
-                image.draft("RGB", (self.transform.size[1], self.transform.size[0]))
+                image.draft("RGB", _draft_size(self.transform))
                 return image.size != full
         except OSError:
             return True  # unreadable: let `load_image` fail with the file's name
@@ -70,10 +71,15 @@ def _as_list(batch: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Ten
     return batch  # module level so worker processes can pickle it; the tensors differ in length
 
 
+def _draft_size(transform: CellTransform) -> tuple[int, int]:
+    # What `load_image` asks libjpeg for: the kept centre must still be at least the model's size.
+    return math.ceil(transform.size[1] / transform.crop), math.ceil(transform.size[0] / transform.crop)
+
+
 def _jpeg_pil(path: str, data: torch.Tensor, transform: CellTransform) -> torch.Tensor:
     try:
         image = Image.open(io.BytesIO(data.numpy().tobytes()))
-        image.draft("RGB", (transform.size[1], transform.size[0]))
+        image.draft("RGB", _draft_size(transform))
         return transform(image.convert("RGB"))
     except OSError as exc:
         raise OSError(f"{path}: not a readable JPEG ({exc.__class__.__name__})") from exc
@@ -92,7 +98,11 @@ def decode_batch(
             images[i] = data.to(device, non_blocking=True)
     if jpegs:
         try:
-            decoded = decode_jpeg([items[i][1] for i in jpegs], mode="RGB", device=device)
+            # Whole images from the device decoder: crop them as the transform crops before its resize.
+            decoded = [
+                center_crop(image, transform.crop)
+                for image in decode_jpeg([items[i][1] for i in jpegs], mode="RGB", device=device)
+            ]
         except RuntimeError as exc:  # e.g. a JPEG variant the device decoder does not support
             _logger.warning("device JPEG decoding failed (%s); decoding this batch with PIL", exc)
             decoded = [_jpeg_pil(*items[i], transform).to(device) for i in jpegs]
@@ -120,12 +130,13 @@ def input_batches(
     batch_size: int,
     num_workers: int,
     decoder: str = "pil",
+    crop: float = 1.0,
 ) -> Iterator[torch.Tensor]:
     """(n, 3, H, W) uint8 batches of image files on `device`, in file order, decoded by `decoder`: what the
     networks of `ensemble_score_stream` consume (the benchmark times it alone as "decode only")."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
-    transform = build_transform(size, train=False)
+    transform = build_transform(size, train=False, crop=crop)
     if decoder == "pil":
         loader = create_loader(
             [(str(path), 0) for path in paths],
@@ -178,7 +189,13 @@ def ensemble_score_stream(
         for model in ensemble.models:
             model.to(memory_format=torch.channels_last)
     batches = input_batches(
-        paths, size=ensemble.image_size, device=device, batch_size=batch_size, num_workers=workers, decoder=decoder
+        paths,
+        size=ensemble.image_size,
+        device=device,
+        batch_size=batch_size,
+        num_workers=workers,
+        decoder=decoder,
+        crop=ensemble.center_crop,
     )
 
     def finish(member_outputs: list[torch.Tensor]) -> np.ndarray:

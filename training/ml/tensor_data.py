@@ -21,7 +21,7 @@ _logger = logging.getLogger(__name__)
 
 
 def decode_items(
-    items: Sequence[Item], size: Size, *, num_workers: int = 0, batch_size: int = 128
+    items: Sequence[Item], size: Size, *, num_workers: int = 0, batch_size: int = 128, crop: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3, H, W) uint8 images and (N,) int64 labels, decoded exactly as the evaluation DataLoader does.
 
@@ -30,12 +30,13 @@ def decode_items(
         size: (height, width) to resize to.
         num_workers: decoding processes.
         batch_size: images per decoding batch.
+        crop: the centred fraction of each side kept before resizing.
     """
     if not items:
         return torch.empty((0, 3, *size), dtype=torch.uint8), torch.empty((0,), dtype=torch.int64)
     loader = create_loader(
         items,
-        transform=build_transform(size, train=False),
+        transform=build_transform(size, train=False, crop=crop),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,

@@ -78,11 +78,13 @@ def _write_ensemble(
     members: Sequence[TrainedMember],
     weights: Sequence[float],
     calibration: Calibration,
+    center_crop: float,
 ) -> Path:
     return write_ensemble_file(
         out_dir,
         classes=classes,
         image_size=image_size,
+        center_crop=center_crop,
         temperature=calibration.temperature,
         members=[
             MemberSpec(
@@ -187,7 +189,13 @@ def train_ensemble(
         ece_bins=config.ece_bins,
     )
     ensemble_path = _write_ensemble(
-        out_dir, classes=classes, image_size=size, members=members, weights=weights, calibration=calibration
+        out_dir,
+        classes=classes,
+        image_size=size,
+        members=members,
+        weights=weights,
+        calibration=calibration,
+        center_crop=config.center_crop,
     )
     seconds = time.perf_counter() - started
     metrics_path = write_metrics_file(
@@ -269,6 +277,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--frozen-blocks", type=int, help="freeze the stem and N leading stages (0: all)")
+    parser.add_argument("--center-crop", type=float, help="keep this centred fraction of each side (1: all)")
     parser.add_argument(
         "--decode-once",
         action=argparse.BooleanOptionalAction,
@@ -302,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "lr",
             "frozen_blocks",
             "decode_once",
+            "center_crop",
             "pretrained",
             "weights_dir",
             "class_weighting",

@@ -145,3 +145,15 @@ def test_training_loader_never_yields_a_single_image_batch(tmp_path):
         images.shape for images, _ in create_loader(items, transform=transform, batch_size=8, shuffle=False)
     ]
     assert eval_batches == [(8, 3, 32, 32), (1, 3, 32, 32)]
+
+
+def test_a_centre_crop_keeps_the_middle_of_the_image_before_resizing():
+    image = np.zeros((60, 80, 3), dtype=np.uint8)
+    image[15:45, 20:60] = 200  # the "cell": the centred half of each side
+    cropped = build_transform((16, 16), train=False, crop=0.5)(Image.fromarray(image))
+    assert cropped.shape == (3, 16, 16)
+    assert int(cropped.min()) == 200  # nothing of the border is left
+    whole = build_transform((16, 16), train=False)(Image.fromarray(image))
+    assert int(whole.min()) == 0
+    with pytest.raises(ValueError, match="crop must be in"):
+        build_transform((16, 16), train=False, crop=0.0)

@@ -12,12 +12,12 @@ from PIL import Image
 from training.ml.ensemble import Ensemble
 from training.ml.gradcam import ensemble_cam, gradcam_png, member_cam, overlay_png
 from training.ml.models import create_classifier
-from training.ml.transforms import build_transform
+from training.ml.transforms import build_transform, crop_box
 
 SIZE = 96  # the members see 96 px: a 3x3 last conv block, so maps have structure
 
 
-def _ensemble(weights=(0.4, 0.6)) -> Ensemble:
+def _ensemble(weights=(0.4, 0.6), center_crop=1.0) -> Ensemble:
     torch.manual_seed(0)
     members = [create_classifier(name, 4) for name in ("test_efficientnet", "test_efficientnet_gn")]
     return Ensemble(
@@ -27,6 +27,7 @@ def _ensemble(weights=(0.4, 0.6)) -> Ensemble:
         classes=["a", "b", "c", "d"],
         image_size=(SIZE, SIZE),
         device=torch.device("cpu"),
+        center_crop=center_crop,
     )
 
 
@@ -51,6 +52,22 @@ def test_a_near_zero_weight_leaves_the_other_members_map(cell):
     expected = member_cam(ensemble.models[0], batch, 1)[0].numpy()
     expected = np.asarray(Image.fromarray(expected / expected.max()).resize(cell.size, Image.Resampling.BILINEAR))
     assert np.abs(only_first - np.clip(expected, 0, 1)).max() < 1e-4
+
+
+def test_with_a_centre_crop_the_map_covers_the_crop_and_is_zero_outside(cell):
+    ensemble = _ensemble(weights=(1.0, 1e-9), center_crop=0.5)
+    cam = ensemble_cam(ensemble, cell, class_index=1)
+    assert cam.shape == (70, 120)
+    top, left, bottom, right = crop_box(70, 120, 0.5)
+    assert (top, left, bottom, right) == (17, 30, 52, 90)
+    outside = np.ones_like(cam, dtype=bool)
+    outside[top:bottom, left:right] = False
+    assert not cam[outside].any()
+    # Inside: the member's map of what it saw, the centre box of the image resized to the model's size.
+    batch = build_transform((SIZE, SIZE), train=False, crop=0.5)(cell).unsqueeze(0).float() / 255.0
+    expected = member_cam(ensemble.models[0], batch, 1)[0].numpy()
+    expected = np.asarray(Image.fromarray(expected / expected.max()).resize((60, 35), Image.Resampling.BILINEAR))
+    assert np.abs(cam[top:bottom, left:right] - np.clip(expected, 0, 1)).max() < 1e-4
 
 
 def test_an_unknown_class_index_is_refused(cell):

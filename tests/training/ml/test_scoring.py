@@ -79,8 +79,8 @@ def test_a_file_that_only_looks_like_a_jpeg_fails_loudly_with_its_name(tmp_path)
         decode_batch([(str(broken), data)], SIZE, torch.device("cpu"), transform)
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_both_decoders_score_like_the_platforms_predict_proba(files, num_workers):
+@pytest.mark.parametrize(("num_workers", "crop"), [(0, 1.0), (1, 1.0), (0, 0.7)])
+def test_both_decoders_score_like_the_platforms_predict_proba(files, num_workers, crop):
     torch.manual_seed(0)
     models = [create_classifier(name, 4, pretrained="none") for name in ("test_efficientnet", "test_efficientnet_gn")]
     ensemble = Ensemble(
@@ -90,6 +90,7 @@ def test_both_decoders_score_like_the_platforms_predict_proba(files, num_workers
         classes=["a", "b", "c", "d"],
         image_size=SIZE,
         device=torch.device("cpu"),
+        center_crop=crop,
     )
     expected = ensemble.predict_proba(files, batch_size=4)
 

@@ -184,10 +184,10 @@ def test_the_ml_package_never_imports_django():
 
 
 def test_a_decode_once_run_evaluates_as_the_saved_ensemble_predicts_from_files(tmp_path, blob_folder, caplog):
-    """Decoding every split once into memory (the lite profile's default) must not change what the run measures:
-    its test metrics are those of the saved ensemble scoring the image files."""
+    """Decoding every split once into memory and a centre crop (the lite profile's defaults) must not change what
+    the run measures: its test metrics are those of the saved ensemble scoring the image files."""
     splits = scan_image_folder(blob_folder, CLASSES)
-    config = config_for_profile("smoke", max_epochs=2, decode_once=True)
+    config = config_for_profile("smoke", max_epochs=2, decode_once=True, center_crop=0.8)
     with caplog.at_level("INFO", logger="training.ml.members"):
         result = train_ensemble(
             config=config,
@@ -205,6 +205,7 @@ def test_a_decode_once_run_evaluates_as_the_saved_ensemble_predicts_from_files(t
     labels = np.array([label for _, label in splits.test])
     assert np.mean(probs.argmax(axis=1) == labels) == pytest.approx(metrics["ensemble"]["test"]["accuracy"])
     assert json.loads((tmp_path / "run" / "config.json").read_text())["decode_once"] is True
+    assert loaded.center_crop == 0.8 == json.loads((tmp_path / "run" / "ensemble.json").read_text())["center_crop"]
 
 
 def test_decode_once_falls_back_to_decoding_per_epoch_beyond_its_memory_cap(tmp_path, blob_folder, caplog):
