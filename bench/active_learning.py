@@ -243,6 +243,9 @@ def parse_args() -> argparse.Namespace:
     head.add_argument("--backbone", default="tf_efficientnet_lite0", help="bundled tf_efficientnet_lite0/1/2")
     head.add_argument("--embed-size", type=int, default=224, help="pixels per side for the embedding")
     head.add_argument(
+        "--embed-crop", type=float, default=1.0, help="centred fraction of each side embedded (the index's crop)"
+    )
+    head.add_argument(
         "--labels-per-class",
         default="10,15,20,30,40,60,80,120,160,240,320",
         help="budgets in labels per class (times the number of classes); the whole pool is always the last",
@@ -254,6 +257,13 @@ def parse_args() -> argparse.Namespace:
     )
     head.add_argument(
         "--prefilter", type=int, help="uncertain candidates per uncertainty pick before the clusters (platform's)"
+    )
+    head.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the platform's HeadConfig (l2, max_iter, cv_max_iter, folds), repeatable",
     )
     head.add_argument("--verbose", action="store_true", help="a line per round")
     return parser.parse_args()

@@ -92,6 +92,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
         cache_dir=args.cache,
         backbone=args.backbone,
         image_size=args.embed_size,
+        crop=args.embed_crop,
         num_workers=args.workers if args.workers is not None else 1,
         log=log,
     )
@@ -100,7 +101,7 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     pool_idx, test_idx = next(folds.split(vectors, labels, cases))
     # The head is the platform's, on the raw pooled features (float16 as the index stores them: the cache holds them
     # so), its temperature fitted on folds grouped by the pseudo-cases, as the platform groups by case.
-    head_config = HeadConfig()
+    head_config = head_config_from(HeadConfig(), args.head)
     pool_x, test_x = vectors[pool_idx], vectors[test_idx]
     pool_y, test_y, pool_cases = labels[pool_idx], labels[test_idx], cases[pool_idx]
     # The selection's geometry is the platform's: the index vectors of every cell (here: the pool), normalised.
@@ -108,8 +109,10 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     n_pool = len(pool_idx)
     counts = sorted({min(n_pool, int(b) * n_classes) for b in args.labels_per_class.split(",")} | {n_pool})
     settings = (
-        f"{folder.name}|head|{args.backbone} {args.embed_size}px|per-class {args.per_class or 'all'}|"
-        f"platform head l2 {head_config.l2:g} folds {head_config.folds}|split {args.split_seed}|"
+        f"{folder.name}|head|{args.backbone} {args.embed_size}px crop {args.embed_crop:g}|"
+        f"per-class {args.per_class or 'all'}|"
+        f"platform head l2 {head_config.l2:g} folds {head_config.folds} iter {head_config.cv_max_iter}/"
+        f"{head_config.max_iter}|split {args.split_seed}|"
         f"explore {args.exploration:g}|"
         f"cap {args.max_class_share:g}|"
         f"typical-until {args.typical_until}|prefilter {args.prefilter}"
@@ -245,6 +248,21 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
             log(f"{strategy:8s} seed {seed}: {len(counts)} rounds in {time.perf_counter() - chain_started:.1f}s")
     summarise(csv_path, args.out / PNG_NAME, settings, log)
     log(f"done; {platform.node() or 'this machine'}, {os.cpu_count()} CPUs")
+
+
+def head_config_from(base, overrides: list[str]):
+    """`base` with KEY=VALUE overrides (--head), each value parsed as the field's type."""
+    import dataclasses
+
+    types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(base)}
+    changes = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key not in types or not value:
+            raise SystemExit(f"--head {item!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        kind = types[key]
+        changes[key] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
+    return dataclasses.replace(base, **changes)
 
 
 def summarise(csv_path: Path, png_path: Path, settings: str, log) -> dict:

@@ -31,6 +31,7 @@ def embed_files(
     cache_dir: Path,
     backbone: str,
     image_size: int,
+    crop: float = 1.0,
     num_workers: int = 1,
     batch_size: int = 64,
     log: Callable[[str], None] = print,
@@ -41,7 +42,10 @@ def embed_files(
     from training.ml.transforms import build_transform
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cache_path = cache_dir / f"{backbone}_{image_size}px.npz"
+    # Whole-image caches keep the names they had before the crop existed.
+    cache_path = cache_dir / (
+        f"{backbone}_{image_size}px.npz" if crop >= 1 else f"{backbone}_{image_size}px_crop{crop:g}.npz"
+    )
     known: dict[str, np.ndarray] = {}
     if cache_path.exists():
         with np.load(cache_path) as stored:
@@ -49,11 +53,13 @@ def embed_files(
     hashes = [file_sha256(p) for p in paths]
     missing = sorted({h: p for h, p in zip(hashes, paths, strict=True) if h not in known}.items())
     if missing:
-        log(f"embedding {len(missing)} of {len(paths)} images with bundled {backbone} at {image_size} px")
+        log(
+            f"embedding {len(missing)} of {len(paths)} images with bundled {backbone} at {image_size} px, crop {crop:g}"
+        )
         net = create_backbone(backbone, pretrained="bundled")  # normalises uint8 batches itself
         loader = create_loader(
             [(p, 0) for _, p in missing],
-            transform=build_transform((image_size, image_size), train=False),
+            transform=build_transform((image_size, image_size), train=False, crop=crop),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,

@@ -3,7 +3,7 @@ different bytes (re-encoded, rescaled, cropped, re-encoded and rescaled), agains
 other distinct cell. Embeds as the platform's index does (training.ml.embedding: bundled backbone, pil decode).
 
 Usage: python bench/near_duplicates.py [--data ../shared/data/pbc-dev] [--distinct 800] [--copied 200]
-                                       [--size 224] [--threads 2] [--json FILE]
+                                       [--size 224] [--crop 0.6] [--threads 2] [--json FILE]
 
 Prints the quantiles of both distributions, the distinct pairs above each candidate threshold and the copies below
 it. The copies are written to a temporary folder and deleted afterwards.
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=800, help="distinct cells, spread over the classes")
     parser.add_argument("--copied", type=int, default=200, help="of them, cells that get four copies each")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--crop", type=float, default=1.0, help="centred fraction of each side (HEMALOOP_INDEX_CROP)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
@@ -99,7 +100,9 @@ def main() -> None:
             copies = [make_copies(path, Path(tmp)) for path in copied]
             flat = [path for group in copies for path in group]
             size = (args.size, args.size)
-            vectors = np.concatenate(list(embed_paths(backbone, chosen + flat, image_size=size, num_workers=0)))
+            vectors = np.concatenate(
+                list(embed_paths(backbone, chosen + flat, image_size=size, num_workers=0, crop=args.crop))
+            )
         if args.vectors:
             np.savez(args.vectors, vectors=vectors)
     seconds = time.perf_counter() - started
@@ -109,6 +112,7 @@ def main() -> None:
         "distinct": len(chosen),
         "copies": n_copies,
         "image_size": args.size,
+        "crop": args.crop,
         "embedding_seconds": round(seconds, 1),
     }
     # Plain cosine, and cosine less the index mean (what the platform measures).

@@ -47,7 +47,9 @@ def index_spec_for(version: ModelVersion | None) -> BackboneSpec:
     """
     if version is None:
         size = settings.HEMALOOP_INDEX_IMAGE_SIZE
-        return BackboneSpec(name=settings.HEMALOOP_INDEX_BACKBONE, image_size=(size, size))
+        return BackboneSpec(
+            name=settings.HEMALOOP_INDEX_BACKBONE, image_size=(size, size), crop=settings.HEMALOOP_INDEX_CROP
+        )
     if version.is_head:
         return BackboneSpec.from_dict(version.config["backbone"])
     spec = version_ensemble_spec(model_version=version)

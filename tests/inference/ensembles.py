@@ -22,7 +22,7 @@ IMAGE_SIZE = 64
 _dirs = itertools.count(1)
 
 
-def ensemble_write(out_dir: Path, *, classes: list[str], seed: int = 0) -> Path:
+def ensemble_write(out_dir: Path, *, classes: list[str], seed: int = 0, center_crop: float = 1.0) -> Path:
     """Random-init members saved as safetensors plus ensemble.json, the layout `train_ensemble` writes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -31,7 +31,14 @@ def ensemble_write(out_dir: Path, *, classes: list[str], seed: int = 0) -> Path:
         model = create_classifier(name, len(classes), pretrained="none")
         save_checkpoint(out_dir / f"{name}.safetensors", model, classes=classes)
         members.append(MemberSpec(name=name, checkpoint=f"{name}.safetensors", weight=weight, temperature=1.0))
-    write_ensemble_file(out_dir, classes=classes, image_size=(IMAGE_SIZE, IMAGE_SIZE), members=members, temperature=1.5)
+    write_ensemble_file(
+        out_dir,
+        classes=classes,
+        image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        members=members,
+        temperature=1.5,
+        center_crop=center_crop,
+    )
     return out_dir
 
 
@@ -39,11 +46,11 @@ def version_factory(make_version):
     """The maker behind each test module's `version_with_ensemble` fixture: make(status) -> a ModelVersion whose
     out_dir holds a real ensemble over the taxonomy (ACTIVE unless told otherwise)."""
 
-    def make(status: str = ModelVersion.Status.ACTIVE) -> ModelVersion:
+    def make(status: str = ModelVersion.Status.ACTIVE, center_crop: float = 1.0) -> ModelVersion:
         version = make_version(status)
         out_dir = f"models/explain-test-{version.pk}-{next(_dirs)}"
         classes = list(CellClass.objects.order_by("order").values_list("code", flat=True))
-        ensemble_write(Path(settings.MEDIA_ROOT) / out_dir, classes=classes)
+        ensemble_write(Path(settings.MEDIA_ROOT) / out_dir, classes=classes, center_crop=center_crop)
         version.out_dir = out_dir
         version.save(update_fields=["out_dir"])
         return version

@@ -33,7 +33,19 @@ def test_an_ensemble_is_indexed_by_its_heaviest_member(version_with_ensemble):
     assert spec.key == f"version:{version.pk}:{heaviest}:{MEMBERS[heaviest][0]}@{IMAGE_SIZE}x{IMAGE_SIZE}"
 
 
+def test_a_cropping_ensembles_index_embeds_the_crop_its_members_were_trained_on(version_with_ensemble):
+    version = version_with_ensemble(center_crop=0.6)
+    spec = index_spec_for(version)
+    assert spec.crop == 0.6
+    assert spec.key.endswith(f"@{IMAGE_SIZE}x{IMAGE_SIZE}-crop0.6")
+    assert BackboneSpec.from_dict(spec.as_dict()) == spec
+
+
 def test_before_any_version_the_bundled_backbone_of_the_settings(settings):
     settings.HEMALOOP_INDEX_BACKBONE = "tf_efficientnet_lite0"
     settings.HEMALOOP_INDEX_IMAGE_SIZE = 224
+    settings.HEMALOOP_INDEX_CROP = 0.6
+    assert index_spec_for(None).key == "bundled:tf_efficientnet_lite0@224x224-crop0.6"
+    assert index_spec_for(None).crop == 0.6
+    settings.HEMALOOP_INDEX_CROP = 1.0  # the whole image: the key an index had before the crop existed
     assert index_spec_for(None).key == "bundled:tf_efficientnet_lite0@224x224"

@@ -55,7 +55,7 @@ class BackboneSpec:
         """A stable name of the space: one index per key."""
         size = "x".join(str(s) for s in self.image_size)
         if self.crop < 1.0:  # spaces without a crop keep the keys they had before the crop existed
-            size += f"@crop{self.crop:g}"
+            size += f"-crop{self.crop:g}"
         if self.source == "bundled":
             return f"bundled:{self.name}@{size}"
         return f"version:{self.version_id}:{self.member}:{self.name}@{size}"
