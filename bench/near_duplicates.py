@@ -155,10 +155,14 @@ def measure(vectors, chosen, copied, center) -> dict:
         "copy_finds_its_original_first": own_first,
         "thresholds": {},
     }
-    for threshold in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98, 0.99):
+    for threshold in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.94, 0.95, 0.96, 0.965, 0.97, 0.98, 0.99):
         result["thresholds"][str(threshold)] = {
             "distinct_cells_flagged": int((distinct_nn >= threshold).sum()),
             "copies_missed": int((copy_sim < threshold).sum()),
+            "caught_by_variant": {
+                name: round(float((copy_sim[i :: len(VARIANTS)] >= threshold).mean()), 3)
+                for i, name in enumerate(VARIANTS)
+            },
         }
     return result
 

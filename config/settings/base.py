@@ -255,8 +255,9 @@ HEMALOOP_INDEX_SHARD_SIZE = env.int("HEMALOOP_INDEX_SHARD_SIZE", default=4096)
 HEMALOOP_HEAD_REFRESH_EVERY = env.int("HEMALOOP_HEAD_REFRESH_EVERY", default=100)
 HEMALOOP_HEAD_AUTO_ACTIVATE = env.bool("HEMALOOP_HEAD_AUTO_ACTIVATE", default=True)
 # Two cells whose bundled-backbone index vectors have at least this cosine similarity are reported as near-duplicates
-# (the same cell imaged twice with different bytes); measured on pbc-dev copies vs distinct cells (bench/README.md).
-HEMALOOP_NEAR_DUPLICATE_SIMILARITY = env.float("HEMALOOP_NEAR_DUPLICATE_SIMILARITY", default=0.965)
+# (the same cell imaged twice with different bytes); measured on pbc-dev copies vs distinct cells for the default
+# index (224 px, crop 0.6; bench/README.md): another size or crop needs its own measurement.
+HEMALOOP_NEAR_DUPLICATE_SIMILARITY = env.float("HEMALOOP_NEAR_DUPLICATE_SIMILARITY", default=0.94)
 
 LOGGING = {
     "version": 1,
