@@ -141,10 +141,13 @@ def _final_neighbours(*, ids: np.ndarray, unit: np.ndarray, row: int, viewer, k:
 def near_duplicates_detect(*, job: EmbeddingJob) -> int:
     """After an embedding pass: record each cell it embedded whose vector has cosine similarity at least
     HEMALOOP_NEAR_DUPLICATE_SIMILARITY with another cell of the index (earlier or of the same pass) as a near-duplicate
-    pair (annotation.models.NearDuplicate). Only in a bundled backbone's space: the threshold was measured there
-    (bench/README.md), and a fine-tuned member pulls distinct cells of a class together. Returns the new pairs."""
+    pair (annotation.models.NearDuplicate). Only in the space the settings configure (the bundled backbone at
+    HEMALOOP_INDEX_IMAGE_SIZE and HEMALOOP_INDEX_CROP): the threshold was measured for it (bench/README.md); a
+    fine-tuned member pulls distinct cells of a class together, and a whole-image space (an index built before the
+    crop, still serving an older head) has distinct cells closer than the cropped threshold. Returns the new pairs."""
     space = job.space
-    if space.backbone.get("source") != "bundled":
+    if space.key != index_spec_for(None).key:
+        _logger.info("embedding job %s: no near-duplicate check in %s (not the configured index)", job.pk, space.key)
         return 0
     new_ids = np.array(sorted(Embedding.objects.filter(shard__job=job).values_list("image_id", flat=True)))
     if len(new_ids) == 0:
