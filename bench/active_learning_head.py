@@ -27,8 +27,6 @@ import datetime
 import os
 import platform
 import time
-from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
@@ -51,13 +49,12 @@ FIELDS = [
     "elapsed_s",
     "date",
 ]
-TARGETS = (0.95, 0.98)
 STRATEGIES = ("random", "margin", "entropy", "hybrid", "typical", "default")
 
 
 def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting it would only scatter the state
     import torch
-    from active_learning import capped_picks, pool_items, pseudo_cases
+    from active_learning import capped_picks, pool_items, pseudo_cases, summarise
     from embedding_cache import embed_files
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -246,7 +243,9 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                     head, f1, acc, fit_s = evaluate(labeled)
                 record(strategy, seed, round_, labeled, mode, f1, acc, select_s, fit_s)
             log(f"{strategy:8s} seed {seed}: {len(counts)} rounds in {time.perf_counter() - chain_started:.1f}s")
-    summarise(csv_path, args.out / PNG_NAME, settings, log)
+    summarise(
+        csv_path, args.out / PNG_NAME, settings, log, ylabel="test macro-F1 (the platform's head on frozen features)"
+    )
     log(f"done; {platform.node() or 'this machine'}, {os.cpu_count()} CPUs")
 
 
@@ -263,80 +262,3 @@ def head_config_from(base, overrides: list[str]):
         kind = types[key]
         changes[key] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
     return dataclasses.replace(base, **changes)
-
-
-def summarise(csv_path: Path, png_path: Path, settings: str, log) -> dict:
-    """Labels to 95 % / 98 % of the whole pool per seed, mean ± SD, ratio to random; the seed-band check; the PNG."""
-    from active_learning import labels_to_reach
-
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["settings"] == settings]
-    reference = float(np.mean([float(r["macro_f1"]) for r in rows if r["strategy"] == "full"]))
-    curves: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # strategy, seed, n
-    for row in rows:
-        if row["strategy"] != "full":
-            curves[row["strategy"]][int(row["seed"])][int(row["labeled"])] = float(row["macro_f1"])
-    strategies = list(curves)
-    summary: dict = {"reference": reference, "needed": {}}
-    log(f"whole-pool macro-F1 {reference:.4f}; targets " + ", ".join(f"{t:.0%}: {t * reference:.4f}" for t in TARGETS))
-    for share in TARGETS:
-        needed = {
-            s: [labels_to_reach(sorted(curve.items()), share * reference) for _, curve in sorted(curves[s].items())]
-            for s in strategies
-        }
-        summary["needed"][share] = needed
-        baseline = needed.get("random")
-        base_mean = float(np.mean(baseline)) if baseline and None not in baseline else None
-        for strategy in strategies:
-            values = needed[strategy]
-            shown = " ".join("-" if v is None else f"{v:.0f}" for v in values)
-            if None in values:
-                log(f"labels to {share:.0%}: {strategy:8s} per seed [{shown}]: not reached by every seed")
-                continue
-            mean, sd = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            ratio = f"{mean / base_mean:.2f}x random" if base_mean else "random did not reach it"
-            log(f"labels to {share:.0%}: {strategy:8s} per seed [{shown}]  mean {mean:6.0f} ± {sd:4.0f}; {ratio}")
-    if "random" in curves:
-        # The whole pool is the same labels for every strategy: it would always be the closest point.
-        budgets = sorted(next(iter(curves["random"].values())))[:-1]
-        for strategy in strategies:
-            gaps = []  # mean - (random's mean - random's seed SD), per budget both curves have, in macro-F1
-            for n in budgets:
-                base = [c[n] for c in curves["random"].values() if n in c]
-                mine = [c[n] for c in curves[strategy].values() if n in c]
-                if len(base) > 1 and mine:
-                    gaps.append((float(np.mean(mine) - np.mean(base) + np.std(base, ddof=1)), n))
-            if gaps:
-                lowest = min(gaps)
-                verdict = "never" if lowest[0] >= 0 else "IS"
-                log(
-                    f"curve vs random: {strategy:8s} {verdict} below random's mean - 1 SD at any budget "
-                    f"(closest: {lowest[0]:+.4f} macro-F1 above it at {lowest[1]} labels)"
-                )
-    plot(curves, strategies, png_path, reference, settings)
-    log(f"wrote {csv_path} and {png_path}")
-    return summary
-
-
-def plot(curves, strategies, png_path: Path, reference: float, settings: str) -> None:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7.5, 4.8))
-    axes = figure.subplots()
-    for strategy in strategies:
-        budgets = sorted({n for curve in curves[strategy].values() for n in curve})
-        values = [[c[n] for c in curves[strategy].values() if n in c] for n in budgets]
-        mean, spread = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
-        axes.plot(budgets, mean, marker=".", label=f"{strategy} ({len(curves[strategy])} seeds)")
-        axes.fill_between(budgets, mean - spread, mean + spread, alpha=0.18)
-    axes.axhline(reference, color="grey", linestyle="--", linewidth=1, label="whole pool")
-    for share in TARGETS:
-        axes.axhline(share * reference, color="grey", linestyle=":", linewidth=1)
-    axes.set_xscale("log", base=2)
-    axes.set_ylim(max(0.0, 0.6 * reference), min(1.0, reference + 0.05))
-    axes.set_xlabel("labeled cells")
-    axes.set_ylabel("test macro-F1 (the platform's head on frozen features)")
-    axes.set_title(settings.replace("|", "  "), fontsize=7)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.savefig(png_path, dpi=110, bbox_inches="tight")

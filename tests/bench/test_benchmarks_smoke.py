@@ -102,9 +102,66 @@ def test_active_learning_writes_curves_and_summary(jpeg_folder, tmp_path):
     assert "random   seed 0 round 1: the class cap" not in stdout
     assert all(0.0 <= float(r["macro_f1"]) <= 1.0 for r in rows)
     assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert "target 95%" in stdout
-    for strategy in ("random", "margin", "entropy"):
-        assert f"labels to 95%: {strategy}" in stdout
+    assert re.search(r"whole-pool macro-F1 [\d.]+ \(whole pool, mean of 1 run\(s\)\); targets 95%: [\d.]+, 98%", stdout)
+    for share in ("95%", "98%"):
+        for strategy in ("random", "margin", "entropy"):
+            assert re.search(rf"labels to {share}: {strategy} +per seed \[", stdout)
+    assert {r["mode"] for r in rows if r["round"] == "0" and r["strategy"] != "full"} == {"random"}
+
+
+def test_active_learning_finetune_runs_the_platform_default_on_the_index(jpeg_folder, tmp_path):
+    out, cache = tmp_path / "al", tmp_path / "cache"
+    stdout = run_script(
+        "bench/active_learning.py",
+        "--data",
+        str(jpeg_folder),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--embed-size",
+        "32",
+        "--profile",
+        "smoke",
+        "--budgets",
+        "10,40,70",
+        "--strategies",
+        "random,default,hybrid",
+        "--seeds",
+        "0,1",
+        "--typical-until",
+        "2",
+        "--max-epochs",
+        "1",
+        "--min-steps",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        timeout=300,
+    )
+
+    with (out / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    pool = int(rows[0]["pool"])
+    assert "embedding 40 of 40 images with bundled tf_efficientnet_lite0 at 32 px, crop 0.6" in stdout
+    assert all("|index tf_efficientnet_lite0 32px crop 0.6|typical-until 2|" in r["settings"] for r in rows)
+    curves = {s: [r for r in rows if r["strategy"] == s and r["seed"] == "1"] for s in ("random", "default", "hybrid")}
+    for curve in curves.values():
+        assert [int(r["labeled"]) for r in curve] == [round(pool * b / 100) for b in (10, 40, 70)]
+    assert [r["mode"] for r in curves["random"]] == ["random"] * 3
+    assert [r["mode"] for r in curves["hybrid"]] == ["typical", "uncertain", "uncertain"]
+    # The default and the hybrid start from the same typical cells; the default then follows the queue's rule.
+    assert curves["default"][0]["labeled_per_class"] == curves["hybrid"][0]["labeled_per_class"]
+    for before, row in zip(curves["default"], curves["default"][1:], strict=False):
+        seen = [int(n) for n in before["labeled_per_class"].split("/") if int(n)]
+        assert row["mode"] == ("typical" if min(seen) < 2 else "uncertain")
+    for share in ("95%", "98%"):
+        for strategy in curves:
+            assert re.search(rf"labels to {share}: {strategy} +per seed \[", stdout)
+    assert re.search(r"curve vs random: default +(never|IS) below", stdout)
+    assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_active_learning_head_learner_embeds_once_and_reports_both_targets(jpeg_folder, tmp_path):
@@ -262,6 +319,7 @@ def test_active_learning_starts_from_local_imagenet_weights_when_asked(jpeg_fold
         rows = list(csv.DictReader(handle))
     assert {row["settings"].rsplit("|", 1)[-1] for row in rows} == {"init local"}
     assert "labels to 95%: random" in stdout
+    assert "(no whole-pool run: the best mean point of any curve); targets" in stdout
     missing = subprocess.run(
         [
             sys.executable,
