@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
 from annotation.selectors.blinding import images_hidden_from
@@ -24,12 +24,14 @@ class ConsensusItem:
 
 
 def consensus_list(*, viewer) -> QuerySet[CellImage]:
-    """Images whose labels disagree (or whose final label was re-opened), oldest first; not those `viewer` labeled
-    (unless HEMALOOP_ALLOW_SELF_ADJUDICATION): they are someone else's to resolve."""
+    """Images whose labels disagree (or whose final label was re-opened), the longest waiting first (by when the
+    latest disagreement or re-opening put them in the queue, not when they were imported); not those `viewer`
+    labeled (unless HEMALOOP_ALLOW_SELF_ADJUDICATION): they are someone else's to resolve."""
     return (
         CellImage.objects.filter(label_status=LabelStatus.CONSENSUS)
         .exclude(pk__in=images_hidden_from(user=viewer).values("pk"))
-        .order_by("id")
+        .annotate(queued_at=Max("events__created_at", filter=Q(events__kind__in=_QUEUE_ENTRIES)))
+        .order_by("queued_at", "id")
     )
 
 

@@ -90,3 +90,18 @@ def test_a_page_of_items_costs_the_same_queries_however_long(
     with django_assert_num_queries(2):
         items = consensus_items(images=page)
     assert [item.reopened.note for item in items] == [f"cell {image.id}" for image in images]
+
+
+def test_the_queue_serves_the_longest_waiting_cell_first(images, alice, bob, make_user, admin_user):
+    _label(images[2], alice, "myeloblast")
+    _label(images[2], bob, "lymphoblast")  # the last imported cell disagrees first
+    _label(images[0], alice, "monocyte")
+    _label(images[0], bob, "lymphocyte")
+    assert list(consensus_list(viewer=admin_user)) == [images[2], images[0]]
+    # Resolved and re-opened later: it waits behind the cell that has been waiting since.
+    adjudicator = make_user(Role.ADJUDICATOR)
+    myeloblast = CellClass.objects.get(code="myeloblast")
+    consensus_resolve(image_id=images[2].id, adjudicator=adjudicator, cell_class=myeloblast)
+    label_reopen(image_id=images[2].id, actor=adjudicator, reason="Auer rods?")
+    assert list(consensus_list(viewer=admin_user)) == [images[0], images[2]]
+    assert consensus_next(viewer=admin_user).image == images[0]
