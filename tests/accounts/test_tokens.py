@@ -92,6 +92,33 @@ def test_an_admin_revokes_the_tokens_of_the_selected_users(admin_user, make_user
     assert token_client(other_key).get("/api/accounts/me/").status_code == 200
 
 
+def test_a_new_password_set_by_an_admin_revokes_the_token_issued_for_the_old_one(user, admin_user, client_for):
+    old = obtain(user.username, PASSWORD).json()["token"]
+    client_for(user)  # a login saves last_login: not a password change, the token stays
+    assert token_client(old).get("/api/accounts/me/").status_code == 200
+
+    response = client_for(admin_user).post(
+        f"/admin/auth/user/{user.pk}/password/",
+        {"usable_password": "true", "password1": "new-horse-battery-staple", "password2": "new-horse-battery-staple"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert_refused(old)
+    assert obtain(user.username, PASSWORD).status_code == 400
+    assert obtain(user.username, "new-horse-battery-staple").json()["token"] != old
+
+
+def test_changepassword_and_disabling_password_login_revoke_the_token(user):
+    key = obtain(user.username, PASSWORD).json()["token"]
+    user.set_password("another-horse-battery-staple")  # what manage.py changepassword does
+    user.save()
+    assert_refused(key)
+
+    key = obtain(user.username, "another-horse-battery-staple").json()["token"]
+    user.set_unusable_password()
+    user.save()
+    assert_refused(key)
+
+
 def test_the_admin_token_list_shows_who_holds_a_token_but_never_the_key(
     admin_user, annotator, client_for, api_client_for
 ):
