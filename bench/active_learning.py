@@ -315,13 +315,7 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
     from training.ml.loop import class_weights_for, fit, predict_logits, resolve_device, use_channels_last
     from training.ml.metrics import accuracy, macro_f1
     from training.ml.models import create_classifier
-    from training.ml.selection import (
-        diverse_uncertain_select,
-        embedding_space,
-        round_seed,
-        select_next,
-        typical_select,
-    )
+    from training.ml.selection import embedding_space, round_seed, typical_select
     from training.ml.tensor_data import TensorBatches, decode_items
     from training.ml.uncertainty import select_uncertain
 
@@ -549,32 +543,17 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
         candidate[unlabeled] = True
         probabilities = np.zeros((len(pool_idx), scores.shape[1]))
         probabilities[unlabeled] = scores
-        if strategy == "typical":
-            return typical_select(space, candidate=candidate, count=wanted, cases=pool_cases, seed=this_seed), "typical"
-        if strategy == "hybrid":
-            picks = diverse_uncertain_select(
-                probabilities,
-                space,
-                candidate=candidate,
-                count=wanted,
-                exploration=args.exploration,
-                prefilter=args.prefilter,
-                seed=this_seed,
-            )
-            return picks, "uncertain"
-        mode, picks = select_next(
+        return index_pick(
+            strategy,
+            probabilities,
             space,
             candidate=candidate,
             labels=pool_labels[labeled],
-            count=wanted,
-            probabilities=probabilities,
             cases=pool_cases,
-            exploration=args.exploration,
-            typical_until=args.typical_until,
-            prefilter=args.prefilter,
+            count=wanted,
+            args=args,
             seed=this_seed,
         )
-        return picks, mode
 
     # --- the simulation -------------------------------------------------------------------------------
     counts = [min(len(pool_idx), max(2, round(len(pool_idx) * b / 100))) for b in budgets]
@@ -631,6 +610,50 @@ def main() -> None:  # noqa: C901 - a linear script; splitting it would only sca
         ylabel="test macro-F1 (the calibrated fine-tuned ensemble)",
     )
     log(f"done; {platform.node() or 'this machine'}, {os.cpu_count()} CPUs, {device}")
+
+
+def index_pick(
+    strategy: str,
+    probabilities: np.ndarray,
+    space: np.ndarray,
+    *,
+    candidate: np.ndarray,
+    labels: np.ndarray,
+    cases: np.ndarray,
+    count: int,
+    args: argparse.Namespace,
+    seed: int,
+) -> tuple[np.ndarray, str]:
+    """A typical-first strategy's next picks (pool rows) and the branch that chose them, by the platform's selection
+    functions on the index, for both learners. `probabilities`: (pool, C), by pool row; `labels`: the labels so far."""
+    from training.ml.selection import diverse_uncertain_select, select_next, typical_select
+
+    if strategy == "typical":
+        return typical_select(space, candidate=candidate, count=count, cases=cases, seed=seed), "typical"
+    if strategy == "hybrid":
+        picks = diverse_uncertain_select(
+            probabilities,
+            space,
+            candidate=candidate,
+            count=count,
+            exploration=args.exploration,
+            prefilter=args.prefilter,
+            seed=seed,
+        )
+        return picks, "uncertain"
+    mode, picks = select_next(
+        space,
+        candidate=candidate,
+        labels=labels,
+        count=count,
+        probabilities=probabilities,
+        cases=cases,
+        exploration=args.exploration,
+        typical_until=args.typical_until,
+        prefilter=args.prefilter,
+        seed=seed,
+    )
+    return picks, mode
 
 
 def summarise(

@@ -54,7 +54,7 @@ STRATEGIES = ("random", "margin", "entropy", "hybrid", "typical", "default")
 
 def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting it would only scatter the state
     import torch
-    from active_learning import capped_picks, pool_items, pseudo_cases, summarise
+    from active_learning import capped_picks, index_pick, pool_items, pseudo_cases, summarise
     from embedding_cache import embed_files
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -62,11 +62,9 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
     from training.ml.heads import HeadConfig, head_probabilities, train_head
     from training.ml.metrics import accuracy, macro_f1
     from training.ml.selection import (
-        diverse_uncertain_select,
         embedding_space,
         min_labels_per_class,
         round_seed,
-        select_next,
         typical_select,
     )
 
@@ -203,33 +201,16 @@ def run(args, log) -> None:  # noqa: C901, PLR0915 - a linear script; splitting 
                             seed=this_seed,
                         )
                         picks, mode = rows[chosen], "uncertain"
-                    elif strategy == "hybrid":
-                        picks = diverse_uncertain_select(
+                    else:
+                        picks, mode = index_pick(
+                            strategy,
                             probabilities,
                             space,
                             candidate=candidate,
-                            count=wanted,
-                            exploration=args.exploration,
-                            prefilter=args.prefilter,
-                            seed=this_seed,
-                        )
-                        mode = "uncertain"
-                    elif strategy == "typical":
-                        picks = typical_select(
-                            space, candidate=candidate, count=wanted, cases=pool_cases, seed=this_seed
-                        )
-                        mode = "typical"
-                    else:
-                        mode, picks = select_next(
-                            space,
-                            candidate=candidate,
                             labels=pool_y[labeled],
-                            count=wanted,
-                            probabilities=probabilities,
                             cases=pool_cases,
-                            exploration=args.exploration,
-                            typical_until=args.typical_until,
-                            prefilter=args.prefilter,
+                            count=wanted,
+                            args=args,
                             seed=this_seed,
                         )
                     select_s = time.perf_counter() - t
