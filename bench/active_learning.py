@@ -704,6 +704,14 @@ def summarise(
             mean, sd = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             ratio = f"{mean / base_mean:.2f}x random" if base_mean else "random did not reach it"
             log(f"labels to {share:.0%}: {strategy:8s} per seed [{shown}]  mean {mean:6.0f} ± {sd:4.0f}; {ratio}")
+    for strategy in strategies:
+        budgets = sorted({n for curve in curves[strategy].values() for n in curve})
+        cells = []
+        for n in budgets:
+            values = [c[n] for c in curves[strategy].values() if n in c]
+            sd = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+            cells.append(f"{n}: {np.mean(values):.3f}{sd}")
+        log(f"macro-F1 by labels: {strategy:8s} " + ", ".join(cells))
     if "random" in curves:
         # The whole pool (the head learner's last point) is the same labels for every strategy: it would always be
         # the closest point.

@@ -161,6 +161,8 @@ def test_active_learning_finetune_runs_the_platform_default_on_the_index(jpeg_fo
         for strategy in curves:
             assert re.search(rf"labels to {share}: {strategy} +per seed \[", stdout)
     assert re.search(r"curve vs random: default +(never|IS) below", stdout)
+    budgets = [round(pool * b / 100) for b in (10, 40, 70)]
+    assert re.search(rf"macro-F1 by labels: default +{budgets[0]}: [\d.]+ ± [\d.]+, {budgets[1]}: ", stdout)
     assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
