@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import F, Max, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
 from annotation.selectors.blinding import images_hidden_from
 
 # The events that put a cell in the queue; the latest of them says why it is there now.
 _QUEUE_ENTRIES = (LabelEvent.Kind.DISAGREEMENT, LabelEvent.Kind.REOPENED)
+# A flag moves a final cell to the queue with no other event: it counts as an entry for the waiting time.
+_WAITING_SINCE = (*_QUEUE_ENTRIES, LabelEvent.Kind.FLAGGED)
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,14 @@ class ConsensusItem:
 
 
 def consensus_list(*, viewer) -> QuerySet[CellImage]:
-    """Images whose labels disagree (or whose final label was re-opened), the longest waiting first (by when the
-    latest disagreement or re-opening put them in the queue, not when they were imported); not those `viewer`
-    labeled (unless HEMALOOP_ALLOW_SELF_ADJUDICATION): they are someone else's to resolve."""
+    """Images whose labels disagree (or whose final label was re-opened or flagged), the longest waiting first (by
+    the latest disagreement, re-opening or flag, not by import); not those `viewer` labeled (unless
+    HEMALOOP_ALLOW_SELF_ADJUDICATION): they are someone else's to resolve."""
     return (
         CellImage.objects.filter(label_status=LabelStatus.CONSENSUS)
         .exclude(pk__in=images_hidden_from(user=viewer).values("pk"))
-        .annotate(queued_at=Max("events__created_at", filter=Q(events__kind__in=_QUEUE_ENTRIES)))
-        .order_by("queued_at", "id")
+        .annotate(queued_at=Max("events__created_at", filter=Q(events__kind__in=_WAITING_SINCE)))
+        .order_by(F("queued_at").asc(nulls_first=True), "id")
     )
 
 

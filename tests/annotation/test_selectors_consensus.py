@@ -7,7 +7,7 @@ import pytest
 from annotation.models import CellClass
 from annotation.selectors import consensus_items, consensus_list, consensus_next
 from annotation.services.consensus import consensus_resolve, label_reopen
-from annotation.services.labeling import annotation_submit, annotation_undo
+from annotation.services.labeling import annotation_flag, annotation_submit, annotation_undo
 from core.roles import Role
 from tests.factories.annotation import batch_make, hold, image_make
 
@@ -105,3 +105,14 @@ def test_the_queue_serves_the_longest_waiting_cell_first(images, alice, bob, mak
     label_reopen(image_id=images[2].id, actor=adjudicator, reason="Auer rods?")
     assert list(consensus_list(viewer=admin_user)) == [images[0], images[2]]
     assert consensus_next(viewer=admin_user).image == images[0]
+
+
+def test_a_flagged_final_cell_waits_from_when_it_was_flagged(images, alice, bob, admin_user):
+    _label(images[0], alice, "monocyte")
+    _label(images[0], bob, "monocyte")  # final by agreement
+    _label(images[1], alice, "myeloblast")
+    _label(images[1], bob, "lymphoblast")  # in the queue
+    annotation_flag(annotator=alice, public_id=images[0].public_id)
+    _label(images[2], alice, "myeloblast")
+    _label(images[2], bob, "lymphoblast")
+    assert list(consensus_list(viewer=admin_user)) == [images[1], images[0], images[2]]
