@@ -54,6 +54,7 @@ import math
 import os
 import platform
 import sys
+import textwrap
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -726,11 +727,16 @@ def summarise(
                     gaps.append((float(np.mean(mine) - np.mean(base) + np.std(base, ddof=1)), n))
             if gaps:
                 lowest = min(gaps)
-                verdict = "never" if lowest[0] >= 0 else "IS"
-                log(
-                    f"curve vs random: {strategy:8s} {verdict} below random's mean - 1 SD at any budget "
-                    f"(closest: {lowest[0]:+.4f} macro-F1 above it at {lowest[1]} labels)"
-                )
+                if lowest[0] >= 0:
+                    log(
+                        f"curve vs random: {strategy:8s} never below random's mean - 1 SD at any budget "
+                        f"(closest: {lowest[0]:+.4f} macro-F1 above it at {lowest[1]} labels)"
+                    )
+                else:
+                    log(
+                        f"curve vs random: {strategy:8s} IS below random's mean - 1 SD "
+                        f"(by {-lowest[0]:.4f} macro-F1 at {lowest[1]} labels, the lowest)"
+                    )
             else:
                 log(f"curve vs random: {strategy:8s} not checked (random needs two or more seeds for a band)")
     plot(curves, strategies, png_path, reference, settings, ylabel)
@@ -747,19 +753,23 @@ def plot(curves, strategies, png_path: Path, reference: float, settings: str, yl
     for strategy in strategies:
         budgets = sorted({n for curve in curves[strategy].values() for n in curve})
         values = [[c[n] for c in curves[strategy].values() if n in c] for n in budgets]
-        mean, spread = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
+        # The band is the seed SD the summary prints (ddof 1).
+        mean = np.array([np.mean(v) for v in values])
+        spread = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values])
         lowest = min(lowest, float((mean - spread).min()))
         axes.plot(budgets, mean, marker=".", label=f"{strategy} ({len(curves[strategy])} seeds)")
         axes.fill_between(budgets, mean - spread, mean + spread, alpha=0.18)
     axes.axhline(reference, color="grey", linestyle="--", linewidth=1, label="whole pool")
-    for share in TARGETS:
-        axes.axhline(share * reference, color="grey", linestyle=":", linewidth=1)
+    for i, share in enumerate(TARGETS):
+        label = " / ".join(f"{t:.0%}" for t in TARGETS) + " of it" if i == 0 else None
+        axes.axhline(share * reference, color="grey", linestyle=":", linewidth=1, label=label)
     axes.set_xscale("log", base=2)
     # Fine-tuned curves start far lower than a head's; a fixed floor would cut their first rounds off.
     axes.set_ylim(max(0.0, min(0.6 * reference, lowest - 0.02)), min(1.0, reference + 0.05))
     axes.set_xlabel("labeled cells")
     axes.set_ylabel(ylabel)
-    axes.set_title(settings.replace("|", "  "), fontsize=7)
+    # The settings string is longer than the figure is wide: wrapped at its separators, never cut off.
+    axes.set_title(textwrap.fill(settings.replace("|", "  "), width=130, break_long_words=False), fontsize=7)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.savefig(png_path, dpi=110, bbox_inches="tight")
