@@ -400,3 +400,37 @@ def test_refresh_benchmark_prints_the_refresh_the_baseline_and_the_ratio(tmp_pat
     assert (tmp_path / "refresh.json").is_file()
     run = json.loads((tmp_path / "refresh.json").read_text())["runs"][0]
     assert 0 < run["load_cached_s"] < run["load_shards_s"]
+
+
+def test_channels_last_benchmark_times_both_layouts_and_prints_their_ratio(tmp_path):
+    stdout = run_script(
+        "bench/channels_last.py",
+        "--models",
+        "test_efficientnet",
+        "--sizes",
+        "32,40",
+        "--batch",
+        "4",
+        "--eval-batch",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--pretrained",
+        "none",
+        "--json",
+        str(tmp_path / "layouts.json"),
+    )
+
+    assert re.search(r"test_efficientnet @ 32px  train .* img/s \(\d+\.\d\dx\)   eval .* \(\d+\.\d\dx\)", stdout)
+    rows = json.loads((tmp_path / "layouts.json").read_text())["rows"]
+    assert [row["size"] for row in rows] == [32, 40]
+    for row in rows:
+        for kind in ("train", "eval"):
+            nchw, last = row[f"{kind}_nchw_images_per_s"], row[f"{kind}_channels_last_images_per_s"]
+            assert nchw > 0
+            assert last > 0
+            assert row[f"{kind}_ratio"] == pytest.approx(last / nchw, rel=0.01)

@@ -17,6 +17,9 @@ from training.ml.loop import (
     create_batch_scheduler,
     create_optimizer,
     fit,
+    prepare_model,
+    train_one_epoch,
+    use_channels_last,
 )
 from training.ml.models import create_classifier, freeze_leading_blocks
 
@@ -223,3 +226,29 @@ def test_adamw_trains_only_what_is_not_frozen(tiny_batches):
     assert any(k.startswith("classifier.") for k in changed)
     with pytest.raises(ValueError, match="stages; cannot freeze 99"):
         freeze_leading_blocks(model, 99)
+
+
+def test_a_cpu_trains_in_channels_last_layout_and_computes_the_same_gradients(tiny_batches):
+    # Channels-last is a memory layout, not a different network: a training step in each layout from the same
+    # start must compute the same loss gradients (up to float rounding), and the CPU run must really use it.
+    # (Weights after several steps are not compared: on random labels with batch-4 BatchNorm the rounding
+    # differences grow chaotically.)
+    config = config_for_profile("smoke", max_epochs=1)
+    assert config.channels_last
+    assert use_channels_last(config, CPU)
+    assert not use_channels_last(config.replace(channels_last=False), CPU)
+    gradients, losses = {}, {}
+    for layout in (True, False):
+        torch.manual_seed(0)
+        model = prepare_model(create_classifier("test_efficientnet", 3), CPU, layout)
+        assert model.net.conv_stem.weight.is_contiguous(memory_format=torch.channels_last) == layout
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        losses[layout] = train_one_epoch(model, tiny_batches[:1], optimizer, device=CPU, channels_last=layout)
+        gradients[layout] = {name: p.grad.contiguous() for name, p in model.named_parameters()}
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    assert any(g.abs().max() > 1e-3 for g in gradients[False].values())
+    for name, gradient in gradients[True].items():
+        # Relative to the tensor's largest entry (the two layouts sum the same products in different orders),
+        # plus float32 noise for gradients that are zero in exact arithmetic (a bias just before a BatchNorm).
+        scale = gradients[False][name].abs().max()
+        assert (gradient - gradients[False][name]).abs().max() <= 1e-3 * scale + 1e-5, name
