@@ -11,10 +11,7 @@ pixels are random: a convolution's cost does not depend on them, and no data fol
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,6 +38,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     import torch
+    from run_facts import facts_line, torch_run_facts
 
     from training.ml.loop import predict_logits, prepare_model, resolve_device, train_one_epoch
     from training.ml.models import create_classifier
@@ -101,13 +99,7 @@ def main() -> None:
             )
 
     figures = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        **torch_run_facts(torch, device),
         "batch": args.batch,
         "eval_batch": args.eval_batch,
         "steps": args.steps,
@@ -117,9 +109,8 @@ def main() -> None:
         "rows": rows,
     }
     print(
-        f"{figures['date']}  {figures['device']} ({figures['cpu_count']} CPUs, {figures['torch_threads']} torch "
-        f"threads), torch {figures['torch']}, load average {figures['load_average_1m_at_end']}; "
-        f"best of {args.repeats} alternating repeats, {args.steps} timed batches each; ratio = channels-last / NCHW"
+        f"{facts_line(figures)}; best of {args.repeats} alternating repeats, {args.steps} timed batches each; "
+        "ratio = channels-last / NCHW"
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

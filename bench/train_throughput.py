@@ -10,11 +10,8 @@ pre-decoded uint8 tensors, so the ratio shows what decoding, augmentation and th
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +37,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     import torch
+    from run_facts import facts_line, torch_run_facts
 
     from training.ml.data import create_loader, folder_labels, scan_image_folder
     from training.ml.loop import Callback, CallbackList, autocast, prepare_model, resolve_device, train_one_epoch
@@ -146,13 +144,7 @@ def main() -> None:
     ratio = pipeline / baseline
 
     figures = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        **torch_run_facts(torch, device),
         "model": args.model,
         "size": args.size,
         "batch": args.batch,
@@ -169,10 +161,7 @@ def main() -> None:
         "ratio_median_step": round(pipeline_median / baseline_median, 3),
         "runs": runs,
     }
-    print(
-        f"{figures['date']}  {figures['device']} ({figures['cpu_count']} CPUs, {figures['torch_threads']} torch "
-        f"threads), torch {figures['torch']}, load average {figures['load_average_1m_at_end']}"
-    )
+    print(facts_line(figures))
     print(
         f"{args.model} @ {args.size}px, batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up, "
         f"{args.workers} workers"
