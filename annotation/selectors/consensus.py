@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import F, Max, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import F, Min, OuterRef, Prefetch, Q, QuerySet, Subquery, prefetch_related_objects
 
 from annotation.models import Annotation, CellImage, LabelEvent, LabelStatus
 from annotation.selectors.blinding import images_hidden_from
 
 # The events that put a cell in the queue; the latest of them says why it is there now.
 _QUEUE_ENTRIES = (LabelEvent.Kind.DISAGREEMENT, LabelEvent.Kind.REOPENED)
-# A flag moves a final cell to the queue with no other event: it counts as an entry for the waiting time.
+# A flag moves a final cell to the queue with no other event: it counts as an entry for the waiting time. A cell
+# waits from the first of these after its last other event (a label, an undo, a decision: each leaves the cell out
+# of the queue), so a flag on a cell already waiting does not send it to the back.
 _WAITING_SINCE = (*_QUEUE_ENTRIES, LabelEvent.Kind.FLAGGED)
 
 
@@ -26,13 +28,22 @@ class ConsensusItem:
 
 
 def consensus_list(*, viewer) -> QuerySet[CellImage]:
-    """Images whose labels disagree (or whose final label was re-opened or flagged), the longest waiting first (by
-    the latest disagreement, re-opening or flag, not by import); not those `viewer` labeled (unless
+    """Images whose labels disagree (or whose final label was re-opened or flagged), the longest waiting first (since
+    the disagreement, re-opening or flag that put each in the queue, not by import); not those `viewer` labeled (unless
     HEMALOOP_ALLOW_SELF_ADJUDICATION): they are someone else's to resolve."""
+    # Events are append-only, so ids order them even where two share a timestamp.
+    last_out = (
+        LabelEvent.objects.filter(image=OuterRef("pk"))
+        .exclude(kind__in=_WAITING_SINCE)
+        .order_by("-id")
+        .values("id")[:1]
+    )
+    entered = Q(events__kind__in=_WAITING_SINCE) & (Q(last_out__isnull=True) | Q(events__id__gt=F("last_out")))
     return (
         CellImage.objects.filter(label_status=LabelStatus.CONSENSUS)
         .exclude(pk__in=images_hidden_from(user=viewer).values("pk"))
-        .annotate(queued_at=Max("events__created_at", filter=Q(events__kind__in=_WAITING_SINCE)))
+        .annotate(last_out=Subquery(last_out))
+        .annotate(queued_at=Min("events__created_at", filter=entered))
         .order_by(F("queued_at").asc(nulls_first=True), "id")
     )
 

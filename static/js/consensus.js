@@ -1,4 +1,4 @@
-// The consensus page: the oldest disagreement with both labels; the adjudicator chooses the final class
+// The consensus page: the longest-waiting cell with both labels; the adjudicator chooses the final class
 // with the labeling hotkeys (any class), adds an optional note and resolves with Enter; the next follows.
 import { Alert, api, errorMessage, flash, formatDateTime, markReady, Toasts } from "./hemaloop.js";
 import { hasModifier, holdKeys, hotkeyOf, isTyping, readTaxonomy } from "./hotkeys.js";

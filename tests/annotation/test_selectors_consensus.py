@@ -116,3 +116,21 @@ def test_a_flagged_final_cell_waits_from_when_it_was_flagged(images, alice, bob,
     _label(images[2], alice, "myeloblast")
     _label(images[2], bob, "lymphoblast")
     assert list(consensus_list(viewer=admin_user)) == [images[1], images[0], images[2]]
+
+
+def test_a_flag_on_a_cell_already_waiting_keeps_its_place(images, alice, bob, admin_user):
+    _label(images[0], alice, "myeloblast")
+    _label(images[0], bob, "lymphoblast")  # waiting first
+    _label(images[1], alice, "monocyte")
+    _label(images[1], bob, "lymphocyte")
+    annotation_flag(annotator=alice, public_id=images[0].public_id)  # asks again; it is already in the queue
+    assert list(consensus_list(viewer=admin_user)) == [images[0], images[1]]
+
+
+def test_a_flag_before_the_second_label_waits_from_the_disagreement(images, alice, bob, admin_user):
+    _label(images[0], alice, "monocyte")
+    annotation_flag(annotator=alice, public_id=images[0].public_id)  # not in the queue yet: one label
+    _label(images[1], alice, "myeloblast")
+    _label(images[1], bob, "lymphoblast")
+    _label(images[0], bob, "monocyte")  # agreement, but flagged: it enters the queue only now
+    assert list(consensus_list(viewer=admin_user)) == [images[1], images[0]]
