@@ -2,8 +2,9 @@
 queued/started/heartbeat/finished times, done/total, error), the helpers that move it through its states, one
 progress JSON shape for every page and API, and the stale-job reaper that a periodic task runs.
 
-Imports, dataset archives, scoring passes and training runs are all jobs. A worker claims a queued row with one
-conditional UPDATE (so a task delivered twice runs once), reports progress with heartbeats, and finishes it; a
+Imports, dataset archives, scoring passes and training runs are all jobs. Its task is sent once the row commits,
+and a broker that cannot be reached fails the row at once (`job_send_on_commit`). A worker claims a queued row with
+one conditional UPDATE (so a task delivered twice runs once), reports progress with heartbeats, and finishes it; a
 running row whose heartbeats stopped for longer than the model's STALE_AFTER is failed by the reaper, never by a
 page view.
 """
@@ -16,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from django.apps import apps
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 _logger = logging.getLogger(__name__)
@@ -85,6 +86,28 @@ def job_claim(*, model: type[JobT], job_id: int) -> JobT | None:
         status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, error=""
     )
     return model.objects.get(pk=job_id) if claimed else None
+
+
+def job_send_on_commit(*, job: Job, task: Any) -> None:
+    """Send `task(job.pk)` to the workers once the caller's transaction commits.
+
+    A broker that cannot be reached fails the job at once, with the reason: the request that queued it stands (its
+    response does not turn into an error after its data committed), and the row does not stay queued for a worker
+    that will never hear of it (a queued run would also block the next one). Whoever asked sees why on the job's
+    page and may ask again.
+    """
+
+    def send() -> None:
+        try:
+            task.delay(job.pk)
+        # Redis down raises kombu's OperationalError from the broker, or, first, a RuntimeError from the Redis result
+        # backend's subscription; whatever fails here fails before the message is published.
+        except Exception as exc:  # noqa: BLE001 - any failure to send means no worker will run the job
+            _logger.exception("could not queue %s %s", job.JOB_KIND, job.pk)
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            job_finish(job=job, status=JobStatus.FAILED, error=f"Could not reach the task queue: {reason}")
+
+    transaction.on_commit(send, robust=True)
 
 
 def job_heartbeat(*, job: Job, done: int | None = None, total: int | None = None, **fields: Any) -> bool:

@@ -4,6 +4,7 @@ batch, model versions with seeded predictions, and the labeled demo set. Rows co
 from __future__ import annotations
 
 import importlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from rest_framework.test import APIClient
 from annotation.models import CellImage, ImportBatch
 from annotation.services.imports.batches import import_batch_create
 from annotation.services.imports.runner import import_batch_process
+from config.celery import app
 from core.roles import Role
 from inference.models import Prediction
 from tests.factories.accounts import UserFactory
@@ -23,6 +25,7 @@ from tests.factories.releases import DatasetVersionFactory
 from tests.factories.training import ModelVersionFactory
 from tests.helpers import DEMO_CLASSES, demo_subset, next_variant
 from tests.s3 import moto_s3_server, s3_client, s3_environment
+from tests.workers import celery_app_point_at, celery_app_restore
 from training.models import ModelVersion
 
 
@@ -93,6 +96,22 @@ def api_client_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def broker_unreachable():
+    """Tasks go to a Redis address where nothing listens (a port just freed), not run eagerly: the broker is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = app.conf.result_backend_transport_options
+    # The Redis result backend retries its subscription 20 times, a second apart, before it gives up; a test need
+    # not wait for that (production keeps the default: a Redis restart of a few seconds must not fail jobs).
+    app.conf.result_backend_transport_options = {"retry_policy": {"max_retries": 1, "interval_max": 0.1}}
+    saved = celery_app_point_at(f"redis://127.0.0.1:{port}/0")
+    yield
+    celery_app_restore(saved)
+    app.conf.result_backend_transport_options = options
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ import logging
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from kombu.exceptions import OperationalError
 
-from core.jobs import JobStatus, job_finish
+from core.jobs import job_send_on_commit
 from core.roles import Role, role_require
 from inference import tasks
 from inference.errors import RefreshRefused, ScoringRefused
@@ -25,16 +24,6 @@ from training.selectors import model_version_active
 _logger = logging.getLogger(__name__)
 
 
-def _scoring_job_send(job: ScoringJob) -> None:
-    try:
-        tasks.scoring_job_process_task.delay(job.pk)
-    except OperationalError as exc:
-        # A broker that cannot be reached (an import command run without one) must not undo the caller's work,
-        # nor leave a queued row that no worker will ever claim and that blocks Rescore.
-        _logger.exception("could not queue scoring job %s", job.pk)
-        job_finish(job=job, status=JobStatus.FAILED, error=f"Could not reach the task queue: {exc}")
-
-
 def scoring_enqueue(*, model_version: ModelVersion, scope: str, actor: AbstractBaseUser | None) -> ScoringJob:
     """A queued ScoringJob row (so the Scoring page shows it before a worker takes it) and its task, on commit."""
     job = ScoringJob.objects.create(
@@ -43,7 +32,7 @@ def scoring_enqueue(*, model_version: ModelVersion, scope: str, actor: AbstractB
         requested_by=actor,
         total=scoring_pool(model_version=model_version, scope=scope).count(),
     )
-    transaction.on_commit(lambda: _scoring_job_send(job), robust=True)
+    job_send_on_commit(job=job, task=tasks.scoring_job_process_task)
     return job
 
 
@@ -80,15 +69,6 @@ def queue_priorities_refresh_start(*, actor: AbstractBaseUser) -> ModelVersion |
     return model_version_active()
 
 
-def _embedding_job_send(job: EmbeddingJob) -> None:
-    try:
-        tasks.embedding_job_process_task.delay(job.pk)
-    except OperationalError as exc:
-        # As for scoring: no broker must not leave a queued row that no worker will ever claim.
-        _logger.exception("could not queue embedding job %s", job.pk)
-        job_finish(job=job, status=JobStatus.FAILED, error=f"Could not reach the task queue: {exc}")
-
-
 def index_enqueue(*, space: EmbeddingSpace, actor: AbstractBaseUser | None = None) -> EmbeddingJob | None:
     """Queue a pass over the images not yet in the space (after the caller commits); None when there are none or a
     pass of the space is already queued or running (it reaches images imported meanwhile: they sort after its
@@ -101,21 +81,13 @@ def index_enqueue(*, space: EmbeddingSpace, actor: AbstractBaseUser | None = Non
         if total == 0:
             return None
         job = EmbeddingJob.objects.create(space=space, requested_by=actor, total=total)
-        transaction.on_commit(lambda: _embedding_job_send(job), robust=True)
+        job_send_on_commit(job=job, task=tasks.embedding_job_process_task)
     return job
 
 
 def index_enqueue_for(*, version: ModelVersion | None) -> EmbeddingJob | None:
     """`index_enqueue` for the space that serves `version` (None: the bundled backbone's)."""
     return index_enqueue(space=index_space_get(spec=index_spec_for(version)))
-
-
-def _head_refresh_send(job: HeadRefreshJob) -> None:
-    try:
-        tasks.head_refresh_task.delay(job.pk)
-    except OperationalError as exc:
-        _logger.exception("could not queue refresh %s", job.pk)
-        job_finish(job=job, status=JobStatus.FAILED, error=f"Could not reach the task queue: {exc}")
 
 
 def head_refresh_enqueue(*, reason: str, actor: AbstractBaseUser | None = None) -> HeadRefreshJob | None:
@@ -128,7 +100,7 @@ def head_refresh_enqueue(*, reason: str, actor: AbstractBaseUser | None = None) 
             job = HeadRefreshJob.objects.create(reason=reason, requested_by=actor)
     except IntegrityError:  # another request queued one between the check and the insert
         return None
-    transaction.on_commit(lambda: _head_refresh_send(job), robust=True)
+    job_send_on_commit(job=job, task=tasks.head_refresh_task)
     return job
 
 

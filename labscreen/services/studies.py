@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import AppError
-from core.jobs import JobStatus
+from core.jobs import JobStatus, job_send_on_commit
 from core.roles import Role, role_require, user_has_role
 from labscreen import tasks
 from labscreen.ml.config import StudyConfig
@@ -41,7 +41,7 @@ def lab_study_start(*, requested_by: AbstractBaseUser, title: str = "", **settin
         )
     with transaction.atomic():
         study = LabStudy.objects.create(title=title[:200], config=config.to_dict(), requested_by=requested_by)
-        transaction.on_commit(lambda: tasks.lab_study_run.delay(study.pk))
+        job_send_on_commit(job=study, task=tasks.lab_study_run)
     return study
 
 

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from core.jobs import job_is_stale
+from core.jobs import job_is_stale, job_send_on_commit
 from core.roles import Role, role_require
 from releases import selectors, tasks
 from releases.models import DatasetArchive, DatasetVersion
@@ -33,7 +33,7 @@ def archive_build_start(*, version: DatasetVersion, requested_by: AbstractBaseUs
         archive.total = version.image_count + TEXT_MEMBERS
         archive.error = ""
         archive.save()
-        transaction.on_commit(lambda: tasks.dataset_archive_build.delay(archive.pk))
+        job_send_on_commit(job=archive, task=tasks.dataset_archive_build)
     return archive
 
 
@@ -41,7 +41,7 @@ def _under_way(*, archive: DatasetArchive) -> bool:
     """A build a worker holds, or one still waiting for its task.
 
     A stale running build lost its worker (the reaper fails it), and a build queued for longer than the stale
-    limit lost its task (the broker was down when it was sent): either may be asked for again. A late copy of
+    limit lost its task (its broker message was lost): either may be asked for again. A late copy of
     the old task then finds the row claimed and does nothing.
     """
     if archive.status == Status.RUNNING:

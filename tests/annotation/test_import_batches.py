@@ -610,3 +610,16 @@ def test_a_batch_imports_in_the_same_order_every_time_it_runs(admin_user, tmp_pa
     first = [entry.name for entry in import_order(batch=batch, entries=entries)]
     assert first == [entry.name for entry in import_order(batch=batch, entries=list(reversed(entries)))]
     assert first != sorted(first)
+
+
+def test_an_upload_queued_while_redis_is_down_fails_at_once_with_the_reason(
+    admin_user, media, broker_unreachable, django_capture_on_commit_callbacks
+):
+    upload = _upload("cells.zip", _zip_bytes({"neutrophil/a.jpg": image_bytes(seed=1)}))
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = import_batch_create_from_upload(created_by=admin_user, upload=upload)
+    batch.refresh_from_db()
+    # Not left "queued" for a worker that never heard of it; the upload stays, as for any failed import.
+    assert batch.status == "failed"
+    assert batch.error.startswith("Could not reach the task queue")
+    assert default_storage.exists(batch.source_path)

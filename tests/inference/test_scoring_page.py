@@ -210,3 +210,16 @@ def test_the_api_rescores_on_demand_and_reports_progress(
     refused = api.post("/api/inference/scoring/jobs/")
     assert refused.status_code == 409
     assert "still queued" in refused.json()["detail"]
+
+
+def test_a_rescore_asked_for_while_redis_is_down_fails_at_once_and_does_not_block_the_next(
+    active, admin_user, api_client_for, broker_unreachable, django_capture_on_commit_callbacks
+):
+    api = api_client_for(admin_user)
+    for _ in range(2):  # the first failed pass does not hold Rescore as "still queued"
+        with django_capture_on_commit_callbacks(execute=True):
+            started = api.post("/api/inference/scoring/jobs/")
+        assert started.status_code == 202, started.content
+        job = api.get(f"/api/inference/scoring/jobs/{started.json()['id']}/").json()
+        assert job["status"] == "failed"
+        assert job["error"].startswith("Could not reach the task queue")

@@ -121,3 +121,17 @@ def test_diff_between_two_versions(api, labeled, cut, cell):
         {"code": "lymphoblast", "added": 1, "removed": 0, "relabeled_away": 0, "relabeled_to": 0}
     ]
     assert api.get("/api/releases/versions/1/diff/9/").status_code == 404
+
+
+def test_a_build_asked_for_while_redis_is_down_fails_with_the_reason_and_can_be_asked_again(
+    api, labeled, cut, broker_unreachable, django_capture_on_commit_callbacks
+):
+    cut()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post("/api/releases/versions/1/archive/").status_code == 202
+    progress = api.get("/api/releases/versions/1/archive/").json()
+    assert (progress["status"], progress["finished"]) == ("failed", True)
+    assert progress["error"].startswith("Could not reach the task queue")
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        assert api.post("/api/releases/versions/1/archive/").status_code == 202
+    assert len(sent) == 1  # a new try, not "already under way"

@@ -322,3 +322,18 @@ def test_the_heartbeat_thread_keeps_a_run_alive_through_a_long_stretch_without_b
         assert timezone.now() < deadline
     run.refresh_from_db()
     assert run.status == JobStatus.FAILED
+
+
+def test_a_run_started_while_the_broker_is_down_fails_at_once_and_does_not_block_the_next(
+    labeled_demo, admin_user, api_client_for, broker_unreachable, django_capture_on_commit_callbacks
+):
+    labeled_demo()
+    api = api_client_for(admin_user)
+    response = _start(api, django_capture_on_commit_callbacks)
+    # The start itself stands (its rows committed); the run says why no worker will take it.
+    assert response.status_code == 201, response.content
+    run = api.get(f"/api/training/runs/{response.json()['id']}/").json()
+    assert run["status"] == "failed"
+    assert run["error"].startswith("Could not reach the task queue")
+    # Not left queued: the one-run-at-a-time rule does not refuse the next start.
+    assert _start(api, django_capture_on_commit_callbacks).status_code == 201

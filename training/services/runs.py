@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from core.jobs import UNFINISHED, JobStatus, job_is_stale, jobs_fail_stale
+from core.jobs import UNFINISHED, JobStatus, job_is_stale, job_send_on_commit, jobs_fail_stale
 from core.roles import Role, role_require
 from releases.models import DatasetVersion, Split
 from releases.services.versions import dataset_version_create
@@ -176,7 +176,7 @@ def training_run_start(
                 )
         except IntegrityError as exc:  # a concurrent start won the partial unique constraint
             raise TrainingBusy(_busy_message()) from exc
-        transaction.on_commit(lambda: tasks.training_run.delay(run.pk))
+        job_send_on_commit(job=run, task=tasks.training_run)
     return run
 
 

@@ -19,6 +19,7 @@ from annotation.services.metadata import csv_rows_read
 from annotation.services.sources import SourceInvalid
 from annotation.services.validation import ImportLimits, megabytes
 from core.errors import AppError
+from core.jobs import job_send_on_commit
 from core.roles import Role, role_require
 
 
@@ -153,5 +154,5 @@ def _batch_record(
             case_from_folder=case_from_folder,
         )
         if enqueue:
-            transaction.on_commit(lambda: tasks.import_batch_process.delay(batch.pk))
+            job_send_on_commit(job=batch, task=tasks.import_batch_process)
     return batch
