@@ -2,7 +2,7 @@
 queued/started/heartbeat/finished times, done/total, error), the helpers that move it through its states, one
 progress JSON shape for every page and API, and the stale-job reaper that a periodic task runs.
 
-Imports, dataset archives, scoring passes and training runs are all jobs. Its task is sent once the row commits,
+Imports, dataset archives, scoring passes and training runs are all jobs. A job's task is sent once its row commits,
 and a broker that cannot be reached fails the row at once (`job_send_on_commit`). A worker claims a queued row with
 one conditional UPDATE (so a task delivered twice runs once), reports progress with heartbeats, and finishes it; a
 running row whose heartbeats stopped for longer than the model's STALE_AFTER is failed by the reaper, never by a
